@@ -1,0 +1,202 @@
+//! Normalisation of ingest lines (honeypot → node) into one canonical event shape.
+//!
+//! Two shapes arrive: the canonical one (`event_type` + `data`) and the flat one that
+//! Cowrie and similar plugins write (`eventid` with the payload at top level). Both become
+//! an [`IngestEvent`]; see the contract, section 1, for the field rules.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::IngestError;
+use crate::timestamp::{format_timestamp, parse_timestamp_text, parse_unix_seconds};
+
+/// Placeholder for a pot id or type nobody told us.
+pub const UNKNOWN: &str = "unknown";
+
+/// What the node knows about the connection a line came from (a pot it started).
+#[derive(Debug, Clone, Default)]
+pub struct PotContext {
+    pub pot_id: Option<String>,
+    pub pot_type: Option<String>,
+}
+
+/// A normalised honeypot event, ready to become a `PotEvent`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestEvent {
+    pub pot_id: String,
+    pub pot_type: String,
+    pub event_type: String,
+    /// RFC 3339 UTC with `Z`.
+    pub timestamp: String,
+    pub data: Map<String, Value>,
+}
+
+const POT_ID_KEYS: [&str; 3] = ["pot_id", "honeybee_honeypot_id", "sensor"];
+const POT_TYPE_KEYS: [&str; 2] = ["pot_type", "honeybee_honeypot_type"];
+
+/// Normalises one line (without its `\n`). Blank lines give `Ok(None)`: they are skipped
+/// silently, not counted as errors.
+pub fn normalize_ingest_line(
+    line: &[u8],
+    context: &PotContext,
+    received_at: DateTime<Utc>,
+) -> Result<Option<IngestEvent>, IngestError> {
+    let text = std::str::from_utf8(line).map_err(|error| IngestError::NotUtf8 {
+        offset: error.valid_up_to(),
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(text).map_err(|error| IngestError::NotJson {
+        reason: error.to_string(),
+    })?;
+    let Value::Object(mut fields) = value else {
+        return Err(IngestError::NotAnObject {
+            found: json_kind(&value),
+        });
+    };
+
+    let (event_type, canonical) = match take_string(&mut fields, "event_type")? {
+        Some(event_type) => (event_type, true),
+        None => match take_string(&mut fields, "eventid")? {
+            Some(event_type) => (event_type, false),
+            None => return Err(IngestError::MissingEventType),
+        },
+    };
+    let pot_id = take_first_string(&mut fields, &POT_ID_KEYS)
+        .or_else(|| context.pot_id.clone())
+        .unwrap_or_else(|| UNKNOWN.to_owned());
+    let pot_type = take_first_string(&mut fields, &POT_TYPE_KEYS)
+        .or_else(|| context.pot_type.clone())
+        .unwrap_or_else(|| UNKNOWN.to_owned());
+    let timestamp = match fields.remove("timestamp") {
+        None | Some(Value::Null) => received_at,
+        Some(value) => parse_timestamp_value(&value)?,
+    };
+
+    let data = if canonical {
+        // Canonical shape: `data` is the payload; any other top-level fields are kept in it
+        // rather than silently dropped (the payload's own keys win on a clash).
+        let mut data = match fields.remove("data") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(data)) => data,
+            Some(other) => {
+                return Err(IngestError::DataNotAnObject {
+                    found: json_kind(&other),
+                })
+            }
+        };
+        for (key, value) in fields {
+            data.entry(key).or_insert(value);
+        }
+        data
+    } else {
+        fields
+    };
+
+    Ok(Some(IngestEvent {
+        pot_id,
+        pot_type,
+        event_type,
+        timestamp: format_timestamp(timestamp),
+        data,
+    }))
+}
+
+/// Removes `key` if it holds a string; a present non-string or empty value is an error.
+fn take_string(
+    fields: &mut Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<String>, IngestError> {
+    match fields.remove(key) {
+        None => Ok(None),
+        Some(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text)),
+        Some(_) => Err(IngestError::BadField { field: key }),
+    }
+}
+
+/// Removes and returns the first of `keys` that holds a non-empty string; the other keys
+/// stay in the payload.
+fn take_first_string(fields: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
+    let key = keys.iter().find(|key| {
+        fields
+            .get(**key)
+            .and_then(Value::as_str)
+            .is_some_and(|text| !text.trim().is_empty())
+    })?;
+    match fields.remove(*key) {
+        Some(Value::String(text)) => Some(text),
+        _ => None,
+    }
+}
+
+fn parse_timestamp_value(value: &Value) -> Result<DateTime<Utc>, IngestError> {
+    let parsed = match value {
+        Value::String(text) => parse_timestamp_text(text),
+        Value::Number(number) => number.as_f64().and_then(parse_unix_seconds),
+        _ => None,
+    };
+    parsed.ok_or_else(|| IngestError::BadTimestamp {
+        value: value.to_string(),
+    })
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn pot_context_fills_missing_pot_fields() {
+        let context = PotContext {
+            pot_id: Some("cowrie-9".into()),
+            pot_type: Some("cowrie".into()),
+        };
+        let event = normalize_ingest_line(br#"{"eventid":"x","a":1}"#, &context, now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.pot_id, "cowrie-9");
+        assert_eq!(event.pot_type, "cowrie");
+        assert_eq!(event.timestamp, "2027-01-15T08:00:00Z");
+        assert_eq!(event.data["a"], 1);
+    }
+
+    #[test]
+    fn canonical_shape_keeps_extra_top_level_fields_in_data() {
+        let line = br#"{"event_type":"e","src_ip":"192.0.2.1","data":{"k":"v","src_ip":"inner"}}"#;
+        let event = normalize_ingest_line(line, &PotContext::default(), now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.data["k"], "v");
+        assert_eq!(event.data["src_ip"], "inner");
+    }
+
+    #[test]
+    fn non_utf8_and_bad_types_are_rejected_with_clear_errors() {
+        let context = PotContext::default();
+        let error = normalize_ingest_line(b"{\"event_type\":\"\xff\"}", &context, now())
+            .unwrap_err();
+        assert_eq!(error, IngestError::NotUtf8 { offset: 15 });
+        let error = normalize_ingest_line(br#"{"event_type":5}"#, &context, now()).unwrap_err();
+        assert_eq!(error.to_string(), "field \"event_type\" must be a non-empty string");
+        let error =
+            normalize_ingest_line(br#"{"event_type":"e","data":[1]}"#, &context, now())
+                .unwrap_err();
+        assert_eq!(error.to_string(), "field \"data\" must be an object (found an array)");
+    }
+}

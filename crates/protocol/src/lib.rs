@@ -1,0 +1,24 @@
+//! HoneyBee wire contracts, without any I/O: Protocol v2 message types, the streaming
+//! envelope decoder, the ingest line framer and the normalisation of honeypot event lines.
+//!
+//! Everything here is pure: callers feed bytes in and get typed values (or typed errors)
+//! out, so the same code serves the Core, the Node, tests and benchmarks.
+
+mod decoder;
+mod error;
+mod ingest;
+mod line_framer;
+mod message;
+mod timestamp;
+mod variant;
+
+pub use decoder::{decode_envelope, EnvelopeDecoder, DEFAULT_MAX_ENVELOPE_BYTES};
+pub use error::{DecodeError, IngestError};
+pub use ingest::{normalize_ingest_line, IngestEvent, PotContext, UNKNOWN};
+pub use line_framer::{FramedLine, LineFramer, DEFAULT_MAX_LINE_BYTES};
+pub use message::{
+    encode_envelope, Command, Envelope, InstallPot, Message, NodeCommand, NodeEvent, NodeEventKind,
+    NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus,
+    PotStatusUpdate, RegistrationAck, PROTOCOL_VERSION,
+};
+pub use timestamp::{format_timestamp, parse_timestamp_text};

@@ -1,1 +1,19 @@
-//! placeholder
+//! HoneyBee storage: the domain records the Core keeps, the [`Store`] interface every
+//! backend implements, and the embedded SQLite backend.
+//!
+//! All SQL of the project lives in this crate. Callers hold an `Arc<dyn Store>` and never
+//! learn which backend is behind it, so a PostgreSQL backend can be added here without
+//! touching them.
+
+mod error;
+mod model;
+mod sqlite;
+mod store;
+
+pub use error::StoreError;
+pub use model::{
+    EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord, NodeRegistrationRecord,
+    NodeState, PotRecord, PotState, StoredEvent, MAX_EVENT_PAGE, DEFAULT_EVENT_PAGE,
+};
+pub use sqlite::{SqliteOptions, SqliteStore, SqliteSynchronous};
+pub use store::Store;

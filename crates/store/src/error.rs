@@ -1,0 +1,29 @@
+//! Typed errors of the store crate.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("opening database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("creating database directory {path}: {source}")]
+    CreateDirectory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("stored value {value:?} in column {column} is not valid")]
+    CorruptValue { column: &'static str, value: String },
+    #[error("invalid event cursor {0:?}")]
+    InvalidCursor(String),
+    #[error("database worker task failed: {0}")]
+    Worker(String),
+}

@@ -1,0 +1,199 @@
+//! Domain records of the Core's store. These are neither wire types nor API types: the Core
+//! converts Protocol v2 messages into them, and API responses out of them.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::StoreError;
+
+/// Default number of events per page.
+pub const DEFAULT_EVENT_PAGE: u32 = 100;
+/// Largest page a query may ask for.
+pub const MAX_EVENT_PAGE: u32 = 1000;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),* }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $(stringify!($variant) => Some($name::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What a node is able to do.
+    NodeKind { Full, Agent }
+);
+text_enum!(
+    /// The last status a node reported about itself.
+    NodeState { Connected, Deploying, Running, Stopped, Failed, Unknown }
+);
+text_enum!(
+    /// The last status a node reported about one of its pots.
+    PotState { Installing, Running, Stopped, Failed }
+);
+
+/// What the Core learns from an accepted registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRegistrationRecord {
+    pub node_id: u64,
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub kind: NodeKind,
+    /// The peer address the connection came from.
+    pub remote_address: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub node_id: u64,
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub kind: NodeKind,
+    pub remote_address: String,
+    pub reported_state: NodeState,
+    /// Whether a Core currently holds a connection from this node.
+    pub connected: bool,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PotRecord {
+    pub node_id: u64,
+    pub pot_id: String,
+    pub pot_type: String,
+    pub state: PotState,
+    pub message: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An event on its way into the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub node_id: u64,
+    pub pot_id: String,
+    pub pot_type: String,
+    pub event_type: String,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub data: Map<String, Value>,
+}
+
+impl NewEvent {
+    /// The attacker address, from `data.src_ip` or else `data.ip`: indexed for queries.
+    pub fn source_ip(&self) -> Option<&str> {
+        ["src_ip", "ip"]
+            .iter()
+            .find_map(|key| self.data.get(*key).and_then(Value::as_str))
+    }
+}
+
+/// An event as stored; `data_json` is the payload as JSON text, so the API can pass it
+/// through without parsing it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub node_id: u64,
+    pub pot_id: String,
+    pub pot_type: String,
+    pub event_type: String,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub data_json: String,
+}
+
+/// Position after the last event of a page, for keyset pagination (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    pub timestamp_micros: i64,
+    pub id: i64,
+}
+
+impl EventCursor {
+    /// Opaque text form handed to API clients.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.timestamp_micros, self.id)
+    }
+
+    pub fn decode(text: &str) -> Result<Self, StoreError> {
+        let invalid = || StoreError::InvalidCursor(text.to_owned());
+        let (timestamp, id) = text.split_once('_').ok_or_else(invalid)?;
+        Ok(EventCursor {
+            timestamp_micros: timestamp.parse().map_err(|_| invalid())?,
+            id: id.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// Filters of an event query; all optional, combined with AND.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub node_id: Option<u64>,
+    pub pot_id: Option<String>,
+    pub event_type: Option<String>,
+    pub source_ip: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub cursor: Option<EventCursor>,
+}
+
+impl Default for EventQuery {
+    fn default() -> Self {
+        EventQuery {
+            node_id: None,
+            pot_id: None,
+            event_type: None,
+            source_ip: None,
+            since: None,
+            until: None,
+            limit: DEFAULT_EVENT_PAGE,
+            cursor: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    /// Present when more events match after this page.
+    pub next_cursor: Option<EventCursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let cursor = EventCursor {
+            timestamp_micros: -5,
+            id: 42,
+        };
+        assert_eq!(EventCursor::decode(&cursor.encode()).unwrap(), cursor);
+        for bad in ["", "12", "a_b", "1_x"] {
+            assert!(EventCursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for state in [NodeState::Running, NodeState::Unknown] {
+            assert_eq!(NodeState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(PotState::parse("Sleeping"), None);
+    }
+}

@@ -1,0 +1,498 @@
+//! The embedded SQLite backend: one file, WAL mode, batched transactions.
+//!
+//! One writer connection and one reader connection, each behind a mutex and used from
+//! tokio's blocking pool: WAL lets readers run while a batch is being written, and a
+//! single writer is what SQLite allows anyway.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use crate::error::StoreError;
+use crate::model::{
+    EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord, NodeRegistrationRecord,
+    NodeState, PotRecord, PotState, StoredEvent, MAX_EVENT_PAGE,
+};
+use crate::store::Store;
+
+/// How hard SQLite syncs to disk on commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// fsync on every commit: a committed batch survives power loss. Commits are batched,
+    /// so this costs one fsync per batch, not per event.
+    Full,
+    /// fsync at WAL checkpoints only: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub synchronous: SqliteSynchronous,
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE nodes (
+    node_id        INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL,
+    address        TEXT NOT NULL,
+    port           INTEGER NOT NULL,
+    kind           TEXT NOT NULL,
+    remote_address TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    connected      INTEGER NOT NULL,
+    first_seen     INTEGER NOT NULL,
+    last_seen      INTEGER NOT NULL
+);
+CREATE TABLE pots (
+    node_id    INTEGER NOT NULL,
+    pot_id     TEXT NOT NULL,
+    pot_type   TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    message    TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (node_id, pot_id)
+);
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    node_id     INTEGER NOT NULL,
+    pot_id      TEXT NOT NULL,
+    pot_type    TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    src_ip      TEXT,
+    data        TEXT NOT NULL
+);
+CREATE INDEX events_by_time ON events (ts, id);
+CREATE INDEX events_by_pot ON events (pot_id, ts, id);
+CREATE INDEX events_by_node ON events (node_id, ts, id);
+CREATE INDEX events_by_type ON events (event_type, ts, id);
+CREATE INDEX events_by_source ON events (src_ip, ts, id) WHERE src_ip IS NOT NULL;
+"#];
+
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+        if let Some(parent) = options.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDirectory {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_error = |source| StoreError::Open {
+            path: options.path.clone(),
+            source,
+        };
+        let mut writer = Connection::open(&options.path).map_err(open_error)?;
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA busy_timeout = 5000;",
+                options.synchronous.pragma_value()
+            ))
+            .map_err(open_error)?;
+        migrate(&mut writer)?;
+        let reader = Connection::open_with_flags(
+            &options.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        reader
+            .execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(open_error)?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// The database file path for a data directory.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("honeybee.sqlite3")
+    }
+
+    async fn with_writer<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        run_blocking(self.writer.clone(), work).await
+    }
+
+    async fn with_reader<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        run_blocking(self.reader.clone(), work).await
+    }
+}
+
+async fn run_blocking<T, F>(connection: Arc<Mutex<Connection>>, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+        // roll back on drop), so a poisoned mutex is still safe to use.
+        let mut guard = connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut guard)
+    })
+    .await
+    .map_err(|error| StoreError::Worker(error.to_string()))?
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let applied: usize =
+        connection.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+/// Node ids are u64 on the wire; SQLite integers are i64. The bits are stored unchanged.
+fn node_id_to_sql(node_id: u64) -> i64 {
+    node_id as i64
+}
+
+fn node_id_from_sql(value: i64) -> u64 {
+    value as u64
+}
+
+fn micros(instant: DateTime<Utc>) -> i64 {
+    instant.timestamp_micros()
+}
+
+fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(value).ok_or(StoreError::CorruptValue {
+        column: "timestamp",
+        value: value.to_string(),
+    })
+}
+
+fn parse_text<T>(
+    column: &'static str,
+    text: String,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    parse(&text).ok_or(StoreError::CorruptValue {
+        column,
+        value: text,
+    })
+}
+
+const NODE_COLUMNS: &str = "node_id, name, address, port, kind, remote_address, state, connected, first_seen, last_seen";
+
+fn node_from_row(row: &Row<'_>) -> Result<NodeRecord, StoreError> {
+    Ok(NodeRecord {
+        node_id: node_id_from_sql(row.get(0)?),
+        name: row.get(1)?,
+        address: row.get(2)?,
+        port: row.get(3)?,
+        kind: parse_text("kind", row.get(4)?, NodeKind::parse)?,
+        remote_address: row.get(5)?,
+        reported_state: parse_text("state", row.get(6)?, NodeState::parse)?,
+        connected: row.get(7)?,
+        first_seen: from_micros(row.get(8)?)?,
+        last_seen: from_micros(row.get(9)?)?,
+    })
+}
+
+fn pot_from_row(row: &Row<'_>) -> Result<PotRecord, StoreError> {
+    Ok(PotRecord {
+        node_id: node_id_from_sql(row.get(0)?),
+        pot_id: row.get(1)?,
+        pot_type: row.get(2)?,
+        state: parse_text("state", row.get(3)?, PotState::parse)?,
+        message: row.get(4)?,
+        updated_at: from_micros(row.get(5)?)?,
+    })
+}
+
+fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        id: row.get(0)?,
+        node_id: node_id_from_sql(row.get(1)?),
+        pot_id: row.get(2)?,
+        pot_type: row.get(3)?,
+        event_type: row.get(4)?,
+        timestamp: from_micros(row.get(5)?)?,
+        received_at: from_micros(row.get(6)?)?,
+        data_json: row.get(7)?,
+    })
+}
+
+fn collect_rows<T>(
+    statement: &mut rusqlite::Statement<'_>,
+    parameters: impl rusqlite::Params,
+    convert: fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut rows = statement.query(parameters)?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next()? {
+        records.push(convert(row)?);
+    }
+    Ok(records)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn register_node(&self, registration: NodeRegistrationRecord) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            let at = micros(registration.at);
+            connection.execute(
+                "INSERT INTO nodes (node_id, name, address, port, kind, remote_address, state, connected, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                 ON CONFLICT (node_id) DO UPDATE SET
+                    name = excluded.name, address = excluded.address, port = excluded.port,
+                    kind = excluded.kind, remote_address = excluded.remote_address,
+                    state = excluded.state, connected = 1, last_seen = excluded.last_seen",
+                params![
+                    node_id_to_sql(registration.node_id),
+                    registration.name,
+                    registration.address,
+                    registration.port,
+                    registration.kind.as_str(),
+                    registration.remote_address,
+                    NodeState::Connected.as_str(),
+                    at,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_node_state(
+        &self,
+        node_id: u64,
+        state: NodeState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            connection.execute(
+                "UPDATE nodes SET state = ?2, last_seen = MAX(last_seen, ?3) WHERE node_id = ?1",
+                params![node_id_to_sql(node_id), state.as_str(), micros(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            connection.execute(
+                "UPDATE nodes SET last_seen = MAX(last_seen, ?2) WHERE node_id = ?1",
+                params![node_id_to_sql(node_id), micros(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn disconnect_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            connection.execute(
+                "UPDATE nodes SET connected = 0, last_seen = MAX(last_seen, ?2) WHERE node_id = ?1",
+                params![node_id_to_sql(node_id), micros(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn disconnect_all_nodes(&self) -> Result<(), StoreError> {
+        self.with_writer(|connection| {
+            connection.execute("UPDATE nodes SET connected = 0 WHERE connected = 1", [])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upsert_pot(&self, pot: PotRecord) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            connection.execute(
+                "INSERT INTO pots (node_id, pot_id, pot_type, state, message, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (node_id, pot_id) DO UPDATE SET
+                    pot_type = excluded.pot_type, state = excluded.state,
+                    message = excluded.message, updated_at = excluded.updated_at",
+                params![
+                    node_id_to_sql(pot.node_id),
+                    pot.pot_id,
+                    pot.pot_type,
+                    pot.state.as_str(),
+                    pot.message,
+                    micros(pot.updated_at),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            let transaction = connection.transaction()?;
+            {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO events (node_id, pot_id, pot_type, event_type, ts, received_at, src_ip, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                // One reusable buffer for the JSON text of every payload in the batch.
+                let mut data_json = Vec::with_capacity(1024);
+                for event in batch.iter() {
+                    data_json.clear();
+                    serde_json::to_writer(&mut data_json, &event.data)
+                        .expect("JSON values always serialise");
+                    let data_text = std::str::from_utf8(&data_json).expect("serde_json writes UTF-8");
+                    insert.execute(params![
+                        node_id_to_sql(event.node_id),
+                        event.pot_id,
+                        event.pot_type,
+                        event.event_type,
+                        micros(event.timestamp),
+                        micros(event.received_at),
+                        event.source_ip(),
+                        data_text,
+                    ])?;
+                }
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.with_reader(|connection| {
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id"))?;
+            collect_rows(&mut statement, [], node_from_row)
+        })
+        .await
+    }
+
+    async fn get_node(&self, node_id: u64) -> Result<Option<NodeRecord>, StoreError> {
+        self.with_reader(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?1"))?;
+            let row = statement
+                .query_row([node_id_to_sql(node_id)], |row| Ok(node_from_row(row)))
+                .optional()?;
+            row.transpose()
+        })
+        .await
+    }
+
+    async fn list_pots(&self, node_id: Option<u64>) -> Result<Vec<PotRecord>, StoreError> {
+        self.with_reader(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT node_id, pot_id, pot_type, state, message, updated_at FROM pots
+                 WHERE ?1 IS NULL OR node_id = ?1 ORDER BY node_id, pot_id",
+            )?;
+            collect_rows(&mut statement, [node_id.map(node_id_to_sql)], pot_from_row)
+        })
+        .await
+    }
+
+    async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        self.with_reader(move |connection| {
+            let limit = query.limit.clamp(1, MAX_EVENT_PAGE);
+            let mut conditions: Vec<&str> = Vec::new();
+            let mut values: Vec<SqlValue> = Vec::new();
+            if let Some(node_id) = query.node_id {
+                conditions.push("node_id = ?");
+                values.push(SqlValue::Integer(node_id_to_sql(node_id)));
+            }
+            for (condition, value) in [
+                ("pot_id = ?", query.pot_id),
+                ("event_type = ?", query.event_type),
+                ("src_ip = ?", query.source_ip),
+            ] {
+                if let Some(value) = value {
+                    conditions.push(condition);
+                    values.push(SqlValue::Text(value));
+                }
+            }
+            if let Some(since) = query.since {
+                conditions.push("ts >= ?");
+                values.push(SqlValue::Integer(micros(since)));
+            }
+            if let Some(until) = query.until {
+                conditions.push("ts <= ?");
+                values.push(SqlValue::Integer(micros(until)));
+            }
+            if let Some(cursor) = query.cursor {
+                conditions.push("(ts, id) < (?, ?)");
+                values.push(SqlValue::Integer(cursor.timestamp_micros));
+                values.push(SqlValue::Integer(cursor.id));
+            }
+            let where_clause = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            };
+            // One row more than asked tells whether another page exists.
+            values.push(SqlValue::Integer(i64::from(limit) + 1));
+            let sql = format!(
+                "SELECT id, node_id, pot_id, pot_type, event_type, ts, received_at, data
+                 FROM events {where_clause} ORDER BY ts DESC, id DESC LIMIT ?"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut events = collect_rows(
+                &mut statement,
+                rusqlite::params_from_iter(values),
+                event_from_row,
+            )?;
+            let next_cursor = if events.len() > limit as usize {
+                events.truncate(limit as usize);
+                events.last().map(|last| EventCursor {
+                    timestamp_micros: micros(last.timestamp),
+                    id: last.id,
+                })
+            } else {
+                None
+            };
+            Ok(EventPage {
+                events,
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    async fn count_events(&self) -> Result<u64, StoreError> {
+        self.with_reader(|connection| {
+            let count: i64 = connection.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?;
+            Ok(count as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,54 @@
+//! The storage interface the Core programs against.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+use crate::model::{
+    EventPage, EventQuery, NewEvent, NodeRecord, NodeRegistrationRecord, NodeState, PotRecord,
+};
+
+/// Everything the Core persists. Implementations must be safe to call from many tasks at
+/// once; writes of one batch are atomic (all events of `insert_events` or none).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records an accepted registration: creates the node or refreshes a known one, and
+    /// marks it connected. `first_seen` of a known node is kept.
+    async fn register_node(&self, registration: NodeRegistrationRecord) -> Result<(), StoreError>;
+
+    /// Stores a status the node reported, and refreshes `last_seen`.
+    async fn update_node_state(
+        &self,
+        node_id: u64,
+        state: NodeState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Refreshes `last_seen` (any sign of life).
+    async fn touch_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Marks the node's connection gone; the node itself is kept.
+    async fn disconnect_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Marks every node disconnected: used when a Core starts and holds no connection yet.
+    async fn disconnect_all_nodes(&self) -> Result<(), StoreError>;
+
+    async fn upsert_pot(&self, pot: PotRecord) -> Result<(), StoreError>;
+
+    /// Stores a batch of events in one transaction.
+    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<(), StoreError>;
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+
+    async fn get_node(&self, node_id: u64) -> Result<Option<NodeRecord>, StoreError>;
+
+    /// Pots of one node, or of all nodes when `node_id` is `None`.
+    async fn list_pots(&self, node_id: Option<u64>) -> Result<Vec<PotRecord>, StoreError>;
+
+    /// Events matching `query`, newest first (by event timestamp, then id).
+    async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
+
+    async fn count_events(&self) -> Result<u64, StoreError>;
+}

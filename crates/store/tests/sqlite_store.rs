@@ -1,0 +1,206 @@
+//! The SQLite backend against a real database file: nodes, pots, events, filters,
+//! keyset pagination and persistence across reopening.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use honeybee_store::{
+    EventCursor, EventQuery, NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord,
+    PotState, SqliteOptions, SqliteStore, SqliteSynchronous, Store,
+};
+use serde_json::{json, Map, Value};
+
+fn options(dir: &tempfile::TempDir) -> SqliteOptions {
+    SqliteOptions {
+        path: SqliteStore::path_in(dir.path()),
+        synchronous: SqliteSynchronous::Normal,
+    }
+}
+
+fn base_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2024-01-15T10:30:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn event(node_id: u64, pot_id: &str, event_type: &str, seconds: i64, data: Value) -> NewEvent {
+    let Value::Object(data) = data else {
+        panic!("data must be an object")
+    };
+    NewEvent {
+        node_id,
+        pot_id: pot_id.into(),
+        pot_type: "cowrie".into(),
+        event_type: event_type.into(),
+        timestamp: base_time() + Duration::seconds(seconds),
+        received_at: Utc::now(),
+        data,
+    }
+}
+
+fn registration(node_id: u64, name: &str) -> NodeRegistrationRecord {
+    NodeRegistrationRecord {
+        node_id,
+        name: name.into(),
+        address: "0.0.0.0".into(),
+        port: 0,
+        kind: NodeKind::Full,
+        remote_address: "127.0.0.1:5000".into(),
+        at: base_time(),
+    }
+}
+
+#[tokio::test]
+async fn nodes_and_pots_are_tracked_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(&options(&dir)).unwrap();
+        store.register_node(registration(7, "sensor-a")).await.unwrap();
+        store
+            .update_node_state(7, NodeState::Running, base_time() + Duration::seconds(30))
+            .await
+            .unwrap();
+        store
+            .upsert_pot(PotRecord {
+                node_id: 7,
+                pot_id: "cowrie-01".into(),
+                pot_type: "cowrie".into(),
+                state: PotState::Running,
+                message: Some("started".into()),
+                updated_at: base_time(),
+            })
+            .await
+            .unwrap();
+        store.disconnect_node(7, base_time()).await.unwrap();
+    }
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let node = store.get_node(7).await.unwrap().expect("node 7 persisted");
+    assert_eq!(node.name, "sensor-a");
+    assert_eq!(node.reported_state, NodeState::Running);
+    assert!(!node.connected);
+    assert_eq!(node.last_seen, base_time() + Duration::seconds(30));
+    assert_eq!(node.first_seen, base_time());
+    assert!(store.get_node(8).await.unwrap().is_none());
+    let pots = store.list_pots(Some(7)).await.unwrap();
+    assert_eq!(pots.len(), 1);
+    assert_eq!(pots[0].state, PotState::Running);
+    assert!(store.list_pots(Some(8)).await.unwrap().is_empty());
+    assert_eq!(store.list_pots(None).await.unwrap().len(), 1);
+
+    // Registering again keeps first_seen and marks the node connected.
+    let mut again = registration(7, "sensor-a-renamed");
+    again.at = base_time() + Duration::seconds(60);
+    store.register_node(again).await.unwrap();
+    let node = store.get_node(7).await.unwrap().unwrap();
+    assert!(node.connected);
+    assert_eq!(node.name, "sensor-a-renamed");
+    assert_eq!(node.first_seen, base_time());
+    store.disconnect_all_nodes().await.unwrap();
+    assert!(!store.list_nodes().await.unwrap()[0].connected);
+}
+
+#[tokio::test]
+async fn large_node_ids_keep_their_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    store.register_node(registration(u64::MAX, "max")).await.unwrap();
+    assert_eq!(store.list_nodes().await.unwrap()[0].node_id, u64::MAX);
+}
+
+#[tokio::test]
+async fn events_filter_and_paginate_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let mut batch = Vec::new();
+    for index in 0..25 {
+        let pot = if index % 2 == 0 { "even" } else { "odd" };
+        let kind = if index % 5 == 0 { "login" } else { "command" };
+        let data = if index % 3 == 0 {
+            json!({"src_ip": "203.0.113.7", "n": index})
+        } else {
+            json!({"ip": "198.51.100.4", "n": index})
+        };
+        batch.push(event(index as u64 % 2 + 1, pot, kind, index, data));
+    }
+    // Two events with the same timestamp: the id breaks the tie.
+    batch.push(event(1, "even", "tie", 100, json!({"n": 100})));
+    batch.push(event(1, "even", "tie", 100, json!({"n": 101})));
+    store.insert_events(Arc::from(batch)).await.unwrap();
+    assert_eq!(store.count_events().await.unwrap(), 27);
+
+    let numbers = |events: &[honeybee_store::StoredEvent]| -> Vec<i64> {
+        events
+            .iter()
+            .map(|event| {
+                let data: Map<String, Value> = serde_json::from_str(&event.data_json).unwrap();
+                data["n"].as_i64().unwrap()
+            })
+            .collect()
+    };
+
+    let all = store.query_events(EventQuery::default()).await.unwrap();
+    let mut expected: Vec<i64> = (0..25).rev().collect();
+    expected.insert(0, 100);
+    expected.insert(0, 101);
+    assert_eq!(numbers(&all.events), expected);
+    assert!(all.next_cursor.is_none());
+
+    // Keyset pagination visits every event exactly once, in order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<EventCursor> = None;
+    loop {
+        let page = store
+            .query_events(EventQuery {
+                limit: 4,
+                cursor,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.events.len() <= 4);
+        seen.extend(numbers(&page.events));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+
+    let by_pot = store
+        .query_events(EventQuery {
+            pot_id: Some("odd".into()),
+            event_type: Some("login".into()),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&by_pot.events), vec![15, 5]);
+
+    let by_source = store
+        .query_events(EventQuery {
+            source_ip: Some("203.0.113.7".into()),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&by_source.events), vec![24, 21, 18, 15, 12, 9, 6, 3, 0]);
+    let by_plain_ip = store
+        .query_events(EventQuery {
+            source_ip: Some("198.51.100.4".into()),
+            node_id: Some(1),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&by_plain_ip.events), vec![22, 20, 16, 14, 10, 8, 4, 2]);
+
+    let window = store
+        .query_events(EventQuery {
+            since: Some(base_time() + Duration::seconds(10)),
+            until: Some(base_time() + Duration::seconds(12)),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&window.events), vec![12, 11, 10]);
+}

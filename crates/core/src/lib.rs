@@ -1,1 +1,169 @@
-//! placeholder
+//! HoneyBee Core: accepts nodes over Protocol v2 on the node port, tracks nodes and pots,
+//! stores every event through the [`honeybee_store::Store`] interface and serves the REST
+//! API.
+//!
+//! [`start`] binds everything and returns a [`RunningCore`] with the bound addresses;
+//! cancelling the shutdown token stops accepting, ends node sessions, drains the event
+//! queue into the store and stops the API.
+
+mod api;
+pub mod config;
+mod event_writer;
+mod metrics;
+mod node_link;
+mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use honeybee_store::{SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError};
+use honeybee_telemetry::{LogRateLimiter, MetricsRegistry};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ConfigError, CoreConfig};
+
+use crate::config::{StorageBackend, Synchronous};
+use crate::metrics::CoreMetrics;
+use crate::node_link::LinkContext;
+use crate::sessions::SessionRegistry;
+
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("binding the {what} on {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("core task failed: {0}")]
+    Task(String),
+}
+
+/// A started Core.
+pub struct RunningCore {
+    /// Where nodes connect (Protocol v2).
+    pub node_address: SocketAddr,
+    /// Where the REST API listens.
+    pub api_address: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningCore {
+    /// Waits until the Core has stopped after its shutdown token was cancelled.
+    pub async fn wait(self) -> Result<(), CoreError> {
+        for task in self.tasks {
+            task.await
+                .map_err(|error| CoreError::Task(error.to_string()))?;
+        }
+        tracing::info!("core stopped");
+        Ok(())
+    }
+}
+
+/// Opens the store, binds the node port and the API, and starts serving.
+pub async fn start(
+    config: CoreConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningCore, CoreError> {
+    config.validate()?;
+    let store: Arc<dyn Store> = match config.storage.backend {
+        StorageBackend::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions {
+            path: SqliteStore::path_in(&config.storage.data_dir),
+            synchronous: match config.storage.sqlite_synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            },
+        })?),
+    };
+    // No connection is held by a Core that is just starting.
+    store.disconnect_all_nodes().await?;
+
+    let registry = MetricsRegistry::new();
+    let metrics = Arc::new(CoreMetrics::new(registry.clone()));
+    let node_listener = bind(&config.server.host, config.server.node_port, "node port").await?;
+    let api_listener = bind(&config.server.host, config.server.backend_port, "REST API").await?;
+    let node_address = local_address(&node_listener, "node port")?;
+    let api_address = local_address(&api_listener, "REST API")?;
+    if config.proxy.enabled {
+        tracing::warn!(
+            port = config.proxy.port,
+            "the WebSocket stream ([proxy]) is not served by this version; use GET /api/v1/events"
+        );
+    }
+
+    let (events_sender, events_receiver) = mpsc::channel(config.storage.queue_capacity);
+    let writer = tokio::spawn(event_writer::run_event_writer(
+        store.clone(),
+        events_receiver,
+        config.storage.batch_max_events,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let sessions = Arc::new(SessionRegistry::default());
+    let context = Arc::new(LinkContext {
+        store: store.clone(),
+        events: events_sender,
+        sessions: sessions.clone(),
+        metrics: metrics.clone(),
+        max_envelope_bytes: config.server.max_envelope_bytes,
+        handshake_timeout: config.server.handshake_timeout(),
+        log_limiter: LogRateLimiter::default(),
+    });
+    let nodes = tokio::spawn(node_link::run_node_listener(
+        node_listener,
+        context,
+        config.server.max_node_connections,
+        shutdown.clone(),
+    ));
+    let api_state = Arc::new(api::ApiState {
+        store,
+        sessions,
+        metrics: registry,
+        offline_after: config.server.offline_after(),
+    });
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(async move {
+        let served = axum::serve(api_listener, api::router(api_state))
+            .with_graceful_shutdown(api_shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "REST API server failed");
+        }
+    });
+    tracing::info!(%node_address, %api_address, data_dir = %config.storage.data_dir.display(), "core started");
+    // The node listener finishes after every session (and with them every event sender)
+    // is gone; only then can the writer drain the queue and finish.
+    Ok(RunningCore {
+        node_address,
+        api_address,
+        tasks: vec![nodes, writer, api],
+    })
+}
+
+async fn bind(host: &str, port: u16, what: &'static str) -> Result<TcpListener, CoreError> {
+    let address = format!("{host}:{port}");
+    TcpListener::bind(&address)
+        .await
+        .map_err(|source| CoreError::Bind {
+            what,
+            address,
+            source,
+        })
+}
+
+fn local_address(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, CoreError> {
+    listener.local_addr().map_err(|source| CoreError::Bind {
+        what,
+        address: "bound socket".into(),
+        source,
+    })
+}

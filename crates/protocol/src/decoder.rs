@@ -240,7 +240,10 @@ mod tests {
         assert!(decoder.next_envelope().unwrap().is_none());
         assert!(decoder.finish().is_err());
         decoder.push(&DROP[10..]);
-        assert_eq!(decoder.next_envelope().unwrap().unwrap().message, Message::NodeDrop);
+        assert_eq!(
+            decoder.next_envelope().unwrap().unwrap().message,
+            Message::NodeDrop
+        );
         assert!(decoder.next_envelope().unwrap().is_none());
         decoder.finish().unwrap();
     }
@@ -276,7 +279,10 @@ mod tests {
         let error = decoder.next_envelope().unwrap_err();
         assert!(!error.is_fatal());
         assert!(error.to_string().contains("hello there"), "{error}");
-        assert_eq!(decoder.next_envelope().unwrap().unwrap().message, Message::NodeDrop);
+        assert_eq!(
+            decoder.next_envelope().unwrap().unwrap().message,
+            Message::NodeDrop
+        );
     }
 
     #[test]
@@ -286,15 +292,17 @@ mod tests {
         decoder.push(DROP);
         let error = decoder.next_envelope().unwrap_err();
         assert!(error.to_string().contains("Teleport"), "{error}");
-        assert_eq!(decoder.next_envelope().unwrap().unwrap().message, Message::NodeDrop);
+        assert_eq!(
+            decoder.next_envelope().unwrap().unwrap().message,
+            Message::NodeDrop
+        );
     }
 
     #[test]
     fn wrong_version_names_the_variant() {
-        let error = decode_envelope(
-            br#"{"version":1,"message":{"NodeRegistration":{"node_id":1}}}"#,
-        )
-        .unwrap_err();
+        let error =
+            decode_envelope(br#"{"version":1,"message":{"NodeRegistration":{"node_id":1}}}"#)
+                .unwrap_err();
         match error {
             DecodeError::UnsupportedVersion { version, variant } => {
                 assert_eq!(version, 1);

@@ -28,7 +28,10 @@ impl DecodeError {
     /// A fatal error means the connection must be closed: the decoder can no longer find
     /// envelope boundaries (or the peer is hostile). Other errors skip one envelope.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, DecodeError::TooLarge { .. } | DecodeError::Truncated { .. })
+        matches!(
+            self,
+            DecodeError::TooLarge { .. } | DecodeError::Truncated { .. }
+        )
     }
 
     /// A short stable label for metrics.

@@ -189,14 +189,19 @@ mod tests {
     #[test]
     fn non_utf8_and_bad_types_are_rejected_with_clear_errors() {
         let context = PotContext::default();
-        let error = normalize_ingest_line(b"{\"event_type\":\"\xff\"}", &context, now())
-            .unwrap_err();
+        let error =
+            normalize_ingest_line(b"{\"event_type\":\"\xff\"}", &context, now()).unwrap_err();
         assert_eq!(error, IngestError::NotUtf8 { offset: 15 });
         let error = normalize_ingest_line(br#"{"event_type":5}"#, &context, now()).unwrap_err();
-        assert_eq!(error.to_string(), "field \"event_type\" must be a non-empty string");
-        let error =
-            normalize_ingest_line(br#"{"event_type":"e","data":[1]}"#, &context, now())
-                .unwrap_err();
-        assert_eq!(error.to_string(), "field \"data\" must be an object (found an array)");
+        assert_eq!(
+            error.to_string(),
+            "field \"event_type\" must be a non-empty string"
+        );
+        let error = normalize_ingest_line(br#"{"event_type":"e","data":[1]}"#, &context, now())
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "field \"data\" must be an object (found an array)"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub use ingest::{normalize_ingest_line, IngestEvent, PotContext, UNKNOWN};
 pub use line_framer::{FramedLine, LineFramer, DEFAULT_MAX_LINE_BYTES};
 pub use message::{
     encode_envelope, Command, Envelope, InstallPot, Message, NodeCommand, NodeEvent, NodeEventKind,
-    NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus,
-    PotStatusUpdate, RegistrationAck, PROTOCOL_VERSION,
+    NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus, PotStatusUpdate,
+    RegistrationAck, PROTOCOL_VERSION,
 };
 pub use timestamp::{format_timestamp, parse_timestamp_text};

@@ -123,7 +123,10 @@ mod tests {
         framer.push(b"ab");
         assert!(collect(&mut framer).is_empty());
         framer.push(b"c\nde\r\nf");
-        assert_eq!(collect(&mut framer), vec![Ok("abc".into()), Ok("de\r".into())]);
+        assert_eq!(
+            collect(&mut framer),
+            vec![Ok("abc".into()), Ok("de\r".into())]
+        );
         assert_eq!(framer.finish(), Some(&b"f"[..]));
     }
 

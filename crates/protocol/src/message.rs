@@ -297,7 +297,11 @@ externally_tagged_enum!(
         GetPotLogs,
         GetPotMetrics,
     },
-    unit { GetInstalledPots, Restart, UpdateConfig }
+    unit {
+        GetInstalledPots,
+        Restart,
+        UpdateConfig
+    }
 );
 
 impl Command {

@@ -53,7 +53,10 @@ fn committed_vectors_match_the_shared_contract_when_it_is_present() {
     ] {
         let committed = std::fs::read(vectors_dir().join(relative)).unwrap();
         let original = std::fs::read(shared.join(relative)).unwrap();
-        assert_eq!(committed, original, "{relative} drifted from shared/vectors");
+        assert_eq!(
+            committed, original,
+            "{relative} drifted from shared/vectors"
+        );
     }
 }
 
@@ -61,8 +64,8 @@ fn committed_vectors_match_the_shared_contract_when_it_is_present() {
 fn every_valid_wire_parses_to_expect_and_expect_round_trips() {
     for row in valid_protocol_rows() {
         let wire = wire_of(&row);
-        let from_wire = decode_envelope(wire.as_bytes())
-            .unwrap_or_else(|error| panic!("{wire}: {error}"));
+        let from_wire =
+            decode_envelope(wire.as_bytes()).unwrap_or_else(|error| panic!("{wire}: {error}"));
         let expect_text = row["expect"].to_string();
         let from_expect = decode_envelope(expect_text.as_bytes()).unwrap();
         assert_eq!(from_wire, from_expect, "wire {wire}");
@@ -94,7 +97,10 @@ fn every_invalid_wire_is_refused_with_a_clear_error() {
         decoder.push(wire.as_bytes());
         match decoder.next_envelope() {
             Err(_) => {}
-            Ok(None) => assert!(decoder.finish().is_err(), "{wire} accepted at end of stream"),
+            Ok(None) => assert!(
+                decoder.finish().is_err(),
+                "{wire} accepted at end of stream"
+            ),
             Ok(Some(envelope)) => panic!("{wire} decoded as {envelope:?}"),
         }
     }

@@ -13,7 +13,7 @@ mod store;
 pub use error::StoreError;
 pub use model::{
     EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord, NodeRegistrationRecord,
-    NodeState, PotRecord, PotState, StoredEvent, MAX_EVENT_PAGE, DEFAULT_EVENT_PAGE,
+    NodeState, PotRecord, PotState, StoredEvent, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSynchronous};
 pub use store::Store;

@@ -207,7 +207,8 @@ fn parse_text<T>(
     })
 }
 
-const NODE_COLUMNS: &str = "node_id, name, address, port, kind, remote_address, state, connected, first_seen, last_seen";
+const NODE_COLUMNS: &str =
+    "node_id, name, address, port, kind, remote_address, state, connected, first_seen, last_seen";
 
 fn node_from_row(row: &Row<'_>) -> Result<NodeRecord, StoreError> {
     Ok(NodeRecord {
@@ -392,8 +393,9 @@ impl Store for SqliteStore {
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.with_reader(|connection| {
-            let mut statement = connection
-                .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id"))?;
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id"
+            ))?;
             collect_rows(&mut statement, [], node_from_row)
         })
         .await
@@ -401,8 +403,9 @@ impl Store for SqliteStore {
 
     async fn get_node(&self, node_id: u64) -> Result<Option<NodeRecord>, StoreError> {
         self.with_reader(move |connection| {
-            let mut statement = connection
-                .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?1"))?;
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?1"
+            ))?;
             let row = statement
                 .query_row([node_id_to_sql(node_id)], |row| Ok(node_from_row(row)))
                 .optional()?;
@@ -490,7 +493,8 @@ impl Store for SqliteStore {
 
     async fn count_events(&self) -> Result<u64, StoreError> {
         self.with_reader(|connection| {
-            let count: i64 = connection.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?;
+            let count: i64 =
+                connection.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?;
             Ok(count as u64)
         })
         .await

@@ -55,7 +55,10 @@ async fn nodes_and_pots_are_tracked_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SqliteStore::open(&options(&dir)).unwrap();
-        store.register_node(registration(7, "sensor-a")).await.unwrap();
+        store
+            .register_node(registration(7, "sensor-a"))
+            .await
+            .unwrap();
         store
             .update_node_state(7, NodeState::Running, base_time() + Duration::seconds(30))
             .await
@@ -103,7 +106,10 @@ async fn nodes_and_pots_are_tracked_and_survive_reopening() {
 async fn large_node_ids_keep_their_value() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&options(&dir)).unwrap();
-    store.register_node(registration(u64::MAX, "max")).await.unwrap();
+    store
+        .register_node(registration(u64::MAX, "max"))
+        .await
+        .unwrap();
     assert_eq!(store.list_nodes().await.unwrap()[0].node_id, u64::MAX);
 }
 
@@ -183,7 +189,10 @@ async fn events_filter_and_paginate_newest_first() {
         })
         .await
         .unwrap();
-    assert_eq!(numbers(&by_source.events), vec![24, 21, 18, 15, 12, 9, 6, 3, 0]);
+    assert_eq!(
+        numbers(&by_source.events),
+        vec![24, 21, 18, 15, 12, 9, 6, 3, 0]
+    );
     let by_plain_ip = store
         .query_events(EventQuery {
             source_ip: Some("198.51.100.4".into()),
@@ -192,7 +201,10 @@ async fn events_filter_and_paginate_newest_first() {
         })
         .await
         .unwrap();
-    assert_eq!(numbers(&by_plain_ip.events), vec![22, 20, 16, 14, 10, 8, 4, 2]);
+    assert_eq!(
+        numbers(&by_plain_ip.events),
+        vec![22, 20, 16, 14, 10, 8, 4, 2]
+    );
 
     let window = store
         .query_events(EventQuery {

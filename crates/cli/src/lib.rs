@@ -1,0 +1,77 @@
+//! Start-up plumbing shared by the three binaries (`honeybee-core`, `honeybee-node`,
+//! `honeybee`): logging set-up and turning SIGINT/SIGTERM into a shutdown token.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::EnvFilter;
+
+/// How logs are written.
+pub struct LogSettings<'a> {
+    /// A `tracing` filter (`info`, `honeybee_core=debug,warn`, …); `RUST_LOG` overrides it.
+    pub filter: &'a str,
+    pub json: bool,
+    pub force_color: bool,
+    /// Also append to this file.
+    pub file: Option<&'a Path>,
+}
+
+/// Installs the global tracing subscriber.
+pub fn init_tracing(settings: LogSettings<'_>) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(&from_env)
+            .with_context(|| format!("invalid RUST_LOG filter {from_env:?}"))?,
+        _ => EnvFilter::try_new(settings.filter)
+            .with_context(|| format!("invalid log level {:?}", settings.filter))?,
+    };
+    let ansi = settings.force_color || (settings.file.is_none() && std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    match settings.file {
+        Some(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating log folder {}", parent.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            let writer = std::io::stderr.and(std::sync::Mutex::new(file));
+            if settings.json {
+                builder.json().with_writer(writer).init();
+            } else {
+                builder.with_writer(writer).init();
+            }
+        }
+        None => {
+            if settings.json {
+                builder.json().with_writer(std::io::stderr).init();
+            } else {
+                builder.with_writer(std::io::stderr).init();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}

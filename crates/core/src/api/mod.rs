@@ -1,0 +1,73 @@
+//! The operator REST API (port 9002): one router per resource, one error type, JSON in and
+//! out. Handlers translate store records into API views; they never see wire types.
+
+mod error;
+mod events;
+mod honeypots;
+mod nodes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use honeybee_store::Store;
+use honeybee_telemetry::MetricsRegistry;
+use serde_json::json;
+
+pub(crate) use error::ApiError;
+
+use crate::sessions::SessionRegistry;
+
+/// The contract of this API, served at `/api/v1/openapi.json`.
+const OPENAPI_DOCUMENT: &str = include_str!("../../../../docs/openapi.json");
+
+/// Shared state of every handler.
+pub(crate) struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<SessionRegistry>,
+    pub metrics: Arc<MetricsRegistry>,
+    /// A connected node silent for longer than this is shown offline.
+    pub offline_after: Duration,
+}
+
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(nodes::router())
+        .merge(honeypots::router())
+        .merge(events::router())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render_prometheus(),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI_DOCUMENT,
+    )
+}
+
+async fn not_found(uri: Uri) -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("no such endpoint: {}", uri.path())})),
+    )
+}

@@ -1,0 +1,155 @@
+//! `/api/v1/nodes`: the nodes this Core knows, with their connection state and pots.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use honeybee_protocol::{format_timestamp, Command};
+use honeybee_store::NodeRecord;
+use serde::Serialize;
+
+use super::honeypots::PotView;
+use super::{ApiError, ApiState};
+use crate::sessions::SendCommandError;
+
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/{node_id}", get(get_node))
+        .route("/api/v1/nodes/{node_id}/commands", post(send_command))
+}
+
+/// A node as the API shows it.
+#[derive(Debug, Serialize)]
+struct NodeView {
+    node_id: u64,
+    node_name: String,
+    /// The last reported status while the node is online, `Offline` otherwise.
+    status: &'static str,
+    node_type: &'static str,
+    /// Connected and heard from within the heartbeat allowance.
+    online: bool,
+    /// A Core holds a connection from the node (it may still be silent).
+    connected: bool,
+    /// The last status the node reported, even when it is offline now.
+    reported_status: &'static str,
+    address: String,
+    port: u16,
+    remote_address: String,
+    first_seen: String,
+    last_seen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    honeypots: Option<Vec<PotView>>,
+}
+
+impl NodeView {
+    fn from_record(record: NodeRecord, state: &ApiState) -> Self {
+        let silent_for = Utc::now()
+            .signed_duration_since(record.last_seen)
+            .to_std()
+            .unwrap_or_default();
+        let online = record.connected && silent_for <= state.offline_after;
+        NodeView {
+            node_id: record.node_id,
+            node_name: record.name,
+            status: if online {
+                record.reported_state.as_str()
+            } else {
+                "Offline"
+            },
+            node_type: record.kind.as_str(),
+            online,
+            connected: record.connected,
+            reported_status: record.reported_state.as_str(),
+            address: record.address,
+            port: record.port,
+            remote_address: record.remote_address,
+            first_seen: format_timestamp(record.first_seen),
+            last_seen: format_timestamp(record.last_seen),
+            honeypots: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NodeList {
+    nodes: Vec<NodeView>,
+}
+
+async fn list_nodes(State(state): State<Arc<ApiState>>) -> Result<Json<NodeList>, ApiError> {
+    let records = state.store.list_nodes().await?;
+    let nodes = records
+        .into_iter()
+        .map(|record| NodeView::from_record(record, &state))
+        .collect();
+    Ok(Json(NodeList { nodes }))
+}
+
+async fn get_node(
+    State(state): State<Arc<ApiState>>,
+    Path(node_id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    let node_id = parse_node_id(&node_id)?;
+    let record = state
+        .store
+        .get_node(node_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("node {node_id} not found")))?;
+    let pots = state.store.list_pots(Some(node_id)).await?;
+    let mut view = NodeView::from_record(record, &state);
+    view.honeypots = Some(pots.into_iter().map(PotView::from).collect());
+    Ok(Json(view))
+}
+
+fn parse_node_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid node id {text:?}: expected an unsigned integer"
+        ))
+    })
+}
+
+#[derive(Serialize)]
+struct CommandAccepted {
+    node_id: u64,
+    command: &'static str,
+    status: &'static str,
+}
+
+/// Queues a Protocol v2 command (the contract's shape, e.g. `{"StopPot": "cowrie-01"}`)
+/// for a connected node. 202: written to the node's session; the node answers with status
+/// updates. 409: the node is not connected to this Core.
+async fn send_command(
+    State(state): State<Arc<ApiState>>,
+    Path(node_id): Path<String>,
+    body: Result<Json<Command>, JsonRejection>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let node_id = parse_node_id(&node_id)?;
+    let Json(command) = body.map_err(|rejection| {
+        ApiError::BadRequest(format!("invalid command: {}", rejection.body_text()))
+    })?;
+    let name = command.variant_name();
+    if state.store.get_node(node_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("node {node_id} not found")));
+    }
+    match state.sessions.send_command(node_id, command) {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(CommandAccepted {
+                node_id,
+                command: name,
+                status: "sent",
+            }),
+        )),
+        Err(SendCommandError::NotConnected) => Err(ApiError::Conflict(format!(
+            "node {node_id} is not connected to this core"
+        ))),
+        Err(SendCommandError::QueueFull) => Err(ApiError::Conflict(format!(
+            "node {node_id} has too many commands pending; retry later"
+        ))),
+    }
+}

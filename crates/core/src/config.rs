@@ -1,0 +1,374 @@
+//! The Core's configuration: the `bee_config.toml` shape (`[server]`, `[logging]`,
+//! `[proxy]`) plus a `[storage]` section. Every field has a default, so an empty file (or
+//! no file) is a working configuration; `validate()` reports what is wrong and with which
+//! value.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {field}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// The whole Core configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    pub server: ServerConfig,
+    pub logging: LoggingConfig,
+    pub proxy: ProxyConfig,
+    pub storage: StorageConfig,
+}
+
+/// `[server]`: the node port and the REST API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address both listeners bind to. Default `127.0.0.1`; use `0.0.0.0` to accept remote
+    /// nodes.
+    pub host: String,
+    /// Protocol v2 port for nodes. Default 9001; 0 picks a free port.
+    pub node_port: u16,
+    /// REST API port. Default 9002; 0 picks a free port.
+    pub backend_port: u16,
+    /// Shorthand for `logging.level = "debug"`.
+    pub debug: bool,
+    /// How often nodes are expected to send a heartbeat, in seconds. Default 30.
+    pub heartbeat_interval: f64,
+    /// A connected node silent for this many heartbeat intervals is shown offline. Default 3.
+    pub missed_heartbeats_offline: u32,
+    /// Largest Protocol v2 envelope accepted, in bytes; a bigger one ends the connection.
+    /// Default 1 MiB.
+    pub max_envelope_bytes: usize,
+    /// Seconds a new connection has to register before it is closed. Default 10.
+    pub handshake_timeout: f64,
+    /// Node connections served at once; further connections wait in the accept backlog.
+    /// Default 10000.
+    pub max_node_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            node_port: 9001,
+            backend_port: 9002,
+            debug: false,
+            heartbeat_interval: 30.0,
+            missed_heartbeats_offline: 3,
+            max_envelope_bytes: honeybee_protocol::DEFAULT_MAX_ENVELOPE_BYTES,
+            handshake_timeout: 10.0,
+            max_node_connections: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_interval)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.handshake_timeout)
+    }
+
+    /// How long a node may stay silent before it is shown offline.
+    pub fn offline_after(&self) -> Duration {
+        self.heartbeat_interval() * self.missed_heartbeats_offline
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `trace`, `debug`, `info`, `warn` or `error`, or a full `tracing` filter such as
+    /// `honeybee_core=debug,info`. Default `info`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// When set, logs are also appended to `<folder>/honeybee-core.log`. Default: unset,
+    /// logs go to standard error only.
+    pub folder: Option<PathBuf>,
+    /// Colour the standard error output even when it is not a terminal. Default false.
+    pub force_color: bool,
+    /// `text` (default) or `json` (one JSON object per line, for log shippers).
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            folder: None,
+            force_color: false,
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[proxy]`: the live WebSocket stream (port 9003). Accepted so existing config files
+/// load; the stream itself is not served by this version.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 9003,
+        }
+    }
+}
+
+/// `[storage]`: where and how events are kept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Storage backend. Only `sqlite` (embedded) today.
+    pub backend: StorageBackend,
+    /// Directory of the Core's state; the SQLite file is `<data_dir>/honeybee.sqlite3`.
+    /// Default `./honeybee-data`.
+    pub data_dir: PathBuf,
+    /// `full` (default: a stored batch survives power loss) or `normal` (survives a crash
+    /// of the Core, not of the machine; faster on slow disks).
+    pub sqlite_synchronous: Synchronous,
+    /// Most events written in one transaction. Default 4096.
+    pub batch_max_events: usize,
+    /// Events buffered between the node connections and the writer; when full, the Core
+    /// stops reading from nodes (backpressure) instead of growing memory. Default 65536.
+    pub queue_capacity: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Sqlite,
+            data_dir: PathBuf::from("honeybee-data"),
+            sqlite_synchronous: Synchronous::Full,
+            batch_max_events: 4096,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+impl CoreConfig {
+    /// Reads and validates a `bee_config.toml`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text without validating it.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|error| error.to_string().trim().to_owned())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, value: String, reason| ConfigError::Invalid {
+            field,
+            value,
+            reason,
+        };
+        if self.server.host.parse::<IpAddr>().is_err() {
+            return Err(invalid(
+                "server.host",
+                self.server.host.clone(),
+                "must be an IP address such as 127.0.0.1 or 0.0.0.0",
+            ));
+        }
+        let positive_seconds = |field, value: f64| {
+            if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    value.to_string(),
+                    "must be between 0 and 86400 seconds",
+                ))
+            }
+        };
+        positive_seconds("server.heartbeat_interval", self.server.heartbeat_interval)?;
+        positive_seconds("server.handshake_timeout", self.server.handshake_timeout)?;
+        if self.server.missed_heartbeats_offline == 0 {
+            return Err(invalid(
+                "server.missed_heartbeats_offline",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.server.max_envelope_bytes < 1024 {
+            return Err(invalid(
+                "server.max_envelope_bytes",
+                self.server.max_envelope_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if self.server.max_node_connections == 0 {
+            return Err(invalid(
+                "server.max_node_connections",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.server.node_port != 0 && self.server.node_port == self.server.backend_port {
+            return Err(invalid(
+                "server.backend_port",
+                self.server.backend_port.to_string(),
+                "must differ from server.node_port",
+            ));
+        }
+        if self.storage.batch_max_events == 0 {
+            return Err(invalid(
+                "storage.batch_max_events",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.storage.queue_capacity < self.storage.batch_max_events {
+            return Err(invalid(
+                "storage.queue_capacity",
+                self.storage.queue_capacity.to_string(),
+                "must be at least storage.batch_max_events",
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "storage.data_dir",
+                String::new(),
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective log filter (`debug = true` raises the default level).
+    pub fn log_filter(&self) -> String {
+        if self.server.debug && self.logging.level == "info" {
+            "debug".into()
+        } else {
+            self.logging.level.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_bee_config_shape_loads() {
+        let config = CoreConfig::from_toml(
+            r#"
+[server]
+host = "127.0.0.1"
+node_port = 9001
+backend_port = 9002
+debug = false
+
+[logging]
+level = "debug"
+folder = "logs"
+force_color = true
+
+[proxy]
+enabled = true
+host = "0.0.0.0"
+port = 9003
+"#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.logging.level, "debug");
+        assert_eq!(config.logging.folder, Some(PathBuf::from("logs")));
+        assert!(config.proxy.enabled);
+        assert_eq!(config.storage, StorageConfig::default());
+    }
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        let config = CoreConfig::from_toml("").unwrap();
+        assert_eq!(config, CoreConfig::default());
+        config.validate().unwrap();
+        assert_eq!(config.server.offline_after(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn integer_seconds_and_storage_section_are_read() {
+        let config = CoreConfig::from_toml(
+            "[server]\nheartbeat_interval = 5\n[storage]\ndata_dir = \"/tmp/x\"\nsqlite_synchronous = \"normal\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.heartbeat_interval(), Duration::from_secs(5));
+        assert_eq!(config.storage.sqlite_synchronous, Synchronous::Normal);
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_value() {
+        let mut config = CoreConfig::default();
+        config.server.host = "localhost:9".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("server.host") && error.contains("localhost:9"),
+            "{error}"
+        );
+
+        let error = CoreConfig::from_toml("[server]\nnode_prot = 1\n").unwrap_err();
+        assert!(error.contains("node_prot"), "{error}");
+
+        let mut config = CoreConfig::default();
+        config.server.heartbeat_interval = 0.0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("server.heartbeat_interval"), "{error}");
+    }
+}

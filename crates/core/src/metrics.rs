@@ -1,0 +1,105 @@
+//! The Core's metrics: handles into the shared registry, created once at start-up so hot
+//! paths never look a metric up by name.
+
+use std::sync::Arc;
+
+use honeybee_telemetry::{Counter, Gauge, MetricsRegistry};
+
+pub(crate) struct CoreMetrics {
+    pub registry: Arc<MetricsRegistry>,
+    pub node_connections_accepted: Arc<Counter>,
+    pub node_sessions_active: Arc<Gauge>,
+    pub registrations_accepted: Arc<Counter>,
+    pub events_received: Arc<Counter>,
+    pub events_stored: Arc<Counter>,
+    pub event_batches_stored: Arc<Counter>,
+    pub event_queue_depth: Arc<Gauge>,
+    pub store_write_failures: Arc<Counter>,
+    pub events_bad_timestamp: Arc<Counter>,
+}
+
+impl CoreMetrics {
+    pub fn new(registry: Arc<MetricsRegistry>) -> Self {
+        CoreMetrics {
+            node_connections_accepted: registry.counter(
+                "honeybee_core_node_connections_total",
+                "TCP connections accepted on the node port.",
+                &[],
+            ),
+            node_sessions_active: registry.gauge(
+                "honeybee_core_node_sessions_active",
+                "Registered node sessions currently connected.",
+                &[],
+            ),
+            registrations_accepted: registry.counter(
+                "honeybee_core_registrations_accepted_total",
+                "Node registrations accepted.",
+                &[],
+            ),
+            events_received: registry.counter(
+                "honeybee_core_events_received_total",
+                "PotEvents received from nodes and queued for storage.",
+                &[],
+            ),
+            events_stored: registry.counter(
+                "honeybee_core_events_stored_total",
+                "Events committed to the store.",
+                &[],
+            ),
+            event_batches_stored: registry.counter(
+                "honeybee_core_event_batches_stored_total",
+                "Event batches (transactions) committed to the store.",
+                &[],
+            ),
+            event_queue_depth: registry.gauge(
+                "honeybee_core_event_queue_depth",
+                "Events waiting for the store writer.",
+                &[],
+            ),
+            store_write_failures: registry.counter(
+                "honeybee_core_store_write_failures_total",
+                "Failed attempts to commit an event batch (the batch is retried).",
+                &[],
+            ),
+            events_bad_timestamp: registry.counter(
+                "honeybee_core_events_bad_timestamp_total",
+                "PotEvents whose timestamp could not be parsed; stored with the receive time.",
+                &[],
+            ),
+            registry,
+        }
+    }
+
+    /// Counts a message or envelope the Core refused, by reason.
+    pub fn rejected(&self, reason: &str) {
+        self.registry
+            .counter(
+                "honeybee_core_messages_rejected_total",
+                "Node messages or envelopes refused, by reason.",
+                &[("reason", reason)],
+            )
+            .increment();
+    }
+
+    /// Counts a registration the Core refused, by reason.
+    pub fn registration_refused(&self, reason: &str) {
+        self.registry
+            .counter(
+                "honeybee_core_registrations_refused_total",
+                "Node registrations refused, by reason.",
+                &[("reason", reason)],
+            )
+            .increment();
+    }
+
+    /// Counts a NodeEvent by its type.
+    pub fn node_event(&self, kind: &str) {
+        self.registry
+            .counter(
+                "honeybee_core_node_events_total",
+                "NodeEvents received, by type.",
+                &[("type", kind)],
+            )
+            .increment();
+    }
+}

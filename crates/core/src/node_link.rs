@@ -1,0 +1,522 @@
+//! The node port: accepts TCP connections and runs one Protocol v2 session per connection.
+//!
+//! A session is a small state machine: it waits (with a deadline) for a `NodeRegistration`,
+//! acknowledges it, and from then on stores what the node reports and writes the commands
+//! the rest of the Core sends it. Bad input from one node is counted, logged at a limited
+//! rate and skipped; it never affects other connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use honeybee_protocol::{
+    encode_envelope, parse_timestamp_text, Command, DecodeError, EnvelopeDecoder, Message,
+    NodeCommand, NodeEventKind, NodeRegistration, NodeStatus, NodeType, PotEvent, PotStatus,
+    PotStatusUpdate, RegistrationAck,
+};
+use honeybee_store::{
+    NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord, PotState, Store,
+};
+use honeybee_telemetry::LogRateLimiter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::CoreMetrics;
+use crate::sessions::{SessionHandle, SessionRegistry};
+
+/// A write to a node that takes longer than this ends the session: a node that does not
+/// read must not hold a Core task forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `last_seen` is written at most this often for traffic other than status updates.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Commands queued for one node before senders wait.
+const COMMAND_QUEUE: usize = 64;
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// What every session needs from the Core.
+pub(crate) struct LinkContext {
+    pub store: Arc<dyn Store>,
+    pub events: mpsc::Sender<NewEvent>,
+    pub sessions: Arc<SessionRegistry>,
+    pub metrics: Arc<CoreMetrics>,
+    pub max_envelope_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub log_limiter: LogRateLimiter,
+}
+
+/// Accepts node connections until `shutdown`, then waits for every session to end.
+pub(crate) async fn run_node_listener(
+    listener: TcpListener,
+    context: Arc<LinkContext>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let tasks = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: pause instead of spinning.
+                    tracing::warn!(%error, "accepting a node connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        context.metrics.node_connections_accepted.increment();
+        let _ = stream.set_nodelay(true);
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            NodeLink::new(stream, remote, context).run(shutdown).await;
+            drop(permit);
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// The registered identity of a session.
+struct Session {
+    node_id: u64,
+    session_id: u64,
+    commands: mpsc::Receiver<Command>,
+    replaced: CancellationToken,
+    last_touch: Instant,
+}
+
+/// What to do after a message.
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct NodeLink {
+    stream: Option<TcpStream>,
+    writer: Option<OwnedWriteHalf>,
+    remote: SocketAddr,
+    context: Arc<LinkContext>,
+    decoder: EnvelopeDecoder,
+    session: Option<Session>,
+    outgoing: Vec<u8>,
+}
+
+impl NodeLink {
+    fn new(stream: TcpStream, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
+        let decoder = EnvelopeDecoder::new(context.max_envelope_bytes);
+        NodeLink {
+            stream: Some(stream),
+            writer: None,
+            remote,
+            context,
+            decoder,
+            session: None,
+            outgoing: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        let stream = self.stream.take().expect("run is called once");
+        let (mut reader, writer) = stream.into_split();
+        self.writer = Some(writer);
+        let handshake_deadline = Instant::now() + self.context.handshake_timeout;
+        let mut read_buffer = vec![0u8; READ_BUFFER_BYTES];
+        let mut graceful = false;
+        let close_reason: &str = loop {
+            let registered = self.session.is_some();
+            tokio::select! {
+                _ = shutdown.cancelled() => break "core shutting down",
+                signal = session_signal(&mut self.session) => match signal {
+                    SessionSignal::Replaced => break "replaced by a newer connection of the same node",
+                    SessionSignal::CommandsClosed => break "command channel closed",
+                    SessionSignal::Command(command) => {
+                        if self.send_command(command).await.is_err() {
+                            break "writing to the node failed";
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(handshake_deadline), if !registered => {
+                    self.context.metrics.registration_refused("handshake_timeout");
+                    break "no registration before the handshake timeout";
+                }
+                read = reader.read(&mut read_buffer) => {
+                    let count = match read {
+                        Ok(0) => {
+                            if let Err(error) = self.decoder.finish() {
+                                self.warn_limited("connection closed inside an envelope", &error);
+                            }
+                            break "connection closed by the node";
+                        }
+                        Ok(count) => count,
+                        Err(_) => break "reading from the node failed",
+                    };
+                    self.decoder.push(&read_buffer[..count]);
+                    match self.drain_envelopes(&mut graceful).await {
+                        Flow::Continue => {}
+                        Flow::Close => break if graceful { "node said goodbye (NodeDrop)" } else { "session ended by the core" },
+                    }
+                }
+            }
+        };
+        self.finish(close_reason, graceful).await;
+    }
+
+    /// Handles every complete envelope in the decoder.
+    async fn drain_envelopes(&mut self, graceful: &mut bool) -> Flow {
+        loop {
+            match self.decoder.next_envelope() {
+                Ok(None) => return Flow::Continue,
+                Ok(Some(envelope)) => {
+                    if let Flow::Close = self.handle_message(envelope.message, graceful).await {
+                        return Flow::Close;
+                    }
+                }
+                Err(error) => {
+                    self.context.metrics.rejected(error.kind());
+                    self.warn_limited("refused an envelope", &error);
+                    if let DecodeError::UnsupportedVersion { variant, .. } = &error {
+                        if self.session.is_none() && variant.as_deref() == Some("NodeRegistration")
+                        {
+                            self.context
+                                .metrics
+                                .registration_refused("unsupported_version");
+                            let _ = self.send_refusal(0, error.to_string()).await;
+                            return Flow::Close;
+                        }
+                    }
+                    if error.is_fatal() {
+                        let node_id = self.session.as_ref().map_or(0, |s| s.node_id);
+                        let _ = self.send_refusal(node_id, error.to_string()).await;
+                        return Flow::Close;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_message(&mut self, message: Message, graceful: &mut bool) -> Flow {
+        let Some(node_id) = self.session.as_ref().map(|session| session.node_id) else {
+            return match message {
+                Message::NodeRegistration(registration) => self.register(registration).await,
+                other => {
+                    self.context.metrics.rejected("before_registration");
+                    self.warn_limited(
+                        "dropped a message sent before registration",
+                        &other.variant_name(),
+                    );
+                    Flow::Continue
+                }
+            };
+        };
+        let now = Utc::now();
+        match message {
+            Message::PotEvent(event) => {
+                if event.node_id != node_id {
+                    return self.drop_foreign(node_id, event.node_id, "PotEvent");
+                }
+                let event = self.to_new_event(event, now);
+                // Awaiting here is the backpressure: a full queue stops this read loop.
+                if self.context.events.send(event).await.is_err() {
+                    return Flow::Close;
+                }
+                self.context.metrics.events_received.increment();
+                self.touch(node_id, now).await;
+            }
+            Message::NodeStatusUpdate(update) => {
+                if update.node_id != node_id {
+                    return self.drop_foreign(node_id, update.node_id, "NodeStatusUpdate");
+                }
+                if let Err(error) = self
+                    .context
+                    .store
+                    .update_node_state(node_id, node_state(update.status), now)
+                    .await
+                {
+                    tracing::warn!(node_id, %error, "storing a node status failed");
+                }
+                if let Some(session) = self.session.as_mut() {
+                    session.last_touch = Instant::now();
+                }
+            }
+            Message::PotStatusUpdate(update) => {
+                if update.node_id != node_id {
+                    return self.drop_foreign(node_id, update.node_id, "PotStatusUpdate");
+                }
+                self.store_pot_status(update, now).await;
+                self.touch(node_id, now).await;
+            }
+            Message::NodeEvent(event) => {
+                let kind = format!("{:?}", event.kind);
+                self.context.metrics.node_event(&kind);
+                let detail = event.message.as_deref().unwrap_or("");
+                match event.kind {
+                    NodeEventKind::Error | NodeEventKind::Alarm => {
+                        tracing::warn!(node_id, kind, detail, "node reported an event")
+                    }
+                    NodeEventKind::Started | NodeEventKind::Stopped => {
+                        tracing::info!(node_id, kind, detail, "node reported an event")
+                    }
+                }
+                self.touch(node_id, now).await;
+            }
+            Message::NodeDrop => {
+                *graceful = true;
+                return Flow::Close;
+            }
+            Message::NodeRegistration(_) => {
+                self.context.metrics.rejected("duplicate_registration");
+                self.warn_limited("ignored a second registration on one connection", &node_id);
+            }
+            Message::RegistrationAck(_) | Message::NodeCommand(_) => {
+                self.context.metrics.rejected("wrong_direction");
+                self.warn_limited("ignored a core-to-node message sent by a node", &node_id);
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn register(&mut self, registration: NodeRegistration) -> Flow {
+        let node_id = registration.node_id;
+        if node_id == 0 {
+            self.context.metrics.registration_refused("invalid_node_id");
+            let _ = self
+                .send_refusal(0, "node_id 0 is reserved; use a non-zero id".into())
+                .await;
+            return Flow::Close;
+        }
+        let record = NodeRegistrationRecord {
+            node_id,
+            name: registration.node_name.clone(),
+            address: registration.address.clone(),
+            port: registration.port,
+            kind: match registration.node_type {
+                NodeType::Full => NodeKind::Full,
+                NodeType::Agent => NodeKind::Agent,
+            },
+            remote_address: self.remote.to_string(),
+            at: Utc::now(),
+        };
+        if let Err(error) = self.context.store.register_node(record).await {
+            tracing::error!(node_id, %error, "storing a registration failed");
+            self.context.metrics.registration_refused("store_error");
+            let _ = self
+                .send_refusal(
+                    node_id,
+                    "the core could not record the registration; retry later".into(),
+                )
+                .await;
+            return Flow::Close;
+        }
+        let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE);
+        let replaced = CancellationToken::new();
+        let session_id = self.context.sessions.new_session_id();
+        self.context.sessions.insert(
+            node_id,
+            SessionHandle {
+                session_id,
+                commands: commands_sender,
+                replaced: replaced.clone(),
+            },
+        );
+        self.session = Some(Session {
+            node_id,
+            session_id,
+            commands,
+            replaced,
+            last_touch: Instant::now(),
+        });
+        self.context.metrics.registrations_accepted.increment();
+        self.context.metrics.node_sessions_active.increment();
+        tracing::info!(
+            node_id,
+            node_name = %registration.node_name,
+            node_type = ?registration.node_type,
+            remote = %self.remote,
+            "node registered"
+        );
+        let ack = Message::RegistrationAck(RegistrationAck {
+            node_id,
+            accepted: true,
+            message: Some("registration accepted".into()),
+            totp_key: None,
+        });
+        match self.write_message(&ack).await {
+            Ok(()) => Flow::Continue,
+            Err(()) => Flow::Close,
+        }
+    }
+
+    fn to_new_event(&self, event: PotEvent, received_at: DateTime<Utc>) -> NewEvent {
+        let timestamp = parse_timestamp_text(&event.timestamp).unwrap_or_else(|| {
+            self.context.metrics.events_bad_timestamp.increment();
+            self.warn_limited(
+                "event timestamp unparseable; stored with the receive time",
+                &event.timestamp,
+            );
+            received_at
+        });
+        NewEvent {
+            node_id: event.node_id,
+            pot_id: event.pot_id,
+            pot_type: event.pot_type,
+            event_type: event.event_type,
+            timestamp,
+            received_at,
+            data: event.data,
+        }
+    }
+
+    async fn store_pot_status(&self, update: PotStatusUpdate, now: DateTime<Utc>) {
+        let record = PotRecord {
+            node_id: update.node_id,
+            pot_id: update.pot_id,
+            pot_type: update.pot_type,
+            state: match update.status {
+                PotStatus::Installing => PotState::Installing,
+                PotStatus::Running => PotState::Running,
+                PotStatus::Stopped => PotState::Stopped,
+                PotStatus::Failed => PotState::Failed,
+            },
+            message: update.message,
+            updated_at: now,
+        };
+        if let Err(error) = self.context.store.upsert_pot(record).await {
+            tracing::warn!(node_id = update.node_id, %error, "storing a pot status failed");
+        }
+    }
+
+    /// Records a sign of life, at most every [`TOUCH_INTERVAL`].
+    async fn touch(&mut self, node_id: u64, now: DateTime<Utc>) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if session.last_touch.elapsed() < TOUCH_INTERVAL {
+            return;
+        }
+        session.last_touch = Instant::now();
+        if let Err(error) = self.context.store.touch_node(node_id, now).await {
+            tracing::warn!(node_id, %error, "storing last_seen failed");
+        }
+    }
+
+    fn drop_foreign(&self, node_id: u64, claimed: u64, variant: &str) -> Flow {
+        self.context.metrics.rejected("foreign_node_id");
+        self.warn_limited(
+            "dropped a message carrying another node's id",
+            &format!("{variant} from node {node_id} claims node {claimed}"),
+        );
+        Flow::Continue
+    }
+
+    async fn send_command(&mut self, command: Command) -> Result<(), ()> {
+        let node_id = self.session.as_ref().map_or(0, |session| session.node_id);
+        tracing::info!(
+            node_id,
+            command = command.variant_name(),
+            "sending command to node"
+        );
+        self.write_message(&Message::NodeCommand(NodeCommand { node_id, command }))
+            .await
+    }
+
+    /// A `RegistrationAck` with `accepted: false` tells the node why the Core closes the
+    /// session; it is the only error-carrying message the contract gives the Core.
+    async fn send_refusal(&mut self, node_id: u64, reason: String) -> Result<(), ()> {
+        tracing::info!(remote = %self.remote, node_id, reason, "refusing node session");
+        self.write_message(&Message::RegistrationAck(RegistrationAck {
+            node_id,
+            accepted: false,
+            message: Some(reason),
+            totp_key: None,
+        }))
+        .await
+    }
+
+    async fn write_message(&mut self, message: &Message) -> Result<(), ()> {
+        self.outgoing.clear();
+        encode_envelope(message, &mut self.outgoing);
+        let writer = self.writer.as_mut().ok_or(())?;
+        match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&self.outgoing)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    fn warn_limited(&self, what: &str, detail: &dyn std::fmt::Display) {
+        if let Some(suppressed) = self.context.log_limiter.allow() {
+            let node_id = self.session.as_ref().map(|session| session.node_id);
+            tracing::warn!(remote = %self.remote, ?node_id, %detail, suppressed, "{what}");
+        }
+    }
+
+    async fn finish(mut self, reason: &str, graceful: bool) {
+        if let Some(session) = self.session.take() {
+            self.context.metrics.node_sessions_active.decrement();
+            let current = self
+                .context
+                .sessions
+                .remove_if_current(session.node_id, session.session_id);
+            if current {
+                if let Err(error) = self
+                    .context
+                    .store
+                    .disconnect_node(session.node_id, Utc::now())
+                    .await
+                {
+                    tracing::warn!(node_id = session.node_id, %error, "storing a disconnect failed");
+                }
+            }
+            tracing::info!(node_id = session.node_id, remote = %self.remote, reason, graceful, "node session ended");
+        } else {
+            tracing::debug!(remote = %self.remote, reason, "unregistered connection ended");
+        }
+        if let Some(mut writer) = self.writer.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+        }
+    }
+}
+
+fn node_state(status: NodeStatus) -> NodeState {
+    match status {
+        NodeStatus::Connected => NodeState::Connected,
+        NodeStatus::Deploying => NodeState::Deploying,
+        NodeStatus::Running => NodeState::Running,
+        NodeStatus::Stopped => NodeState::Stopped,
+        NodeStatus::Failed => NodeState::Failed,
+        NodeStatus::Unknown => NodeState::Unknown,
+    }
+}
+
+/// What the rest of the Core wants from a registered session.
+enum SessionSignal {
+    Replaced,
+    Command(Command),
+    CommandsClosed,
+}
+
+/// The next signal for the session; pends forever before registration.
+async fn session_signal(session: &mut Option<Session>) -> SessionSignal {
+    let Some(session) = session else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = session.replaced.cancelled() => SessionSignal::Replaced,
+        command = session.commands.recv() => match command {
+            Some(command) => SessionSignal::Command(command),
+            None => SessionSignal::CommandsClosed,
+        },
+    }
+}

@@ -1,0 +1,420 @@
+//! The Node's configuration: the documented `config.yaml` shape (`node`, `server`, `tls`,
+//! `auth`, `honeypot`, `log`) plus an `ingest` section for the honeypot event listener.
+//! Every field has a default; `validate()` reports what is wrong and with which value.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {field}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub server: ServerSection,
+    pub tls: TlsSection,
+    pub auth: AuthSection,
+    pub honeypot: HoneypotSection,
+    pub log: LogSection,
+    pub ingest: IngestSection,
+}
+
+/// `node:` who this node is.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Name shown in the Core. Default: the machine's host name.
+    pub name: String,
+    /// `Full` (runs honeypots) or `Agent` (forwards events only). Default `Full`.
+    #[serde(rename = "type")]
+    pub node_type: NodeTypeSetting,
+    /// Directory for the node's state (its persistent `node_id`). Default
+    /// `./honeybee-node-data`.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: default_node_name(),
+            node_type: NodeTypeSetting::Full,
+            data_dir: PathBuf::from("honeybee-node-data"),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "honeybee-node".into())
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum NodeTypeSetting {
+    Full,
+    Agent,
+}
+
+/// `server:` the Core to connect to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// The Core's node port as `host:port`. Default `127.0.0.1:9001`.
+    pub address: String,
+    /// Seconds between heartbeats (`NodeStatusUpdate`). Default 30.
+    pub heartbeat_interval: f64,
+    /// First delay before reconnecting, in seconds; doubles per failed attempt (with
+    /// jitter) up to `max_reconnect_delay`. Default 5.
+    pub reconnect_delay: f64,
+    /// Longest delay between reconnection attempts, in seconds. Default 60.
+    pub max_reconnect_delay: f64,
+    /// Seconds to wait for the TCP connection and for the `RegistrationAck`. Default 10.
+    pub connect_timeout: f64,
+    /// Largest envelope accepted from the Core, in bytes. Default 1 MiB.
+    pub max_envelope_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            address: "127.0.0.1:9001".into(),
+            heartbeat_interval: 30.0,
+            reconnect_delay: 5.0,
+            max_reconnect_delay: 60.0,
+            connect_timeout: 10.0,
+            max_envelope_bytes: honeybee_protocol::DEFAULT_MAX_ENVELOPE_BYTES,
+        }
+    }
+}
+
+impl ServerSection {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_interval)
+    }
+
+    pub fn reconnect_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.reconnect_delay)
+    }
+
+    pub fn max_reconnect_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.max_reconnect_delay)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout)
+    }
+}
+
+/// `tls:` accepted so documented files load. This version speaks plaintext only, so
+/// `enabled: true` is refused at start-up rather than silently downgraded.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    pub enabled: bool,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// `auth:` accepted so documented files load; TOTP enrollment is not implemented by this
+/// version, so `totp_enabled` has no effect yet.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    pub totp_enabled: bool,
+    pub totp_secret_file: Option<PathBuf>,
+}
+
+/// `honeypot:` accepted so documented files load; pot management is not implemented by
+/// this version (pot commands are answered with `Failed`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HoneypotSection {
+    pub enabled: bool,
+    pub base_dir: Option<PathBuf>,
+    pub default_ssh_port: u16,
+    pub default_telnet_port: u16,
+}
+
+impl Default for HoneypotSection {
+    fn default() -> Self {
+        HoneypotSection {
+            enabled: true,
+            base_dir: None,
+            default_ssh_port: 2222,
+            default_telnet_port: 2223,
+        }
+    }
+}
+
+/// `log:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `trace`, `debug`, `info`, `warn`, `error` or a `tracing` filter. Default `info`.
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `ingest:` the listener honeypots write their events to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    /// Bind address. Default `127.0.0.1`: honeypots run on the same machine, and the port
+    /// must not be reachable by attackers.
+    pub host: String,
+    /// Port honeypots connect to (`HONEYBEE_EVENT_PORT`). Default 9100; 0 picks a free port.
+    pub port: u16,
+    /// Longest accepted event line, in bytes. Default 64 KiB.
+    pub max_line_bytes: usize,
+    /// Honeypot connections served at once. Default 1024.
+    pub max_connections: usize,
+    /// Events held in memory while the Core is slow or unreachable; when full, the node
+    /// stops reading from honeypots (backpressure) instead of dropping events. Default 100000.
+    pub queue_capacity: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            host: "127.0.0.1".into(),
+            port: 9100,
+            max_line_bytes: honeybee_protocol::DEFAULT_MAX_LINE_BYTES,
+            max_connections: 1024,
+            queue_capacity: 100_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a `config.yaml`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Self::from_yaml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses YAML text without validating it. An empty document is the defaults.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(NodeConfig::default());
+        }
+        serde_yaml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, value: String, reason| ConfigError::Invalid {
+            field,
+            value,
+            reason,
+        };
+        if self.node.name.trim().is_empty() {
+            return Err(invalid(
+                "node.name",
+                self.node.name.clone(),
+                "must not be empty",
+            ));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(invalid("node.data_dir", String::new(), "must not be empty"));
+        }
+        match self.server.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => {
+                return Err(invalid(
+                    "server.address",
+                    self.server.address.clone(),
+                    "must be host:port, e.g. core.example.org:9001",
+                ))
+            }
+        }
+        for (field, value) in [
+            ("server.heartbeat_interval", self.server.heartbeat_interval),
+            ("server.reconnect_delay", self.server.reconnect_delay),
+            (
+                "server.max_reconnect_delay",
+                self.server.max_reconnect_delay,
+            ),
+            ("server.connect_timeout", self.server.connect_timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+                return Err(invalid(
+                    field,
+                    value.to_string(),
+                    "must be between 0 and 86400 seconds",
+                ));
+            }
+        }
+        if self.server.max_reconnect_delay < self.server.reconnect_delay {
+            return Err(invalid(
+                "server.max_reconnect_delay",
+                self.server.max_reconnect_delay.to_string(),
+                "must be at least server.reconnect_delay",
+            ));
+        }
+        if self.server.max_envelope_bytes < 1024 {
+            return Err(invalid(
+                "server.max_envelope_bytes",
+                self.server.max_envelope_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if self.tls.enabled {
+            return Err(invalid(
+                "tls.enabled",
+                "true".into(),
+                "this version cannot speak TLS yet; set tls.enabled: false to connect in plaintext (only on a trusted network)",
+            ));
+        }
+        if self.ingest.host.parse::<IpAddr>().is_err() {
+            return Err(invalid(
+                "ingest.host",
+                self.ingest.host.clone(),
+                "must be an IP address such as 127.0.0.1",
+            ));
+        }
+        if self.ingest.max_line_bytes < 256 {
+            return Err(invalid(
+                "ingest.max_line_bytes",
+                self.ingest.max_line_bytes.to_string(),
+                "must be at least 256",
+            ));
+        }
+        for (field, value) in [
+            ("ingest.max_connections", self.ingest.max_connections),
+            ("ingest.queue_capacity", self.ingest.queue_capacity),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "0".into(), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_config_yaml_shape_loads() {
+        let config = NodeConfig::from_yaml(
+            r#"
+node:
+  name: "my-node"
+  type: "Full"  # "Full" = honeypot support, "Agent" = lightweight
+
+server:
+  address: "manager.example.com:9001"
+  heartbeat_interval: 30
+  reconnect_delay: 5
+
+tls:
+  enabled: false
+  ca_file: "~/.honeybee/certs/ca.crt"
+  insecure_skip_verify: false
+
+auth:
+  totp_enabled: true
+
+honeypot:
+  enabled: true
+  base_dir: "~/.honeybee/honeypots"
+  default_ssh_port: 2222
+  default_telnet_port: 2223
+
+log:
+  level: "info"
+  format: "json"
+"#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.node.name, "my-node");
+        assert_eq!(config.server.address, "manager.example.com:9001");
+        assert_eq!(config.server.heartbeat_interval(), Duration::from_secs(30));
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.ingest, IngestSection::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let config = NodeConfig::from_yaml("").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.ingest.port, 9100);
+        assert_eq!(config.server.address, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn tls_enabled_is_refused_instead_of_downgraded() {
+        let config = NodeConfig::from_yaml("tls:\n  enabled: true\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("tls.enabled"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_value() {
+        let config = NodeConfig::from_yaml("server:\n  address: nocolon\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("server.address") && error.contains("nocolon"),
+            "{error}"
+        );
+        let error = NodeConfig::from_yaml("server:\n  adress: x\n").unwrap_err();
+        assert!(error.contains("adress"), "{error}");
+        let config =
+            NodeConfig::from_yaml("server:\n  reconnect_delay: 10\n  max_reconnect_delay: 1\n")
+                .unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("max_reconnect_delay"), "{error}");
+    }
+}

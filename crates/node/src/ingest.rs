@@ -1,0 +1,135 @@
+//! The ingest listener (127.0.0.1:9100): honeypots connect and write JSON lines; each line
+//! is framed with a size cap, normalised, and queued for the uplink to the Core.
+//!
+//! A bad line is counted, logged at a limited rate and skipped; the connection keeps
+//! working for the next line. When the queue is full the connection stops being read, so
+//! a slow Core slows honeypots down instead of losing their events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use honeybee_protocol::{
+    normalize_ingest_line, FramedLine, IngestError, IngestEvent, LineFramer, PotContext,
+};
+use honeybee_telemetry::LogRateLimiter;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::NodeMetrics;
+
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+pub(crate) struct IngestContext {
+    pub queue: mpsc::Sender<IngestEvent>,
+    pub metrics: Arc<NodeMetrics>,
+    pub max_line_bytes: usize,
+    pub log_limiter: LogRateLimiter,
+}
+
+/// Accepts honeypot connections until `shutdown`, then waits for open ones to finish.
+pub(crate) async fn run_ingest_listener(
+    listener: TcpListener,
+    context: Arc<IngestContext>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let tasks = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting an ingest connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            context.metrics.ingest_connections.increment();
+            context.metrics.ingest_connections_active.increment();
+            serve_ingest_connection(stream, remote, &context, shutdown).await;
+            context.metrics.ingest_connections_active.decrement();
+            drop(permit);
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+async fn serve_ingest_connection(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    context: &IngestContext,
+    shutdown: CancellationToken,
+) {
+    let mut framer = LineFramer::new(context.max_line_bytes);
+    let mut buffer = vec![0u8; READ_BUFFER_BYTES];
+    // Which pot a connection belongs to is not known yet; lines must name their pot.
+    let pot_context = PotContext::default();
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            read = stream.read(&mut buffer) => read,
+        };
+        let count = match read {
+            Ok(0) | Err(_) => break,
+            Ok(count) => count,
+        };
+        framer.push(&buffer[..count]);
+        while let Some(framed) = framer.next_line() {
+            let result = match framed {
+                FramedLine::Line(line) => normalize_ingest_line(line, &pot_context, Utc::now()),
+                FramedLine::TooLong => Err(IngestError::TooLong {
+                    max_bytes: context.max_line_bytes,
+                }),
+            };
+            if !accept(result, remote, context).await {
+                return;
+            }
+        }
+    }
+    // A sender may close without a final newline: its last line still counts.
+    if let Some(line) = framer.finish() {
+        let result = normalize_ingest_line(line, &pot_context, Utc::now());
+        accept(result, remote, context).await;
+    }
+}
+
+/// Queues an accepted event or accounts for a rejected line; false when the node is
+/// shutting down and the queue is gone.
+async fn accept(
+    result: Result<Option<IngestEvent>, IngestError>,
+    remote: SocketAddr,
+    context: &IngestContext,
+) -> bool {
+    match result {
+        Ok(Some(event)) => {
+            if context.queue.send(event).await.is_err() {
+                return false;
+            }
+            context.metrics.events_accepted.increment();
+        }
+        Ok(None) => {}
+        Err(error) => {
+            context.metrics.line_rejected(error.kind());
+            if let Some(suppressed) = context.log_limiter.allow() {
+                tracing::warn!(%remote, %error, suppressed, "rejected an ingest line");
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,81 @@
+//! The Node's metrics: handles into the shared registry, created once at start-up.
+
+use std::sync::Arc;
+
+use honeybee_telemetry::{Counter, Gauge, MetricsRegistry};
+
+pub(crate) struct NodeMetrics {
+    pub registry: Arc<MetricsRegistry>,
+    pub ingest_connections: Arc<Counter>,
+    pub ingest_connections_active: Arc<Gauge>,
+    pub events_accepted: Arc<Counter>,
+    pub events_forwarded: Arc<Counter>,
+    pub core_connections: Arc<Counter>,
+    pub core_connection_failures: Arc<Counter>,
+    pub commands_received: Arc<Counter>,
+}
+
+impl NodeMetrics {
+    pub fn new(registry: Arc<MetricsRegistry>) -> Self {
+        NodeMetrics {
+            ingest_connections: registry.counter(
+                "honeybee_node_ingest_connections_total",
+                "Honeypot connections accepted on the ingest port.",
+                &[],
+            ),
+            ingest_connections_active: registry.gauge(
+                "honeybee_node_ingest_connections_active",
+                "Honeypot connections currently open.",
+                &[],
+            ),
+            events_accepted: registry.counter(
+                "honeybee_node_events_accepted_total",
+                "Ingest lines accepted and queued for the Core.",
+                &[],
+            ),
+            events_forwarded: registry.counter(
+                "honeybee_node_events_forwarded_total",
+                "PotEvents written to the Core.",
+                &[],
+            ),
+            core_connections: registry.counter(
+                "honeybee_node_core_sessions_total",
+                "Sessions with the Core that were accepted.",
+                &[],
+            ),
+            core_connection_failures: registry.counter(
+                "honeybee_node_core_connection_failures_total",
+                "Attempts to reach or register with the Core that failed.",
+                &[],
+            ),
+            commands_received: registry.counter(
+                "honeybee_node_commands_received_total",
+                "Commands received from the Core.",
+                &[],
+            ),
+            registry,
+        }
+    }
+
+    /// Counts an ingest line rejected, by reason.
+    pub fn line_rejected(&self, reason: &str) {
+        self.registry
+            .counter(
+                "honeybee_node_ingest_lines_rejected_total",
+                "Ingest lines rejected, by reason.",
+                &[("reason", reason)],
+            )
+            .increment();
+    }
+
+    /// Counts a message from the Core that could not be used, by reason.
+    pub fn core_message_rejected(&self, reason: &str) {
+        self.registry
+            .counter(
+                "honeybee_node_core_messages_rejected_total",
+                "Messages from the Core refused, by reason.",
+                &[("reason", reason)],
+            )
+            .increment();
+    }
+}

@@ -1,0 +1,488 @@
+//! The uplink to the Core: connect, register, heartbeat, forward queued events in batches,
+//! answer commands, and reconnect with exponential backoff and jitter when the link drops.
+//!
+//! Events taken from the queue but not yet written stay in `pending` across reconnects,
+//! so a dropped link does not drop them (delivery is at-least-once per written batch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use honeybee_protocol::{
+    encode_envelope, Command, EnvelopeDecoder, IngestEvent, Message, NodeEvent, NodeEventKind,
+    NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus, PotStatusUpdate,
+};
+use honeybee_telemetry::LogRateLimiter;
+use rand::Rng;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerSection;
+use crate::metrics::NodeMetrics;
+
+/// Most events sent in one write.
+const BATCH_MAX_EVENTS: usize = 1024;
+/// A write the Core does not take within this time ends the session (the Core may be
+/// applying backpressure, so this is generous).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown may spend forwarding what is still queued.
+const SHUTDOWN_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Error)]
+pub enum UplinkError {
+    #[error("connecting to the core at {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out {what} (core at {address})")]
+    Timeout { address: String, what: &'static str },
+    #[error("the core refused the registration: {message}")]
+    Refused { message: String },
+    #[error("connection to the core lost: {reason}")]
+    Lost { reason: String },
+}
+
+pub(crate) struct UplinkContext {
+    pub node_id: u64,
+    pub node_name: String,
+    pub node_type: NodeType,
+    pub server: ServerSection,
+    pub metrics: Arc<NodeMetrics>,
+    pub log_limiter: LogRateLimiter,
+}
+
+/// Exponential backoff with jitter: each delay is drawn from [d/2, d], and d doubles per
+/// failure up to the maximum, so many nodes reconnecting to a restarted Core spread out.
+struct Backoff {
+    initial: Duration,
+    current: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            current: initial,
+            max,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let fraction = rand::thread_rng().gen_range(0.5..=1.0);
+        ceiling.mul_f64(fraction)
+    }
+
+    fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+/// Runs until shutdown: keeps a session with the Core and forwards every queued event.
+pub(crate) async fn run_uplink(
+    context: Arc<UplinkContext>,
+    mut queue: mpsc::Receiver<IngestEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut pending: Vec<IngestEvent> = Vec::with_capacity(BATCH_MAX_EVENTS);
+    let mut backoff = Backoff::new(
+        context.server.reconnect_delay(),
+        context.server.max_reconnect_delay(),
+    );
+    let mut announced_start = false;
+    while !shutdown.is_cancelled() {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            attempt = connect_and_register(&context) => attempt,
+        };
+        match attempt {
+            Ok(mut session) => {
+                backoff.reset();
+                context.metrics.core_connections.increment();
+                tracing::info!(node_id = context.node_id, core = %context.server.address, "registered with the core");
+                if !announced_start {
+                    announced_start = true;
+                    let started = Message::NodeEvent(NodeEvent {
+                        kind: NodeEventKind::Started,
+                        message: Some(format!(
+                            "honeybee-node {} started",
+                            env!("CARGO_PKG_VERSION")
+                        )),
+                    });
+                    if let Err(error) = session.write_messages(std::slice::from_ref(&started)).await
+                    {
+                        tracing::warn!(%error, "announcing the start to the core failed");
+                    }
+                }
+                match session
+                    .run(&context, &mut queue, &mut pending, &shutdown)
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(error) => {
+                        context.metrics.core_connection_failures.increment();
+                        tracing::warn!(%error, pending = pending.len(), "session with the core ended; reconnecting");
+                    }
+                }
+            }
+            Err(error) => {
+                context.metrics.core_connection_failures.increment();
+                tracing::warn!(%error, "could not reach the core");
+            }
+        }
+        let delay = backoff.next_delay();
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            "waiting before reconnecting"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    let unsent = pending.len() + queue.len();
+    if unsent > 0 {
+        tracing::error!(
+            unsent,
+            "shutting down without a core connection: queued events were not forwarded"
+        );
+    }
+}
+
+/// One registered connection to the Core.
+struct CoreSession {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    decoder: EnvelopeDecoder,
+    node_id: u64,
+    outgoing: Vec<u8>,
+    address: String,
+}
+
+async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, UplinkError> {
+    let address = context.server.address.clone();
+    let timeout = context.server.connect_timeout();
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(&address)).await {
+        Err(_) => {
+            return Err(UplinkError::Timeout {
+                address,
+                what: "connecting",
+            })
+        }
+        Ok(Err(source)) => return Err(UplinkError::Connect { address, source }),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    let local_ip = stream
+        .local_addr()
+        .map(|local| local.ip().to_string())
+        .unwrap_or_else(|_| "0.0.0.0".into());
+    let (reader, writer) = stream.into_split();
+    let mut session = CoreSession {
+        reader,
+        writer,
+        decoder: EnvelopeDecoder::new(context.server.max_envelope_bytes),
+        node_id: context.node_id,
+        outgoing: Vec::new(),
+        address: address.clone(),
+    };
+    let registration = Message::NodeRegistration(NodeRegistration {
+        node_id: context.node_id,
+        node_name: context.node_name.clone(),
+        address: local_ip,
+        port: 0,
+        node_type: context.node_type,
+        totp_code: None,
+    });
+    session
+        .write_messages(std::slice::from_ref(&registration))
+        .await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, session.next_message(context)).await {
+            Err(_) => {
+                return Err(UplinkError::Timeout {
+                    address,
+                    what: "waiting for the registration acknowledgement",
+                })
+            }
+            Ok(message) => message?,
+        };
+        match message {
+            Message::RegistrationAck(ack) if ack.accepted => break,
+            Message::RegistrationAck(ack) => {
+                return Err(UplinkError::Refused {
+                    message: ack.message.unwrap_or_else(|| "no reason given".into()),
+                })
+            }
+            other => {
+                context.metrics.core_message_rejected("before_ack");
+                tracing::debug!(
+                    variant = other.variant_name(),
+                    "ignored a message before the registration ack"
+                );
+            }
+        }
+    }
+    session
+        .write_messages(&[session.status(NodeStatus::Running)])
+        .await?;
+    Ok(session)
+}
+
+impl CoreSession {
+    fn status(&self, status: NodeStatus) -> Message {
+        Message::NodeStatusUpdate(NodeStatusUpdate {
+            node_id: self.node_id,
+            status,
+        })
+    }
+
+    /// Serves the session until it fails (`Err`) or shutdown completes (`Ok`).
+    async fn run(
+        &mut self,
+        context: &UplinkContext,
+        queue: &mut mpsc::Receiver<IngestEvent>,
+        pending: &mut Vec<IngestEvent>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), UplinkError> {
+        // Events left over from a lost session go first.
+        self.forward(context, pending).await?;
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + context.server.heartbeat_interval(),
+            context.server.heartbeat_interval(),
+        );
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.drain_and_leave(context, queue, pending).await;
+                    return Ok(());
+                }
+                _ = heartbeat.tick() => {
+                    self.write_messages(&[self.status(NodeStatus::Running)]).await?;
+                }
+                received = queue.recv_many(pending, BATCH_MAX_EVENTS) => {
+                    if received == 0 {
+                        // Every ingest sender is gone: the node is stopping.
+                        self.drain_and_leave(context, queue, pending).await;
+                        return Ok(());
+                    }
+                    self.forward(context, pending).await?;
+                }
+                message = self.next_message(context) => {
+                    self.handle_core_message(context, message?).await?;
+                }
+            }
+        }
+    }
+
+    /// Writes `pending` as PotEvents in one write; they are cleared only once written.
+    async fn forward(
+        &mut self,
+        context: &UplinkContext,
+        pending: &mut Vec<IngestEvent>,
+    ) -> Result<(), UplinkError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.outgoing.clear();
+        for event in pending.iter() {
+            let message = Message::PotEvent(PotEvent {
+                node_id: self.node_id,
+                pot_id: event.pot_id.clone(),
+                pot_type: event.pot_type.clone(),
+                event_type: event.event_type.clone(),
+                timestamp: event.timestamp.clone(),
+                data: event.data.clone(),
+            });
+            encode_envelope(&message, &mut self.outgoing);
+        }
+        self.flush_outgoing().await?;
+        context.metrics.events_forwarded.add(pending.len() as u64);
+        pending.clear();
+        Ok(())
+    }
+
+    /// Forwards what is still queued (bounded by a deadline), then says goodbye.
+    async fn drain_and_leave(
+        &mut self,
+        context: &UplinkContext,
+        queue: &mut mpsc::Receiver<IngestEvent>,
+        pending: &mut Vec<IngestEvent>,
+    ) {
+        let deadline = Instant::now() + SHUTDOWN_DRAIN_DEADLINE;
+        let drained = tokio::time::timeout_at(deadline, async {
+            loop {
+                self.forward(context, pending).await?;
+                if queue.recv_many(pending, BATCH_MAX_EVENTS).await == 0 {
+                    return Ok::<(), UplinkError>(());
+                }
+            }
+        })
+        .await;
+        match drained {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "forwarding queued events during shutdown failed")
+            }
+            Err(_) => tracing::warn!(
+                unsent = pending.len() + queue.len(),
+                "shutdown deadline reached before every queued event was forwarded"
+            ),
+        }
+        let goodbye = [self.status(NodeStatus::Stopped), Message::NodeDrop];
+        if let Err(error) = self.write_messages(&goodbye).await {
+            tracing::debug!(%error, "could not say goodbye to the core");
+        }
+        let _ = self.writer.shutdown().await;
+        tracing::info!(node_id = self.node_id, "left the core (NodeDrop)");
+    }
+
+    async fn handle_core_message(
+        &mut self,
+        context: &UplinkContext,
+        message: Message,
+    ) -> Result<(), UplinkError> {
+        match message {
+            Message::NodeCommand(command) => {
+                context.metrics.commands_received.increment();
+                let answer = self.answer_command(command.command);
+                self.write_messages(&answer).await
+            }
+            Message::RegistrationAck(ack) if !ack.accepted => Err(UplinkError::Refused {
+                message: ack.message.unwrap_or_else(|| "no reason given".into()),
+            }),
+            other => {
+                context.metrics.core_message_rejected("unexpected_message");
+                if let Some(suppressed) = context.log_limiter.allow() {
+                    tracing::warn!(
+                        variant = other.variant_name(),
+                        suppressed,
+                        "ignored an unexpected message from the core"
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// This version runs no pots: pot commands are answered `Failed` with the reason, node
+    /// commands with an `Error` NodeEvent, as the contract asks for unsupported commands.
+    fn answer_command(&self, command: Command) -> Vec<Message> {
+        let name = command.variant_name();
+        tracing::info!(
+            command = name,
+            pot_id = command.pot_id(),
+            "command from the core"
+        );
+        let pot_type = match &command {
+            Command::InstallPot(install) => install.honeypot_type.clone(),
+            _ => "unknown".to_owned(),
+        };
+        match command.pot_id() {
+            Some(pot_id) => vec![Message::PotStatusUpdate(PotStatusUpdate {
+                node_id: self.node_id,
+                pot_id: pot_id.to_owned(),
+                pot_type,
+                status: PotStatus::Failed,
+                message: Some(format!(
+                    "{name} is not supported: this node version does not manage pots"
+                )),
+            })],
+            // No pots are installed, so there is nothing to list.
+            None if matches!(command, Command::GetInstalledPots) => Vec::new(),
+            None => vec![Message::NodeEvent(NodeEvent {
+                kind: NodeEventKind::Error,
+                message: Some(format!("{name} is not supported by this node version")),
+            })],
+        }
+    }
+
+    /// Reads until one envelope is complete. Malformed envelopes are counted and skipped.
+    async fn next_message(&mut self, context: &UplinkContext) -> Result<Message, UplinkError> {
+        let mut buffer = [0u8; READ_BUFFER_BYTES];
+        loop {
+            match self.decoder.next_envelope() {
+                Ok(Some(envelope)) => return Ok(envelope.message),
+                Ok(None) => {}
+                Err(error) => {
+                    context.metrics.core_message_rejected(error.kind());
+                    if error.is_fatal() {
+                        return Err(UplinkError::Lost {
+                            reason: error.to_string(),
+                        });
+                    }
+                    if let Some(suppressed) = context.log_limiter.allow() {
+                        tracing::warn!(%error, suppressed, "refused an envelope from the core");
+                    }
+                    continue;
+                }
+            }
+            let count = self
+                .reader
+                .read(&mut buffer)
+                .await
+                .map_err(|error| UplinkError::Lost {
+                    reason: error.to_string(),
+                })?;
+            if count == 0 {
+                return Err(UplinkError::Lost {
+                    reason: "the core closed the connection".into(),
+                });
+            }
+            self.decoder.push(&buffer[..count]);
+        }
+    }
+
+    async fn write_messages(&mut self, messages: &[Message]) -> Result<(), UplinkError> {
+        self.outgoing.clear();
+        for message in messages {
+            encode_envelope(message, &mut self.outgoing);
+        }
+        self.flush_outgoing().await
+    }
+
+    async fn flush_outgoing(&mut self) -> Result<(), UplinkError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&self.outgoing)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(UplinkError::Lost {
+                reason: format!("writing to {}: {error}", self.address),
+            }),
+            Err(_) => Err(UplinkError::Timeout {
+                address: self.address.clone(),
+                what: "writing",
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_maximum_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let delays: Vec<Duration> = (0..6).map(|_| backoff.next_delay()).collect();
+        let ceilings = [100, 200, 400, 800, 1000, 1000];
+        for (delay, ceiling) in delays.iter().zip(ceilings) {
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(
+                *delay <= ceiling && *delay >= ceiling / 2,
+                "{delay:?} vs {ceiling:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+}

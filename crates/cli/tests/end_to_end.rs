@@ -1,0 +1,390 @@
+//! End-to-end tests with the real binaries: `honeybee-core`, `honeybee-node` and
+//! `honeybee up`, real TCP and HTTP on loopback, a real SQLite file and real Python.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+const INGEST_VECTORS: &str = include_str!("../../../testdata/vectors/ingest/valid.jsonl");
+const INVALID_INGEST_VECTORS: &str = include_str!("../../../testdata/vectors/ingest/invalid.jsonl");
+
+/// Runs the integration guide's test snippet, unchanged (it writes to localhost:9100).
+fn run_guide_snippet() {
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/integration_guide_test_event.py");
+    let output = std::process::Command::new("python3")
+        .arg(&snippet)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "snippet failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn wait_for_guide_event(client: &reqwest::Client, api_base: &str, since: Instant) {
+    let url = format!("{api_base}/api/v1/events?pot_id=test-01");
+    let event = eventually(
+        Duration::from_secs(5),
+        "the snippet's event in the API",
+        || {
+            let url = url.clone();
+            async move {
+                let page = get_json(client, &url).await?;
+                page["events"].as_array()?.first().cloned()
+            }
+        },
+    )
+    .await;
+    assert!(since.elapsed() < Duration::from_secs(5));
+    assert_eq!(event["pot_type"], "test");
+    assert_eq!(event["event_type"], "test.event");
+    assert_eq!(event["timestamp"], "2024-01-15T10:30:00Z");
+    assert_eq!(event["data"], json!({"test": "data"}));
+    assert!(event["id"].as_i64().is_some());
+    assert!(event["node_id"].as_u64().unwrap() > 0);
+}
+
+/// Both ways of running HoneyBee on the default ingest port 9100, one after the other
+/// (they cannot share the port): separate daemons, then `honeybee up`.
+#[tokio::test]
+async fn the_integration_guide_snippet_reaches_the_api_within_five_seconds() {
+    let client = reqwest::Client::new();
+
+    // Separate daemons.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let mut core = start_core(dir.path(), &ports, "");
+    let mut node = start_node(dir.path(), &ports, 9100);
+    wait_for_online_node(&client, &ports.api_base()).await;
+    wait_for_port("127.0.0.1:9100".parse().unwrap()).await;
+    let started = Instant::now();
+    run_guide_snippet();
+    wait_for_guide_event(&client, &ports.api_base(), started).await;
+    assert!(
+        node.stop_with("TERM").await.success(),
+        "node exits cleanly on SIGTERM"
+    );
+    assert!(
+        core.stop_with("TERM").await.success(),
+        "core exits cleanly on SIGTERM"
+    );
+    assert!(
+        core.log().contains("NodeDrop"),
+        "the node said goodbye:\n{}",
+        core.log()
+    );
+
+    // `honeybee up`.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let mut up = Daemon::spawn(
+        "honeybee-up",
+        env!("CARGO_BIN_EXE_honeybee"),
+        &[
+            "up".into(),
+            "--data-dir".into(),
+            dir.path().join("state").display().to_string(),
+            "--node-port".into(),
+            ports.node_port.to_string(),
+            "--api-port".into(),
+            ports.api_port.to_string(),
+        ],
+        dir.path(),
+    );
+    wait_for_online_node(&client, &ports.api_base()).await;
+    wait_for_port("127.0.0.1:9100".parse().unwrap()).await;
+    let started = Instant::now();
+    run_guide_snippet();
+    wait_for_guide_event(&client, &ports.api_base(), started).await;
+    assert!(
+        up.stop_with("INT").await.success(),
+        "honeybee up exits cleanly on Ctrl-C"
+    );
+    assert!(up.log().contains("HoneyBee is up"), "{}", up.log());
+    assert!(dir.path().join("state/core/honeybee.sqlite3").exists());
+    assert!(dir.path().join("state/node/node_id").exists());
+}
+
+#[tokio::test]
+async fn every_ingest_vector_arrives_as_expected_and_bad_lines_do_not_break_the_connection() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let event_port = free_port();
+    let _core = start_core(dir.path(), &ports, "");
+    let _node = start_node(dir.path(), &ports, event_port);
+    wait_for_online_node(&client, &ports.api_base()).await;
+
+    let valid: Vec<Value> = INGEST_VECTORS
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let invalid: Vec<String> = INVALID_INGEST_VECTORS
+        .lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            row["line"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Every valid line follows an invalid one on the same connection, plus an over-long line.
+    let mut lines = Vec::new();
+    for (index, row) in valid.iter().enumerate() {
+        lines.push(invalid[index % invalid.len()].clone());
+        if index == 3 {
+            lines.push(format!(
+                "{{\"event_type\":\"huge\",\"data\":\"{}\"}}",
+                "x".repeat(70 * 1024)
+            ));
+        }
+        lines.push(row["line"].as_str().unwrap().to_owned());
+    }
+    let sent_at = chrono::Utc::now();
+    send_lines(event_port, &lines).await;
+
+    let events = eventually(Duration::from_secs(10), "all valid vectors stored", || {
+        let client = client.clone();
+        let api_base = ports.api_base();
+        let expected = valid.len();
+        async move {
+            let events = all_events(&client, &api_base, "").await;
+            (events.len() >= expected).then_some(events)
+        }
+    })
+    .await;
+    assert_eq!(
+        events.len(),
+        valid.len(),
+        "invalid lines must not be stored"
+    );
+    for row in &valid {
+        let expect = &row["expect"];
+        let found = events.iter().find(|event| {
+            event["pot_id"] == expect["pot_id"]
+                && event["pot_type"] == expect["pot_type"]
+                && event["event_type"] == expect["event_type"]
+                && event["data"] == expect["data"]
+        });
+        let event = found.unwrap_or_else(|| panic!("vector not stored: {expect}"));
+        match expect["timestamp"].as_str() {
+            Some(timestamp) => assert_eq!(event["timestamp"], timestamp, "{expect}"),
+            None => {
+                let stored: chrono::DateTime<chrono::Utc> =
+                    event["timestamp"].as_str().unwrap().parse().unwrap();
+                let lag = stored.signed_duration_since(sent_at).num_seconds();
+                assert!(
+                    (-1..=10).contains(&lag),
+                    "receipt time {stored} vs {sent_at}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn twenty_concurrent_honeypots_store_ten_thousand_events_exactly_once() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let event_port = free_port();
+    let _core = start_core(dir.path(), &ports, "");
+    let _node = start_node(dir.path(), &ports, event_port);
+    wait_for_online_node(&client, &ports.api_base()).await;
+
+    let senders: Vec<_> = (0..20)
+        .map(|connection| {
+            tokio::spawn(async move {
+                let lines: Vec<String> = (0..500)
+                    .map(|sequence| {
+                        json!({
+                            "pot_id": format!("pot-{connection}"),
+                            "pot_type": "load",
+                            "event_type": "load.event",
+                            "data": {"connection": connection, "sequence": sequence, "src_ip": "192.0.2.1"},
+                        })
+                        .to_string()
+                    })
+                    .collect();
+                send_lines(event_port, &lines).await;
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+
+    let events = eventually(Duration::from_secs(30), "10,000 events stored", || {
+        let client = client.clone();
+        let api_base = ports.api_base();
+        async move {
+            let events = all_events(&client, &api_base, "event_type=load.event").await;
+            (events.len() >= 10_000).then_some(events)
+        }
+    })
+    .await;
+    assert_eq!(events.len(), 10_000);
+    let unique: HashSet<(i64, i64)> = events
+        .iter()
+        .map(|event| {
+            (
+                event["data"]["connection"].as_i64().unwrap(),
+                event["data"]["sequence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(unique.len(), 10_000, "no event stored twice");
+    let ids: HashSet<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 10_000);
+    // The src_ip filter and a pot filter see the same events.
+    let one_pot = all_events(&client, &ports.api_base(), "pot_id=pot-7&src_ip=192.0.2.1").await;
+    assert_eq!(one_pot.len(), 500);
+}
+
+#[tokio::test]
+async fn after_the_core_is_killed_and_restarted_the_node_reconnects_and_nothing_stored_is_lost() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let event_port = free_port();
+    let mut core = start_core(dir.path(), &ports, "");
+    let _node = start_node(dir.path(), &ports, event_port);
+    let node_id = wait_for_online_node(&client, &ports.api_base()).await;
+
+    let batch = |phase: &str| -> Vec<String> {
+        (0..10)
+            .map(|n| {
+                json!({"pot_id": "restart-pot", "event_type": phase, "data": {"n": n}}).to_string()
+            })
+            .collect()
+    };
+    send_lines(event_port, &batch("before")).await;
+    eventually(Duration::from_secs(10), "first events stored", || {
+        let client = client.clone();
+        let api_base = ports.api_base();
+        async move {
+            (all_events(&client, &api_base, "event_type=before")
+                .await
+                .len()
+                == 10)
+                .then_some(())
+        }
+    })
+    .await;
+
+    core.kill_hard();
+    let _core = start_core(dir.path(), &ports, "");
+    // The same node id comes back by itself.
+    let reconnected = wait_for_online_node(&client, &ports.api_base()).await;
+    assert_eq!(reconnected, node_id);
+    let nodes = get_json(&client, &format!("{}/api/v1/nodes", ports.api_base()))
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes["nodes"].as_array().unwrap().len(),
+        1,
+        "node list survived: {nodes}"
+    );
+    assert_eq!(
+        all_events(&client, &ports.api_base(), "event_type=before")
+            .await
+            .len(),
+        10
+    );
+
+    send_lines(event_port, &batch("after")).await;
+    eventually(
+        Duration::from_secs(10),
+        "new events stored after the restart",
+        || {
+            let client = client.clone();
+            let api_base = ports.api_base();
+            async move {
+                (all_events(&client, &api_base, "event_type=after")
+                    .await
+                    .len()
+                    == 10)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        all_events(&client, &ports.api_base(), "pot_id=restart-pot")
+            .await
+            .len(),
+        20
+    );
+}
+
+#[tokio::test]
+async fn a_command_sent_through_the_api_is_answered_by_the_node() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let _core = start_core(dir.path(), &ports, "");
+    let _node = start_node(dir.path(), &ports, free_port());
+    let node_id = wait_for_online_node(&client, &ports.api_base()).await;
+
+    let url = format!("{}/api/v1/nodes/{node_id}/commands", ports.api_base());
+    let response = client
+        .post(&url)
+        .json(&json!({"StopPot": "cowrie-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["command"], "StopPot");
+
+    // This node version manages no pots: it must answer Failed with a reason, not crash.
+    let pot = eventually(Duration::from_secs(10), "the node's answer", || {
+        let client = client.clone();
+        let url = format!("{}/api/v1/honeypots", ports.api_base());
+        async move {
+            let pots = get_json(&client, &url).await?;
+            pots["honeypots"].as_array()?.first().cloned()
+        }
+    })
+    .await;
+    assert_eq!(pot["pot_id"], "cowrie-01");
+    assert_eq!(pot["status"], "Failed");
+    assert!(
+        pot["message"].as_str().unwrap().contains("StopPot"),
+        "{pot}"
+    );
+    let node = get_json(
+        &client,
+        &format!("{}/api/v1/nodes/{node_id}", ports.api_base()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(node["honeypots"][0]["pot_id"], "cowrie-01");
+    assert_eq!(
+        node["online"], true,
+        "the node survived the command: {node}"
+    );
+
+    let unknown = client
+        .post(format!(
+            "{}/api/v1/nodes/{node_id}/commands",
+            ports.api_base()
+        ))
+        .json(&json!({"Teleport": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let missing = client
+        .post(format!("{}/api/v1/nodes/42/commands", ports.api_base()))
+        .json(&json!("Restart"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

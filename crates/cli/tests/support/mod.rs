@@ -1,0 +1,257 @@
+//! Test harness for end-to-end tests: starts the real binaries on free loopback ports,
+//! talks to them over real TCP/HTTP, and polls with deadlines instead of sleeping.
+
+#![allow(dead_code)] // Each test binary uses a different subset of the harness.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A port that was free a moment ago (bound to 0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A child process killed when dropped; its output goes to a log file shown on failure.
+pub struct Daemon {
+    name: &'static str,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &'static str, program: &str, arguments: &[String], log_dir: &Path) -> Self {
+        let log_path = log_dir.join(format!("{name}-{}.log", free_port()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(program)
+            .args(arguments)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {program}: {error}"));
+        Daemon {
+            name,
+            child: Some(child),
+            log_path,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends `signal` and waits (bounded) for a clean exit.
+    pub async fn stop_with(&mut self, signal: &str) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon still running");
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = eventually(Duration::from_secs(15), "the daemon to exit", || {
+            let result = child.try_wait().unwrap();
+            async move { result }
+        })
+        .await;
+        exited
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+pub struct CorePorts {
+    pub node_port: u16,
+    pub api_port: u16,
+}
+
+impl CorePorts {
+    pub fn free() -> Self {
+        CorePorts {
+            node_port: free_port(),
+            api_port: free_port(),
+        }
+    }
+
+    pub fn node_address(&self) -> String {
+        format!("127.0.0.1:{}", self.node_port)
+    }
+
+    pub fn api_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+}
+
+/// Starts `honeybee-core` with a config file (`extra_toml` appended) and the flags.
+pub fn start_core(dir: &Path, ports: &CorePorts, extra_toml: &str) -> Daemon {
+    let config = dir.join("bee_config.toml");
+    std::fs::write(
+        &config,
+        format!("[storage]\nsqlite_synchronous = \"normal\"\n{extra_toml}"),
+    )
+    .unwrap();
+    Daemon::spawn(
+        "honeybee-core",
+        env!("CARGO_BIN_EXE_honeybee-core"),
+        &[
+            "--config".into(),
+            config.display().to_string(),
+            "--data-dir".into(),
+            dir.join("core-data").display().to_string(),
+            "--node-port".into(),
+            ports.node_port.to_string(),
+            "--api-port".into(),
+            ports.api_port.to_string(),
+        ],
+        dir,
+    )
+}
+
+/// Starts `honeybee-node` with fast reconnects and the given ingest port.
+pub fn start_node(dir: &Path, core: &CorePorts, event_port: u16) -> Daemon {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "node:\n  name: e2e-node\nserver:\n  reconnect_delay: 0.05\n  max_reconnect_delay: 0.3\n  connect_timeout: 2\n",
+    )
+    .unwrap();
+    Daemon::spawn(
+        "honeybee-node",
+        env!("CARGO_BIN_EXE_honeybee-node"),
+        &[
+            "--config".into(),
+            config.display().to_string(),
+            "--data-dir".into(),
+            dir.join("node-data").display().to_string(),
+            "--core".into(),
+            core.node_address(),
+            "--event-port".into(),
+            event_port.to_string(),
+        ],
+        dir,
+    )
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    let response = client.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Waits until a TCP port accepts connections.
+pub async fn wait_for_port(address: SocketAddr) {
+    eventually(
+        Duration::from_secs(15),
+        &format!("{address} to accept connections"),
+        || async move {
+            tokio::net::TcpStream::connect(address)
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await
+}
+
+/// Waits for the one node to be registered and online; returns its id.
+pub async fn wait_for_online_node(client: &reqwest::Client, api_base: &str) -> u64 {
+    let url = format!("{api_base}/api/v1/nodes");
+    eventually(Duration::from_secs(15), "a node to be online", || {
+        let url = url.clone();
+        async move {
+            let nodes = get_json(client, &url).await?;
+            let node = nodes["nodes"].as_array()?.first()?.clone();
+            (node["online"] == true).then(|| node["node_id"].as_u64().unwrap())
+        }
+    })
+    .await
+}
+
+/// Fetches every stored event matching `filter` (a query string), following cursors.
+pub async fn all_events(client: &reqwest::Client, api_base: &str, filter: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{api_base}/api/v1/events?limit=1000&{filter}");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = get_json(client, &url)
+            .await
+            .unwrap_or_else(|| panic!("GET {url} failed"));
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return events,
+        }
+    }
+}
+
+/// Writes JSON lines to the node's ingest port on one connection.
+pub async fn send_lines(event_port: u16, lines: &[String]) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", event_port))
+        .await
+        .unwrap();
+    for line in lines {
+        stream.write_all(line.as_bytes()).await.unwrap();
+        stream.write_all(b"\n").await.unwrap();
+    }
+    stream.shutdown().await.unwrap();
+}

@@ -1,0 +1,365 @@
+//! The Core in-process on loopback ports, driven by raw TCP clients that speak Protocol v2
+//! the way other implementations (the Go node) and hostile peers do, plus the REST API's
+//! answers to bad requests.
+
+use std::time::{Duration, Instant};
+
+use honeybee_core::CoreConfig;
+use honeybee_protocol::{EnvelopeDecoder, Message};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+struct TestCore {
+    node_address: std::net::SocketAddr,
+    api_base: String,
+    shutdown: CancellationToken,
+    running: Option<honeybee_core::RunningCore>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCore {
+    async fn start(adjust: impl FnOnce(&mut CoreConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = CoreConfig::default();
+        config.server.node_port = 0;
+        config.server.backend_port = 0;
+        config.storage.data_dir = dir.path().to_path_buf();
+        adjust(&mut config);
+        let shutdown = CancellationToken::new();
+        let running = honeybee_core::start(config, shutdown.clone())
+            .await
+            .unwrap();
+        TestCore {
+            node_address: running.node_address,
+            api_base: format!("http://{}", running.api_address),
+            shutdown,
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.running.take().unwrap().wait())
+            .await
+            .expect("core stops within 10 s")
+            .unwrap();
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(format!("{}{path}", self.api_base))
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn node(&self, node_id: u64) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/nodes/{node_id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// A raw Protocol v2 peer.
+struct RawPeer {
+    stream: TcpStream,
+    decoder: EnvelopeDecoder,
+}
+
+impl RawPeer {
+    async fn connect(core: &TestCore) -> Self {
+        RawPeer {
+            stream: TcpStream::connect(core.node_address).await.unwrap(),
+            decoder: EnvelopeDecoder::default(),
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).await.unwrap();
+    }
+
+    /// The next message from the core, or `None` when it closed the connection.
+    async fn receive(&mut self) -> Option<Message> {
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(envelope) = self.decoder.next_envelope().unwrap() {
+                return Some(envelope.message);
+            }
+            let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
+                .await
+                .expect("the core answers within 10 s");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(count) => self.decoder.push(&buffer[..count]),
+            }
+        }
+    }
+
+    async fn register(&mut self, node_id: u64, name: &str) {
+        self.send(&registration(node_id, name)).await;
+        match self.receive().await {
+            Some(Message::RegistrationAck(ack)) => {
+                assert!(ack.accepted, "{ack:?}");
+                assert_eq!(ack.node_id, node_id);
+            }
+            other => panic!("expected an accepting RegistrationAck, got {other:?}"),
+        }
+    }
+
+    async fn expect_closed(&mut self) {
+        while let Some(message) = self.receive().await {
+            assert!(
+                matches!(message, Message::RegistrationAck(ref ack) if !ack.accepted),
+                "unexpected {message:?}"
+            );
+        }
+    }
+}
+
+fn registration(node_id: u64, name: &str) -> String {
+    format!(
+        r#"{{"version":2,"message":{{"NodeRegistration":{{"node_id":{node_id},"node_name":"{name}","address":"10.0.0.5","port":0,"node_type":"Agent"}}}}}}"#
+    ) + "\n"
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_go_style_node_registers_reports_and_leaves() {
+    let core = TestCore::start(|_| {}).await;
+    let mut peer = RawPeer::connect(&core).await;
+    peer.register(4242, "go-node").await;
+    // The Go node's shapes, written back to back without separators.
+    peer.send(concat!(
+        r#"{"version":2,"message":{"NodeEvent":{"type":"Started","message":"Node started successfully"}}}"#,
+        r#"{"version":2,"message":{"NodeStatusUpdate":{"node_id":4242,"status":"Running"}}}"#,
+        r#"{"version":2,"message":{"PotStatusUpdate":{"node_id":4242,"pot_id":"cowrie-01","pot_type":"cowrie","status":"Running"}}}"#,
+        r#"{"version":2,"message":{"PotEvent":{"node_id":4242,"pot_id":"cowrie-01","pot_type":"cowrie","event_type":"login","timestamp":"2024-01-15T10:30:00Z","data":{"username":"admin","ip":"192.168.1.100"}}}}"#,
+    ))
+    .await;
+    let events = eventually("the Go node's event", || async {
+        let (_, body) = core.get("/api/v1/events?src_ip=192.168.1.100").await;
+        let events = body["events"].as_array()?.clone();
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events[0]["node_id"], 4242);
+    assert_eq!(events[0]["data"]["username"], "admin");
+
+    let (status, nodes) = core.get("/api/v1/nodes").await;
+    assert_eq!(status, 200);
+    let node = &nodes["nodes"][0];
+    assert_eq!(node["node_id"], 4242);
+    assert_eq!(node["node_name"], "go-node");
+    assert_eq!(node["node_type"], "Agent");
+    assert_eq!(node["status"], "Running");
+    let (_, pots) = core.get("/api/v1/honeypots").await;
+    assert_eq!(
+        pots["honeypots"][0],
+        json!({"node_id": 4242, "pot_id": "cowrie-01", "pot_type": "cowrie", "status": "Running", "updated_at": pots["honeypots"][0]["updated_at"]})
+    );
+
+    peer.send(r#"{"version":2,"message":{"NodeDrop":{}}}"#)
+        .await;
+    peer.expect_closed().await;
+    let node = eventually("the node to be offline", || async {
+        let node = core.node(4242).await;
+        (node["status"] == "Offline").then_some(node)
+    })
+    .await;
+    assert_eq!(node["connected"], false);
+    assert_eq!(
+        node["reported_status"], "Running",
+        "the last report is kept"
+    );
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_node_is_shown_offline_after_three_missed_heartbeats_and_back_when_it_speaks() {
+    let core = TestCore::start(|config| config.server.heartbeat_interval = 0.2).await;
+    let mut peer = RawPeer::connect(&core).await;
+    peer.register(77, "quiet").await;
+    let registered_at = Instant::now();
+    assert_eq!(core.node(77).await["online"], true);
+    eventually("the silent node to be offline", || async {
+        (core.node(77).await["status"] == "Offline").then_some(())
+    })
+    .await;
+    assert!(
+        registered_at.elapsed() >= Duration::from_millis(600),
+        "not before 3 heartbeats"
+    );
+    let node = core.node(77).await;
+    assert_eq!(
+        node["connected"], true,
+        "offline, but not forgotten or disconnected"
+    );
+
+    peer.send(r#"{"version":2,"message":{"NodeStatusUpdate":{"node_id":77,"status":"Running"}}}"#)
+        .await;
+    eventually("the node to be online again", || async {
+        (core.node(77).await["status"] == "Running").then_some(())
+    })
+    .await;
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_peers_are_refused_without_disturbing_a_healthy_node() {
+    let core = TestCore::start(|config| {
+        config.server.max_envelope_bytes = 4096;
+        config.server.handshake_timeout = 0.5;
+    })
+    .await;
+    let mut healthy = RawPeer::connect(&core).await;
+    healthy.register(1, "healthy").await;
+
+    // Wrong version on registration: refused with a reason, then closed.
+    let mut old = RawPeer::connect(&core).await;
+    old.send(&registration(2, "old").replace("\"version\":2", "\"version\":1"))
+        .await;
+    match old.receive().await {
+        Some(Message::RegistrationAck(ack)) => {
+            assert!(!ack.accepted);
+            assert!(ack.message.unwrap().contains("version 1"));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    old.expect_closed().await;
+
+    // Oversized envelope: refused and disconnected.
+    let mut flooder = RawPeer::connect(&core).await;
+    flooder.register(3, "flooder").await;
+    let huge = format!(
+        r#"{{"version":2,"message":{{"NodeEvent":{{"type":"Alarm","message":"{}"}}}}}}"#,
+        "a".repeat(8000)
+    );
+    flooder.send(&huge).await;
+    match flooder.receive().await {
+        Some(Message::RegistrationAck(ack)) => {
+            assert!(!ack.accepted);
+            assert!(ack.message.unwrap().contains("4096 bytes"));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    flooder.expect_closed().await;
+
+    // Garbage, messages before registration and then silence: closed at the handshake timeout.
+    let mut silent = RawPeer::connect(&core).await;
+    silent.send("GET / HTTP/1.1\r\n\r\n").await;
+    silent.send(r#"{"version":2,"message":{"PotEvent":{"node_id":9,"pot_id":"p","pot_type":"t","event_type":"e","timestamp":"2024-01-15T10:30:00Z","data":{}}}}"#).await;
+    let started = Instant::now();
+    silent.expect_closed().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A registered node speaking for someone else, an unknown variant, and a bad status
+    // are dropped; the same connection's next event still arrives.
+    healthy.send(concat!(
+        r#"{"version":2,"message":{"PotEvent":{"node_id":999,"pot_id":"spoof","pot_type":"t","event_type":"spoofed","timestamp":"2024-01-15T10:30:00Z","data":{}}}}"#, "\n",
+        r#"{"version":2,"message":{"Teleport":{"node_id":1}}}"#, "\n",
+        r#"{"version":2,"message":{"NodeStatusUpdate":{"node_id":1,"status":"Sleeping"}}}"#, "\n",
+        r#"{"version":2,"message":{"PotEvent":{"node_id":1,"pot_id":"real","pot_type":"t","event_type":"genuine","timestamp":"not a time","data":{"k":1}}}}"#, "\n",
+    ))
+    .await;
+    let event = eventually("the healthy node's event", || async {
+        let (_, body) = core.get("/api/v1/events?node_id=1").await;
+        body["events"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(event["event_type"], "genuine");
+    let (_, spoofed) = core.get("/api/v1/events?event_type=spoofed").await;
+    assert_eq!(spoofed["events"], json!([]));
+    assert_eq!(core.node(1).await["online"], true);
+    let (_, nodes) = core.get("/api/v1/nodes").await;
+    let ids: Vec<u64> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["node_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 3], "only registered nodes are known");
+
+    // Every refusal was counted.
+    let metrics = reqwest::get(format!("{}/metrics", core.api_base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "honeybee_core_registrations_refused_total{reason=\"unsupported_version\"} 1",
+        "honeybee_core_registrations_refused_total{reason=\"handshake_timeout\"} 1",
+        "honeybee_core_messages_rejected_total{reason=\"too_large\"} 1",
+        "honeybee_core_messages_rejected_total{reason=\"foreign_node_id\"} 1",
+        "honeybee_core_messages_rejected_total{reason=\"before_registration\"} 1",
+        "honeybee_core_events_bad_timestamp_total 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnecting_node_replaces_its_old_connection() {
+    let core = TestCore::start(|_| {}).await;
+    let mut first = RawPeer::connect(&core).await;
+    first.register(5, "twice").await;
+    let mut second = RawPeer::connect(&core).await;
+    second.register(5, "twice").await;
+    first.expect_closed().await;
+    let node = core.node(5).await;
+    assert_eq!(
+        node["connected"], true,
+        "the replaced session must not disconnect the node"
+    );
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_answers_bad_requests_with_json_errors() {
+    let core = TestCore::start(|_| {}).await;
+    let (status, body) = core.get("/health").await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    for (path, expected_status, fragment) in [
+        ("/api/v1/nodes/12345", 404, "node 12345 not found"),
+        ("/api/v1/nodes/abc", 400, "invalid node id \"abc\""),
+        ("/api/v1/events?limit=0", 400, "invalid limit"),
+        ("/api/v1/events?since=yesterday", 400, "invalid since"),
+        ("/api/v1/events?cursor=nope", 400, "invalid event cursor"),
+        ("/api/v1/events?colour=red", 400, "unknown query parameter"),
+        ("/api/v1/nowhere", 404, "no such endpoint"),
+    ] {
+        let (status, body) = core.get(path).await;
+        assert_eq!(status, expected_status, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(fragment),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = core.get("/api/v1/events").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"events": [], "next_cursor": null}))
+    );
+    let (status, openapi) = core.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(openapi["openapi"], "3.0.3");
+    core.stop().await;
+}

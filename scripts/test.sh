@@ -9,6 +9,9 @@ if ! command -v python3 >/dev/null 2>&1; then
     exit 1
 fi
 
+# php-cli, the unprivileged Cowrie user and the Cowrie virtualenv (idempotent, quick when present).
+scripts/setup-test-deps.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Unit, integration and end-to-end tests (no doc-tests: the crates have none). The output is

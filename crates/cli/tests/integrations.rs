@@ -76,3 +76,186 @@ async fn the_php_forwarder_suite_passes_against_a_live_node() {
         event_port,
     );
 }
+
+const COWRIE_USER: &str = "honeybee-test";
+
+fn cowrie_venv() -> PathBuf {
+    let venv = PathBuf::from(
+        std::env::var("HONEYBEE_TEST_VENV")
+            .unwrap_or_else(|_| "/opt/honeybee-test/cowrie-venv".into()),
+    );
+    assert!(
+        venv.join("bin/cowrie").exists(),
+        "no Cowrie virtualenv at {}: run scripts/setup-test-deps.sh (scripts/test.sh does)",
+        venv.display()
+    );
+    venv
+}
+
+/// A Cowrie state directory owned by the unprivileged test user, with only the settings
+/// this test changes (Cowrie reads its bundled defaults first).
+fn cowrie_state_dir(parent: &Path, ssh_port: u16, event_port: u16, pot_id: &str) -> PathBuf {
+    let state = parent.join("cowrie");
+    for directory in [
+        "etc",
+        "var/log/cowrie",
+        "var/lib/cowrie/downloads",
+        "var/lib/cowrie/tty",
+        "var/run",
+    ] {
+        std::fs::create_dir_all(state.join(directory)).unwrap();
+    }
+    std::fs::write(
+        state.join("etc/cowrie.cfg"),
+        format!(
+            "[honeypot]\nhostname = svr04\nsensor_name = {pot_id}\n\n\
+             [ssh]\nenabled = true\nlisten_endpoints = tcp:{ssh_port}:interface=127.0.0.1\n\n\
+             [telnet]\nenabled = false\n\n\
+             [output_honeybee]\nenabled = true\nport = {event_port}\npot_id = {pot_id}\n"
+        ),
+    )
+    .unwrap();
+    // The temporary parent is private to root; the test user must reach its state.
+    let status = Command::new("chmod")
+        .arg("755")
+        .arg(parent)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("chown")
+        .args(["-R", COWRIE_USER])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "chown to {COWRIE_USER} failed: is the test setup run as root?"
+    );
+    state
+}
+
+#[tokio::test]
+async fn a_real_cowrie_reports_an_ssh_attack_through_the_honeybee_plugin() {
+    let venv = cowrie_venv();
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, event_port, _core, _node) = live_core_and_node(dir.path()).await;
+    let ssh_port = free_port();
+    let pot_id = "cowrie-e2e";
+    let state = cowrie_state_dir(dir.path(), ssh_port, event_port, pot_id);
+
+    // Cowrie refuses to run as root: drop to the test user, with a clean environment.
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            format!("--reuid={COWRIE_USER}"),
+            format!("--regid={COWRIE_USER}"),
+            "--init-groups".into(),
+        ])
+        .arg(venv.join("bin/cowrie"))
+        .arg("start")
+        .env_clear()
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", venv.join("bin").display()),
+        )
+        .env("HOME", &state)
+        .env("COWRIE_STDOUT", "yes")
+        .current_dir(&state);
+    let mut cowrie = Daemon::spawn_command("cowrie", command, dir.path());
+    wait_for_port(format!("127.0.0.1:{ssh_port}").parse().unwrap()).await;
+
+    let attack = Command::new(venv.join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cowrie_ssh_session.py"))
+        .arg(ssh_port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        attack.status.success(),
+        "ssh session failed: {}",
+        String::from_utf8_lossy(&attack.stderr)
+    );
+
+    let url = format!(
+        "{}/api/v1/events?pot_id={pot_id}&limit=1000",
+        ports.api_base()
+    );
+    let events = eventually(
+        std::time::Duration::from_secs(60),
+        "Cowrie's session events",
+        || {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let page = get_json(&client, &url).await?;
+                let events = page["events"].as_array()?.clone();
+                // The port probe is a session too: wait for the close of the login's session.
+                let login = events
+                    .iter()
+                    .find(|e| e["event_type"] == "cowrie.login.success")?;
+                events
+                    .iter()
+                    .any(|e| {
+                        e["event_type"] == "cowrie.session.closed"
+                            && e["data"]["session"] == login["data"]["session"]
+                    })
+                    .then_some(events)
+            }
+        },
+    )
+    .await;
+    let login = events
+        .iter()
+        .find(|e| e["event_type"] == "cowrie.login.success")
+        .unwrap_or_else(|| panic!("no cowrie.login.success in {events:#?}"));
+    assert_eq!(login["data"]["username"], "root");
+    assert_eq!(login["data"]["password"], "hunter2");
+    assert_eq!(login["pot_type"], "cowrie");
+    assert_eq!(login["data"]["src_ip"], "127.0.0.1");
+    let session = login["data"]["session"].as_str().unwrap().to_owned();
+    for event_type in [
+        "cowrie.session.connect",
+        "cowrie.command.input",
+        "cowrie.session.closed",
+    ] {
+        let event = events
+            .iter()
+            .find(|e| e["event_type"] == event_type && e["data"]["session"] == session.as_str())
+            .unwrap_or_else(|| panic!("no {event_type} for session {session}"));
+        // Cowrie's own timestamp is kept, with its microseconds.
+        let timestamp = event["timestamp"].as_str().unwrap();
+        assert!(
+            timestamp.ends_with('Z') && timestamp.len() == 27,
+            "{timestamp}"
+        );
+        assert!(
+            event["data"].get("eventid").is_none(),
+            "eventid became event_type"
+        );
+    }
+    let command = events
+        .iter()
+        .find(|e| e["event_type"] == "cowrie.command.input")
+        .unwrap();
+    assert_eq!(command["data"]["input"], "uname -a");
+
+    // A clean stop of Cowrie reaches the Core too.
+    cowrie.stop_with("TERM").await;
+    let stopped_url = format!(
+        "{}/api/v1/events?pot_id={pot_id}&event_type=honeypot.stopped",
+        ports.api_base()
+    );
+    eventually(
+        std::time::Duration::from_secs(15),
+        "honeypot.stopped from the plugin",
+        || {
+            let client = client.clone();
+            let url = stopped_url.clone();
+            async move {
+                let page = get_json(&client, &url).await?;
+                (!page["events"].as_array()?.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -48,15 +48,20 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(name: &'static str, program: &str, arguments: &[String], log_dir: &Path) -> Self {
+        let mut command = Command::new(program);
+        command.args(arguments).env("RUST_LOG", "debug");
+        Self::spawn_command(name, command, log_dir)
+    }
+
+    /// Starts a prepared command (environment, working directory) as a daemon.
+    pub fn spawn_command(name: &'static str, mut command: Command, log_dir: &Path) -> Self {
         let log_path = log_dir.join(format!("{name}-{}.log", free_port()));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(program)
-            .args(arguments)
-            .env("RUST_LOG", "debug")
+        let child = command
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap_or_else(|error| panic!("starting {program}: {error}"));
+            .unwrap_or_else(|error| panic!("starting {name}: {error}"));
         Daemon {
             name,
             child: Some(child),

@@ -6,6 +6,7 @@ port), HONEYBEE_TEST_CORE (Core node address, for nodes this suite starts itself
 HONEYBEE_NODE_BIN (the honeybee-node binary).
 """
 
+import ast
 import contextlib
 import datetime
 import io
@@ -79,6 +80,25 @@ def running_node(event_port):
         finally:
             node.terminate()
             node.wait(10)
+
+
+class CompatibilityTest(unittest.TestCase):
+    def test_the_kit_is_python_3_8_syntax(self):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "honeybee.py")
+        with open(path, encoding="utf-8") as source:
+            ast.parse(source.read(), filename=path, feature_version=(3, 8))
+
+    def test_the_kit_imports_nothing_outside_the_standard_library(self):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "honeybee.py")
+        with open(path, encoding="utf-8") as source:
+            tree = ast.parse(source.read())
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules.add(node.module.split(".")[0])
+        self.assertTrue(modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names))
 
 
 class LiveNodeTest(unittest.TestCase):

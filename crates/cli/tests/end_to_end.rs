@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use honeybee_store::{EventQuery, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
 use serde_json::{json, Value};
 use support::*;
 
@@ -103,13 +104,36 @@ async fn the_integration_guide_snippet_reaches_the_api_within_five_seconds() {
     let started = Instant::now();
     run_guide_snippet();
     wait_for_guide_event(&client, &ports.api_base(), started).await;
+
+    // Ctrl-C right after a burst: what the node accepted is stored before `up` exits.
+    let burst: Vec<String> = (0..500)
+        .map(|n| json!({"pot_id": "burst", "event_type": "burst", "data": {"n": n}}).to_string())
+        .collect();
+    send_lines(9100, &burst).await;
     assert!(
         up.stop_with("INT").await.success(),
         "honeybee up exits cleanly on Ctrl-C"
     );
     assert!(up.log().contains("HoneyBee is up"), "{}", up.log());
-    assert!(dir.path().join("state/core/honeybee.sqlite3").exists());
     assert!(dir.path().join("state/node/node_id").exists());
+    let store = SqliteStore::open(&SqliteOptions {
+        path: dir.path().join("state/core/honeybee.sqlite3"),
+        synchronous: SqliteSynchronous::Normal,
+    })
+    .unwrap();
+    let stored = store
+        .query_events(EventQuery {
+            pot_id: Some("burst".into()),
+            limit: 1000,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.events.len(),
+        500,
+        "events accepted before Ctrl-C were lost"
+    );
 }
 
 #[tokio::test]
@@ -148,16 +172,7 @@ async fn every_ingest_vector_arrives_as_expected_and_bad_lines_do_not_break_the_
     let sent_at = chrono::Utc::now();
     send_lines(event_port, &lines).await;
 
-    let events = eventually(Duration::from_secs(10), "all valid vectors stored", || {
-        let client = client.clone();
-        let api_base = ports.api_base();
-        let expected = valid.len();
-        async move {
-            let events = all_events(&client, &api_base, "").await;
-            (events.len() >= expected).then_some(events)
-        }
-    })
-    .await;
+    let events = wait_for_events(&client, &ports.api_base(), "", valid.len()).await;
     assert_eq!(
         events.len(),
         valid.len(),
@@ -219,15 +234,7 @@ async fn twenty_concurrent_honeypots_store_ten_thousand_events_exactly_once() {
         sender.await.unwrap();
     }
 
-    let events = eventually(Duration::from_secs(30), "10,000 events stored", || {
-        let client = client.clone();
-        let api_base = ports.api_base();
-        async move {
-            let events = all_events(&client, &api_base, "event_type=load.event").await;
-            (events.len() >= 10_000).then_some(events)
-        }
-    })
-    .await;
+    let events = wait_for_events(&client, &ports.api_base(), "event_type=load.event", 10_000).await;
     assert_eq!(events.len(), 10_000);
     let unique: HashSet<(i64, i64)> = events
         .iter()
@@ -264,20 +271,11 @@ async fn after_the_core_is_killed_and_restarted_the_node_reconnects_and_nothing_
             .collect()
     };
     send_lines(event_port, &batch("before")).await;
-    eventually(Duration::from_secs(10), "first events stored", || {
-        let client = client.clone();
-        let api_base = ports.api_base();
-        async move {
-            (all_events(&client, &api_base, "event_type=before")
-                .await
-                .len()
-                == 10)
-                .then_some(())
-        }
-    })
-    .await;
+    wait_for_events(&client, &ports.api_base(), "event_type=before", 10).await;
 
     core.kill_hard();
+    // Events keep coming while the Core is away: the node holds them.
+    send_lines(event_port, &batch("during")).await;
     let _core = start_core(dir.path(), &ports, "");
     // The same node id comes back by itself.
     let reconnected = wait_for_online_node(&client, &ports.api_base()).await;
@@ -298,27 +296,13 @@ async fn after_the_core_is_killed_and_restarted_the_node_reconnects_and_nothing_
     );
 
     send_lines(event_port, &batch("after")).await;
-    eventually(
-        Duration::from_secs(10),
-        "new events stored after the restart",
-        || {
-            let client = client.clone();
-            let api_base = ports.api_base();
-            async move {
-                (all_events(&client, &api_base, "event_type=after")
-                    .await
-                    .len()
-                    == 10)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    wait_for_events(&client, &ports.api_base(), "event_type=after", 10).await;
+    wait_for_events(&client, &ports.api_base(), "event_type=during", 10).await;
     assert_eq!(
         all_events(&client, &ports.api_base(), "pot_id=restart-pot")
             .await
             .len(),
-        20
+        30
     );
 }
 

@@ -94,6 +94,12 @@ impl ServerConfig {
     pub fn offline_after(&self) -> Duration {
         self.heartbeat_interval() * self.missed_heartbeats_offline
     }
+
+    /// How long a registered node may stay silent before its connection is closed as dead:
+    /// three times the offline allowance, so "offline but connected" stays visible first.
+    pub fn idle_timeout(&self) -> Duration {
+        self.offline_after() * 3
+    }
 }
 
 /// `[logging]`.

@@ -67,7 +67,16 @@ async fn write_with_retry(
                     }
                 }
                 tracing::warn!(%error, events = batch.len(), retry_in_ms = delay.as_millis() as u64, "storing an event batch failed; retrying");
-                tokio::time::sleep(delay).await;
+                // Once shutdown is requested the remaining attempts come quickly.
+                let wait = if shutdown.is_cancelled() {
+                    RETRY_DELAY_START
+                } else {
+                    delay
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
                 delay = (delay * 2).min(RETRY_DELAY_MAX);
             }
         }

@@ -116,6 +116,7 @@ pub async fn start(
         metrics: metrics.clone(),
         max_envelope_bytes: config.server.max_envelope_bytes,
         handshake_timeout: config.server.handshake_timeout(),
+        idle_timeout: config.server.idle_timeout(),
         log_limiter: LogRateLimiter::default(),
     });
     let nodes = tokio::spawn(node_link::run_node_listener(

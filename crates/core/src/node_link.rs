@@ -5,6 +5,7 @@
 //! the rest of the Core sends it. Bad input from one node is counted, logged at a limited
 //! rate and skipped; it never affects other connections.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Commands queued for one node before senders wait.
 const COMMAND_QUEUE: usize = 64;
+/// On shutdown, how long a registered session keeps reading what its node already sent.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// Distinct pot statuses remembered per session to skip repeated identical writes.
+const POT_STATUS_MEMORY: usize = 1024;
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// What every session needs from the Core.
@@ -47,6 +52,8 @@ pub(crate) struct LinkContext {
     pub metrics: Arc<CoreMetrics>,
     pub max_envelope_bytes: usize,
     pub handshake_timeout: Duration,
+    /// A registered node silent this long is disconnected (its connection is presumed dead).
+    pub idle_timeout: Duration,
     pub log_limiter: LogRateLimiter,
 }
 
@@ -96,6 +103,10 @@ struct Session {
     commands: mpsc::Receiver<Command>,
     replaced: CancellationToken,
     last_touch: Instant,
+    /// The last node state written and when, to skip repeats within [`TOUCH_INTERVAL`].
+    last_state_write: Option<(NodeState, Instant)>,
+    /// The last status written per pot, to skip identical repeats.
+    pot_statuses: HashMap<String, (PotState, Option<String>)>,
 }
 
 /// What to do after a message.
@@ -135,11 +146,36 @@ impl NodeLink {
         let handshake_deadline = Instant::now() + self.context.handshake_timeout;
         let mut read_buffer = vec![0u8; READ_BUFFER_BYTES];
         let mut graceful = false;
+        let mut last_read = Instant::now();
+        // Set when shutdown began for a registered session: read until the node is gone.
+        let mut drain_deadline: Option<Instant> = None;
         let close_reason: &str = loop {
             let registered = self.session.is_some();
+            let idle_deadline = last_read + self.context.idle_timeout;
+            // Biased: every branch before the read is ready only on a deadline or a signal,
+            // so a node that never stops sending cannot starve them.
             tokio::select! {
-                _ = shutdown.cancelled() => break "core shutting down",
-                signal = session_signal(&mut self.session) => match signal {
+                biased;
+                _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                    let Some(node_id) = self.session.as_ref().map(|session| session.node_id) else {
+                        break "core shutting down";
+                    };
+                    // Tell the node to stop sending, then read what it already sent.
+                    drain_deadline = Some(Instant::now() + SHUTDOWN_DRAIN);
+                    if self.send_refusal(node_id, "core shutting down; reconnect later".into()).await.is_err() {
+                        break "core shutting down";
+                    }
+                }
+                _ = sleep_until_some(drain_deadline) => break "core shutting down (drain deadline reached)",
+                _ = tokio::time::sleep_until(handshake_deadline), if !registered => {
+                    self.context.metrics.registration_refused("handshake_timeout");
+                    break "no registration before the handshake timeout";
+                }
+                _ = tokio::time::sleep_until(idle_deadline), if registered => {
+                    self.context.metrics.rejected("idle_timeout");
+                    break "no traffic from the node within the idle timeout";
+                }
+                signal = session_signal(&mut self.session), if drain_deadline.is_none() => match signal {
                     SessionSignal::Replaced => break "replaced by a newer connection of the same node",
                     SessionSignal::CommandsClosed => break "command channel closed",
                     SessionSignal::Command(command) => {
@@ -148,10 +184,6 @@ impl NodeLink {
                         }
                     }
                 },
-                _ = tokio::time::sleep_until(handshake_deadline), if !registered => {
-                    self.context.metrics.registration_refused("handshake_timeout");
-                    break "no registration before the handshake timeout";
-                }
                 read = reader.read(&mut read_buffer) => {
                     let count = match read {
                         Ok(0) => {
@@ -163,6 +195,7 @@ impl NodeLink {
                         Ok(count) => count,
                         Err(_) => break "reading from the node failed",
                     };
+                    last_read = Instant::now();
                     self.decoder.push(&read_buffer[..count]);
                     match self.drain_envelopes(&mut graceful).await {
                         Flow::Continue => {}
@@ -239,17 +272,8 @@ impl NodeLink {
                 if update.node_id != node_id {
                     return self.drop_foreign(node_id, update.node_id, "NodeStatusUpdate");
                 }
-                if let Err(error) = self
-                    .context
-                    .store
-                    .update_node_state(node_id, node_state(update.status), now)
-                    .await
-                {
-                    tracing::warn!(node_id, %error, "storing a node status failed");
-                }
-                if let Some(session) = self.session.as_mut() {
-                    session.last_touch = Instant::now();
-                }
+                self.store_node_state(node_id, node_state(update.status), now)
+                    .await;
             }
             Message::PotStatusUpdate(update) => {
                 if update.node_id != node_id {
@@ -297,29 +321,8 @@ impl NodeLink {
                 .await;
             return Flow::Close;
         }
-        let record = NodeRegistrationRecord {
-            node_id,
-            name: registration.node_name.clone(),
-            address: registration.address.clone(),
-            port: registration.port,
-            kind: match registration.node_type {
-                NodeType::Full => NodeKind::Full,
-                NodeType::Agent => NodeKind::Agent,
-            },
-            remote_address: self.remote.to_string(),
-            at: Utc::now(),
-        };
-        if let Err(error) = self.context.store.register_node(record).await {
-            tracing::error!(node_id, %error, "storing a registration failed");
-            self.context.metrics.registration_refused("store_error");
-            let _ = self
-                .send_refusal(
-                    node_id,
-                    "the core could not record the registration; retry later".into(),
-                )
-                .await;
-            return Flow::Close;
-        }
+        // The registry first: from here on an older connection of this node is no longer
+        // current. The store then records this session as the one that may disconnect it.
         let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let replaced = CancellationToken::new();
         let session_id = self.context.sessions.new_session_id();
@@ -331,12 +334,39 @@ impl NodeLink {
                 replaced: replaced.clone(),
             },
         );
+        let record = NodeRegistrationRecord {
+            node_id,
+            name: registration.node_name.clone(),
+            address: registration.address.clone(),
+            port: registration.port,
+            kind: match registration.node_type {
+                NodeType::Full => NodeKind::Full,
+                NodeType::Agent => NodeKind::Agent,
+            },
+            remote_address: self.remote.to_string(),
+            session_id,
+            at: Utc::now(),
+        };
+        if let Err(error) = self.context.store.register_node(record).await {
+            tracing::error!(node_id, %error, "storing a registration failed");
+            self.context.sessions.remove_if_current(node_id, session_id);
+            self.context.metrics.registration_refused("store_error");
+            let _ = self
+                .send_refusal(
+                    node_id,
+                    "the core could not record the registration; retry later".into(),
+                )
+                .await;
+            return Flow::Close;
+        }
         self.session = Some(Session {
             node_id,
             session_id,
             commands,
             replaced,
             last_touch: Instant::now(),
+            last_state_write: None,
+            pot_statuses: HashMap::new(),
         });
         self.context.metrics.registrations_accepted.increment();
         self.context.metrics.node_sessions_active.increment();
@@ -379,17 +409,51 @@ impl NodeLink {
         }
     }
 
-    async fn store_pot_status(&self, update: PotStatusUpdate, now: DateTime<Utc>) {
+    /// Writes a reported node state, skipping a repeat of the same state within
+    /// [`TOUCH_INTERVAL`] (heartbeats are far apart; a node spamming them is not).
+    async fn store_node_state(&mut self, node_id: u64, state: NodeState, now: DateTime<Utc>) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if let Some((last_state, written_at)) = session.last_state_write {
+            if last_state == state && written_at.elapsed() < TOUCH_INTERVAL {
+                return;
+            }
+        }
+        session.last_state_write = Some((state, Instant::now()));
+        session.last_touch = Instant::now();
+        if let Err(error) = self
+            .context
+            .store
+            .update_node_state(node_id, state, now)
+            .await
+        {
+            tracing::warn!(node_id, %error, "storing a node status failed");
+        }
+    }
+
+    async fn store_pot_status(&mut self, update: PotStatusUpdate, now: DateTime<Utc>) {
+        let state = match update.status {
+            PotStatus::Installing => PotState::Installing,
+            PotStatus::Running => PotState::Running,
+            PotStatus::Stopped => PotState::Stopped,
+            PotStatus::Failed => PotState::Failed,
+        };
+        if let Some(session) = self.session.as_mut() {
+            let status = (state, update.message.clone());
+            if session.pot_statuses.get(&update.pot_id) == Some(&status) {
+                return;
+            }
+            if session.pot_statuses.len() >= POT_STATUS_MEMORY {
+                session.pot_statuses.clear();
+            }
+            session.pot_statuses.insert(update.pot_id.clone(), status);
+        }
         let record = PotRecord {
             node_id: update.node_id,
             pot_id: update.pot_id,
             pot_type: update.pot_type,
-            state: match update.status {
-                PotStatus::Installing => PotState::Installing,
-                PotStatus::Running => PotState::Running,
-                PotStatus::Stopped => PotState::Stopped,
-                PotStatus::Failed => PotState::Failed,
-            },
+            state,
             message: update.message,
             updated_at: now,
         };
@@ -465,19 +529,17 @@ impl NodeLink {
     async fn finish(mut self, reason: &str, graceful: bool) {
         if let Some(session) = self.session.take() {
             self.context.metrics.node_sessions_active.decrement();
-            let current = self
-                .context
+            self.context
                 .sessions
                 .remove_if_current(session.node_id, session.session_id);
-            if current {
-                if let Err(error) = self
-                    .context
-                    .store
-                    .disconnect_node(session.node_id, Utc::now())
-                    .await
-                {
-                    tracing::warn!(node_id = session.node_id, %error, "storing a disconnect failed");
-                }
+            // A no-op in the store when a newer session of the node registered meanwhile.
+            if let Err(error) = self
+                .context
+                .store
+                .disconnect_node(session.node_id, session.session_id, Utc::now())
+                .await
+            {
+                tracing::warn!(node_id = session.node_id, %error, "storing a disconnect failed");
             }
             tracing::info!(node_id = session.node_id, remote = %self.remote, reason, graceful, "node session ended");
         } else {
@@ -497,6 +559,14 @@ fn node_state(status: NodeStatus) -> NodeState {
         NodeStatus::Stopped => NodeState::Stopped,
         NodeStatus::Failed => NodeState::Failed,
         NodeStatus::Unknown => NodeState::Unknown,
+    }
+}
+
+/// Resolves at `deadline`; pends forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,7 +2,6 @@
 //! for which node id, and how to reach it (commands) or end it (replacement).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use honeybee_protocol::Command;
@@ -31,12 +30,13 @@ pub(crate) enum SendCommandError {
 #[derive(Debug, Default)]
 pub(crate) struct SessionRegistry {
     sessions: Mutex<HashMap<u64, SessionHandle>>,
-    next_session_id: AtomicU64,
 }
 
 impl SessionRegistry {
+    /// A session id unique across Core restarts (and, later, across Cores sharing a store):
+    /// random, positive as a SQL integer.
     pub fn new_session_id(&self) -> u64 {
-        self.next_session_id.fetch_add(1, Ordering::Relaxed) + 1
+        rand::random::<u64>() >> 1
     }
 
     /// Makes `handle` the session of `node_id`. A previous session of the same node (a

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use honeybee_core::CoreConfig;
 use honeybee_protocol::{EnvelopeDecoder, Message};
+use honeybee_store::{EventQuery, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,6 +42,11 @@ impl TestCore {
     }
 
     async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    /// Stops the Core but keeps its data directory for inspection.
+    async fn stop_in_place(&mut self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.running.take().unwrap().wait())
             .await
@@ -54,6 +60,44 @@ impl TestCore {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// Every event in the Core's database, read with a store of its own (after a stop).
+    async fn stored_event_count(&self) -> usize {
+        let store = SqliteStore::open(&SqliteOptions {
+            path: SqliteStore::path_in(self._dir.path()),
+            synchronous: SqliteSynchronous::Normal,
+        })
+        .unwrap();
+        let mut count = 0;
+        let mut cursor = None;
+        loop {
+            let page = store
+                .query_events(EventQuery {
+                    limit: 1000,
+                    cursor,
+                    ..EventQuery::default()
+                })
+                .await
+                .unwrap();
+            count += page.events.len();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return count,
+            }
+        }
+    }
+
+    async fn metric(&self, line_prefix: &str) -> Option<String> {
+        let text = reqwest::get(format!("{}/metrics", self.api_base))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|line| line.starts_with(line_prefix))
+            .map(str::to_owned)
     }
 
     async fn node(&self, node_id: u64) -> Value {
@@ -195,8 +239,9 @@ async fn a_go_style_node_registers_reports_and_leaves() {
 async fn a_silent_node_is_shown_offline_after_three_missed_heartbeats_and_back_when_it_speaks() {
     let core = TestCore::start(|config| config.server.heartbeat_interval = 0.2).await;
     let mut peer = RawPeer::connect(&core).await;
-    peer.register(77, "quiet").await;
+    // last_seen is set while registering, so the silence is measured from before it.
     let registered_at = Instant::now();
+    peer.register(77, "quiet").await;
     assert_eq!(core.node(77).await["online"], true);
     eventually("the silent node to be offline", || async {
         (core.node(77).await["status"] == "Offline").then_some(())
@@ -218,6 +263,7 @@ async fn a_silent_node_is_shown_offline_after_three_missed_heartbeats_and_back_w
         (core.node(77).await["status"] == "Running").then_some(())
     })
     .await;
+    drop(peer);
     core.stop().await;
 }
 
@@ -313,7 +359,84 @@ async fn hostile_peers_are_refused_without_disturbing_a_healthy_node() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    drop(healthy);
     core.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_whose_old_connection_closes_while_it_reconnects_stays_connected() {
+    let core = TestCore::start(|_| {}).await;
+    // The old connection's end races with the new registration; repeat to hit both orders.
+    const NODES: u64 = 50;
+    let mut current = Vec::new();
+    for node_id in 1000..1000 + NODES {
+        let mut old = RawPeer::connect(&core).await;
+        old.register(node_id, "racer").await;
+        drop(old);
+        let mut new = RawPeer::connect(&core).await;
+        new.register(node_id, "racer").await;
+        current.push(new);
+    }
+    let settled = format!("honeybee_core_node_sessions_active {NODES}");
+    eventually("every old session to end", || async {
+        (core
+            .metric("honeybee_core_node_sessions_active")
+            .await
+            .as_deref()
+            == Some(settled.as_str()))
+        .then_some(())
+    })
+    .await;
+    for node_id in 1000..1000 + NODES {
+        assert_eq!(
+            core.node(node_id).await["connected"],
+            true,
+            "node {node_id}"
+        );
+    }
+    drop(current);
+    core.stop().await;
+}
+
+fn pot_events(node_id: u64, count: usize) -> String {
+    (0..count)
+        .map(|n| {
+            format!(
+                r#"{{"version":2,"message":{{"PotEvent":{{"node_id":{node_id},"pot_id":"drain","pot_type":"t","event_type":"e","timestamp":"2024-01-15T10:30:00Z","data":{{"n":{n}}}}}}}}}"#
+            ) + "\n"
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn events_a_node_sent_before_its_goodbye_are_stored_even_when_the_core_stops_at_once() {
+    let mut core = TestCore::start(|_| {}).await;
+    let mut peer = RawPeer::connect(&core).await;
+    peer.register(31, "leaving").await;
+    peer.send(&(pot_events(31, 2000) + r#"{"version":2,"message":{"NodeDrop":{}}}"#))
+        .await;
+    core.stop_in_place().await;
+    assert_eq!(core.stored_event_count().await, 2000);
+}
+
+#[tokio::test]
+async fn a_stopping_core_tells_its_nodes_and_stores_what_they_already_sent() {
+    let mut core = TestCore::start(|_| {}).await;
+    let mut peer = RawPeer::connect(&core).await;
+    peer.register(32, "surprised").await;
+    peer.send(&pot_events(32, 2000)).await;
+    core.shutdown.cancel();
+    // The node is told why, then closes its side; the Core reads up to that close.
+    match peer.receive().await {
+        Some(Message::RegistrationAck(ack)) => {
+            assert!(!ack.accepted);
+            assert!(ack.message.unwrap().contains("shutting down"));
+        }
+        other => panic!("expected a shutdown notice, got {other:?}"),
+    }
+    drop(peer);
+    core.stop_in_place().await;
+    assert_eq!(core.stored_event_count().await, 2000);
 }
 
 #[tokio::test]
@@ -329,6 +452,7 @@ async fn a_reconnecting_node_replaces_its_old_connection() {
         node["connected"], true,
         "the replaced session must not disconnect the node"
     );
+    drop(second);
     core.stop().await;
 }
 

@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+/// Room reserved for the envelope around an event line (version, node id, field names).
+const ENVELOPE_OVERHEAD_BYTES: usize = 4096;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
@@ -322,6 +325,14 @@ impl NodeConfig {
                 "must be an IP address such as 127.0.0.1",
             ));
         }
+        // A line becomes one envelope; it must fit, with room for the envelope's own fields.
+        if self.ingest.max_line_bytes + ENVELOPE_OVERHEAD_BYTES > self.server.max_envelope_bytes {
+            return Err(invalid(
+                "ingest.max_line_bytes",
+                self.ingest.max_line_bytes.to_string(),
+                "must be at least 4096 bytes below server.max_envelope_bytes",
+            ));
+        }
         if self.ingest.max_line_bytes < 256 {
             return Err(invalid(
                 "ingest.max_line_bytes",
@@ -411,6 +422,9 @@ log:
         );
         let error = NodeConfig::from_yaml("server:\n  adress: x\n").unwrap_err();
         assert!(error.contains("adress"), "{error}");
+        let config = NodeConfig::from_yaml("ingest:\n  max_line_bytes: 2000000\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("ingest.max_line_bytes"), "{error}");
         let config =
             NodeConfig::from_yaml("server:\n  reconnect_delay: 10\n  max_reconnect_delay: 1\n")
                 .unwrap();

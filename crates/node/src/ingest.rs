@@ -23,6 +23,9 @@ use tokio_util::task::TaskTracker;
 use crate::metrics::NodeMetrics;
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// On shutdown, how long a honeypot connection keeps being read: lines a honeypot wrote
+/// before the node stopped are still accepted.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 pub(crate) struct IngestContext {
     pub queue: mpsc::Sender<IngestEvent>,
@@ -80,9 +83,15 @@ async fn serve_ingest_connection(
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     // Which pot a connection belongs to is not known yet; lines must name their pot.
     let pot_context = PotContext::default();
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         let read = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            biased;
+            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                drain_deadline = Some(tokio::time::Instant::now() + SHUTDOWN_DRAIN);
+                continue;
+            }
+            _ = sleep_until_some(drain_deadline) => break,
             read = stream.read(&mut buffer) => read,
         };
         let count = match read {
@@ -132,4 +141,12 @@ async fn accept(
         }
     }
     true
+}
+
+/// Resolves at `deadline`; pends forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

@@ -56,6 +56,7 @@ pub struct RunningNode {
     pub node_id: u64,
     /// Where honeypots send their events.
     pub ingest_address: SocketAddr,
+    metrics: Arc<NodeMetrics>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -66,7 +67,7 @@ impl RunningNode {
             task.await
                 .map_err(|error| NodeError::Task(error.to_string()))?;
         }
-        tracing::info!(node_id = self.node_id, "node stopped");
+        log_counters(&self.metrics, "node stopped");
         Ok(())
     }
 }
@@ -121,38 +122,41 @@ pub async fn start(
         queue_receiver,
         shutdown.clone(),
     ));
-    let summary = tokio::spawn(log_summaries(metrics, shutdown));
+    let summary = tokio::spawn(log_summaries(metrics.clone(), shutdown));
     tracing::info!(node_id, %ingest_address, core = %config.server.address, "node started");
     Ok(RunningNode {
         node_id,
         ingest_address,
+        metrics,
         tasks: vec![ingest, uplink, summary],
     })
 }
 
-/// Logs the counters every [`SUMMARY_INTERVAL`] while there is traffic, and once at exit.
+/// Logs the counters every [`SUMMARY_INTERVAL`] while there is traffic.
 async fn log_summaries(metrics: Arc<NodeMetrics>, shutdown: CancellationToken) {
     let mut last_accepted = 0;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SUMMARY_INTERVAL) => {}
         }
         let accepted = metrics.events_accepted.get();
         if accepted != last_accepted {
             last_accepted = accepted;
-            tracing::info!(
-                events_accepted = accepted,
-                events_forwarded = metrics.events_forwarded.get(),
-                "node activity"
-            );
+            log_counters(&metrics, "node activity");
         }
     }
+}
+
+fn log_counters(metrics: &NodeMetrics, what: &str) {
     tracing::info!(
         events_accepted = metrics.events_accepted.get(),
         events_forwarded = metrics.events_forwarded.get(),
+        lines_rejected = metrics.lines_rejected.get(),
+        events_too_large = metrics.events_too_large.get(),
+        commands_received = metrics.commands_received.get(),
         core_sessions = metrics.core_connections.get(),
         core_connection_failures = metrics.core_connection_failures.get(),
-        "node counters at exit"
+        "{what}"
     );
 }

@@ -13,6 +13,8 @@ pub(crate) struct NodeMetrics {
     pub core_connections: Arc<Counter>,
     pub core_connection_failures: Arc<Counter>,
     pub commands_received: Arc<Counter>,
+    pub events_too_large: Arc<Counter>,
+    pub lines_rejected: Arc<Counter>,
 }
 
 impl NodeMetrics {
@@ -53,12 +55,23 @@ impl NodeMetrics {
                 "Commands received from the Core.",
                 &[],
             ),
+            events_too_large: registry.counter(
+                "honeybee_node_events_too_large_total",
+                "Events dropped because their envelope exceeds server.max_envelope_bytes.",
+                &[],
+            ),
+            lines_rejected: registry.counter(
+                "honeybee_node_ingest_lines_rejected_all_total",
+                "Ingest lines rejected, all reasons together.",
+                &[],
+            ),
             registry,
         }
     }
 
     /// Counts an ingest line rejected, by reason.
     pub fn line_rejected(&self, reason: &str) {
+        self.lines_rejected.increment();
         self.registry
             .counter(
                 "honeybee_node_ingest_lines_rejected_total",

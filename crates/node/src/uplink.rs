@@ -263,10 +263,16 @@ impl CoreSession {
         );
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Biased: what the Core said (a closed connection, a refusal) is handled before
+            // more events are written, so they are not written into a dead connection.
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => {
                     self.drain_and_leave(context, queue, pending).await;
                     return Ok(());
+                }
+                message = self.next_message(context) => {
+                    self.handle_core_message(context, message?).await?;
                 }
                 _ = heartbeat.tick() => {
                     self.write_messages(&[self.status(NodeStatus::Running)]).await?;
@@ -278,9 +284,6 @@ impl CoreSession {
                         return Ok(());
                     }
                     self.forward(context, pending).await?;
-                }
-                message = self.next_message(context) => {
-                    self.handle_core_message(context, message?).await?;
                 }
             }
         }
@@ -296,6 +299,7 @@ impl CoreSession {
             return Ok(());
         }
         self.outgoing.clear();
+        let mut forwarded = 0;
         for event in pending.iter() {
             let message = Message::PotEvent(PotEvent {
                 node_id: self.node_id,
@@ -305,10 +309,25 @@ impl CoreSession {
                 timestamp: event.timestamp.clone(),
                 data: event.data.clone(),
             });
+            let envelope_start = self.outgoing.len();
             encode_envelope(&message, &mut self.outgoing);
+            // The Core would end the session on an envelope over its cap, losing the rest
+            // of the batch with it: drop just this one, loudly.
+            if self.outgoing.len() - envelope_start > context.server.max_envelope_bytes {
+                self.outgoing.truncate(envelope_start);
+                context.metrics.events_too_large.increment();
+                tracing::error!(
+                    pot_id = %event.pot_id,
+                    event_type = %event.event_type,
+                    max_envelope_bytes = context.server.max_envelope_bytes,
+                    "dropped an event whose envelope exceeds server.max_envelope_bytes"
+                );
+                continue;
+            }
+            forwarded += 1;
         }
         self.flush_outgoing().await?;
-        context.metrics.events_forwarded.add(pending.len() as u64);
+        context.metrics.events_forwarded.add(forwarded);
         pending.clear();
         Ok(())
     }

@@ -38,6 +38,9 @@ pub struct EnvelopeDecoder {
     /// Index of the first byte not yet consumed.
     start: usize,
     scan: ScanState,
+    /// While skipping a garbage line: bytes before this index hold no newline, so a peer
+    /// trickling garbage is not rescanned on every push.
+    garbage_scanned: usize,
     max_envelope_bytes: usize,
 }
 
@@ -47,6 +50,7 @@ impl EnvelopeDecoder {
             buffer: Vec::new(),
             start: 0,
             scan: ScanState::default(),
+            garbage_scanned: 0,
             max_envelope_bytes,
         }
     }
@@ -59,20 +63,17 @@ impl EnvelopeDecoder {
         self.buffer.extend_from_slice(bytes);
     }
 
-    /// Bytes received but not yet consumed as an envelope.
-    pub fn buffered_bytes(&self) -> usize {
-        self.buffer.len() - self.start
-    }
-
     fn compact(&mut self) {
         self.buffer.drain(..self.start);
         self.scan.position -= self.start.min(self.scan.position);
+        self.garbage_scanned -= self.start.min(self.garbage_scanned);
         self.start = 0;
     }
 
     fn consume_until(&mut self, end: usize) {
         self.start = end;
         self.scan = ScanState::default();
+        self.garbage_scanned = 0;
         if self.start == self.buffer.len() {
             self.buffer.clear();
             self.start = 0;
@@ -158,8 +159,14 @@ impl EnvelopeDecoder {
     /// Text that does not start an object cannot be an envelope. Skip it up to the next
     /// newline, which is where a line-oriented peer starts its next message.
     fn skip_garbage_line(&mut self) -> Result<Option<Envelope>, DecodeError> {
+        let search_from = self.garbage_scanned.max(self.start);
+        let newline = self.buffer[search_from..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .map(|offset| search_from + offset - self.start);
+        self.garbage_scanned = self.buffer.len();
         let rest = &self.buffer[self.start..];
-        match rest.iter().position(|&byte| byte == b'\n') {
+        match newline {
             Some(newline) => {
                 let preview = String::from_utf8_lossy(&rest[..newline.min(40)]).into_owned();
                 self.consume_until(self.start + newline + 1);
@@ -197,7 +204,10 @@ impl Default for EnvelopeDecoder {
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     #[derive(Deserialize)]
     struct VersionedRaw<'a> {
-        version: u64,
+        /// Read as raw JSON so that `"2"`, `2.0` or a missing version are refused as a
+        /// version mismatch (with an answer to a registration), not as a malformed message.
+        #[serde(borrow, default)]
+        version: Option<&'a RawValue>,
         #[serde(borrow)]
         message: &'a RawValue,
     }
@@ -205,15 +215,16 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         reason: error.to_string(),
     };
     let raw: VersionedRaw = serde_json::from_slice(bytes).map_err(malformed)?;
-    if raw.version != PROTOCOL_VERSION {
+    let version_text = raw.version.map(|version| version.get().trim());
+    if version_text != Some("2") {
         return Err(DecodeError::UnsupportedVersion {
-            version: raw.version,
+            version: version_text.unwrap_or("missing").to_owned(),
             variant: variant_name_of(raw.message),
         });
     }
     let message: Message = serde_json::from_str(raw.message.get()).map_err(malformed)?;
     Ok(Envelope {
-        version: raw.version,
+        version: PROTOCOL_VERSION,
         message,
     })
 }
@@ -305,11 +316,45 @@ mod tests {
                 .unwrap_err();
         match error {
             DecodeError::UnsupportedVersion { version, variant } => {
-                assert_eq!(version, 1);
+                assert_eq!(version, "1");
                 assert_eq!(variant.as_deref(), Some("NodeRegistration"));
             }
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn non_integer_or_missing_versions_are_version_mismatches() {
+        for (envelope, shown) in [
+            (r#"{"version":"2","message":"NodeDrop"}"#, "\"2\""),
+            (r#"{"version":2.0,"message":"NodeDrop"}"#, "2.0"),
+            (r#"{"message":"NodeDrop"}"#, "missing"),
+        ] {
+            match decode_envelope(envelope.as_bytes()) {
+                Err(DecodeError::UnsupportedVersion { version, variant }) => {
+                    assert_eq!(version, shown);
+                    assert_eq!(variant.as_deref(), Some("NodeDrop"));
+                }
+                other => panic!("{envelope}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_garbage_line_is_scanned_once_not_per_push() {
+        let mut decoder = EnvelopeDecoder::new(1 << 20);
+        for _ in 0..1000 {
+            decoder.push(&[b'x'; 100]);
+            assert!(decoder.next_envelope().unwrap().is_none());
+        }
+        assert_eq!(decoder.garbage_scanned, decoder.buffer.len());
+        decoder.push(b"\n");
+        decoder.push(DROP);
+        assert!(decoder.next_envelope().is_err());
+        assert_eq!(
+            decoder.next_envelope().unwrap().unwrap().message,
+            Message::NodeDrop
+        );
     }
 
     #[test]
@@ -321,7 +366,7 @@ mod tests {
         }
         decoder.push(&DROP[..5]);
         assert!(decoder.next_envelope().unwrap().is_none());
-        assert_eq!(decoder.buffered_bytes(), 5);
+        assert_eq!(decoder.buffer.len() - decoder.start, 5);
         assert!(decoder.buffer.len() < COMPACT_THRESHOLD_BYTES * 2);
     }
 }

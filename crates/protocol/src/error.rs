@@ -11,10 +11,11 @@ pub enum DecodeError {
     /// A complete JSON value arrived but is not a valid v2 envelope.
     #[error("malformed envelope: {reason}")]
     Malformed { reason: String },
-    /// The envelope is well formed but speaks another protocol version.
+    /// The envelope is well formed but speaks another protocol version (or none).
     #[error("unsupported protocol version {version} (this side speaks version 2){}", variant.as_deref().map(|v| format!(", message {v}")).unwrap_or_default())]
     UnsupportedVersion {
-        version: u64,
+        /// The `version` value as received (JSON text), or `missing`.
+        version: String,
         /// The message variant name, when it could be read; lets the Core answer a
         /// `NodeRegistration` with a refusal instead of silence.
         variant: Option<String>,
@@ -56,8 +57,8 @@ pub enum IngestError {
     NotAnObject { found: &'static str },
     #[error("event has neither \"event_type\" nor \"eventid\"")]
     MissingEventType,
-    #[error("field {field:?} must be a non-empty string")]
-    BadField { field: &'static str },
+    #[error("field {field:?} must be a non-empty string, found {found}")]
+    BadField { field: &'static str, found: String },
     #[error("unparseable timestamp {value}")]
     BadTimestamp { value: String },
     #[error("field \"data\" must be an object (found {found})")]

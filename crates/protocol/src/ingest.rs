@@ -112,7 +112,10 @@ fn take_string(
     match fields.remove(key) {
         None => Ok(None),
         Some(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text)),
-        Some(_) => Err(IngestError::BadField { field: key }),
+        Some(other) => Err(IngestError::BadField {
+            field: key,
+            found: other.to_string(),
+        }),
     }
 }
 
@@ -195,7 +198,7 @@ mod tests {
         let error = normalize_ingest_line(br#"{"event_type":5}"#, &context, now()).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "field \"event_type\" must be a non-empty string"
+            "field \"event_type\" must be a non-empty string, found 5"
         );
         let error = normalize_ingest_line(br#"{"event_type":"e","data":[1]}"#, &context, now())
             .unwrap_err();

@@ -219,9 +219,11 @@ impl<'de> Deserialize<'de> for NodeEvent {
             }),
             Value::Object(object) => {
                 if let Some(kind) = object.get("type") {
-                    let name = kind
-                        .as_str()
-                        .ok_or_else(|| D::Error::custom("NodeEvent \"type\" must be a string"))?;
+                    let name = kind.as_str().ok_or_else(|| {
+                        D::Error::custom(format_args!(
+                            "NodeEvent \"type\" must be a string, found {kind}"
+                        ))
+                    })?;
                     return Ok(NodeEvent {
                         kind: NodeEventKind::from_name(name).ok_or_else(|| unknown_kind(name))?,
                         message: text_field(&Value::Object(object.clone()), "message"),

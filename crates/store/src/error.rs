@@ -22,6 +22,8 @@ pub enum StoreError {
     Query(#[from] rusqlite::Error),
     #[error("stored value {value:?} in column {column} is not valid")]
     CorruptValue { column: &'static str, value: String },
+    #[error("database schema version {found} is newer than this build supports ({supported}); upgrade HoneyBee")]
+    SchemaTooNew { found: usize, supported: usize },
     #[error("invalid event cursor {0:?}")]
     InvalidCursor(String),
     #[error("database worker task failed: {0}")]

@@ -52,6 +52,9 @@ pub struct NodeRegistrationRecord {
     pub kind: NodeKind,
     /// The peer address the connection came from.
     pub remote_address: String,
+    /// Identifies the connection that registered; only that session may later mark the
+    /// node disconnected, so a late disconnect of a replaced connection is a no-op.
+    pub session_id: u64,
     pub at: DateTime<Utc>,
 }
 

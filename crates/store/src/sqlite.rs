@@ -55,6 +55,7 @@ CREATE TABLE nodes (
     remote_address TEXT NOT NULL,
     state          TEXT NOT NULL,
     connected      INTEGER NOT NULL,
+    session_id     INTEGER NOT NULL,
     first_seen     INTEGER NOT NULL,
     last_seen      INTEGER NOT NULL
 );
@@ -167,6 +168,12 @@ where
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: usize =
         connection.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::SchemaTooNew {
+            found: applied,
+            supported: MIGRATIONS.len(),
+        });
+    }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
         let transaction = connection.transaction()?;
         transaction.execute_batch(migration)?;
@@ -268,12 +275,13 @@ impl Store for SqliteStore {
         self.with_writer(move |connection| {
             let at = micros(registration.at);
             connection.execute(
-                "INSERT INTO nodes (node_id, name, address, port, kind, remote_address, state, connected, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                "INSERT INTO nodes (node_id, name, address, port, kind, remote_address, state, connected, session_id, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?9, ?8, ?8)
                  ON CONFLICT (node_id) DO UPDATE SET
                     name = excluded.name, address = excluded.address, port = excluded.port,
                     kind = excluded.kind, remote_address = excluded.remote_address,
-                    state = excluded.state, connected = 1, last_seen = excluded.last_seen",
+                    state = excluded.state, connected = 1, session_id = excluded.session_id,
+                    last_seen = excluded.last_seen",
                 params![
                     node_id_to_sql(registration.node_id),
                     registration.name,
@@ -283,6 +291,7 @@ impl Store for SqliteStore {
                     registration.remote_address,
                     NodeState::Connected.as_str(),
                     at,
+                    registration.session_id as i64,
                 ],
             )?;
             Ok(())
@@ -317,11 +326,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn disconnect_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn disconnect_node(
+        &self,
+        node_id: u64,
+        session_id: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.with_writer(move |connection| {
             connection.execute(
-                "UPDATE nodes SET connected = 0, last_seen = MAX(last_seen, ?2) WHERE node_id = ?1",
-                params![node_id_to_sql(node_id), micros(at)],
+                "UPDATE nodes SET connected = 0, last_seen = MAX(last_seen, ?2)
+                 WHERE node_id = ?1 AND session_id = ?3",
+                params![node_id_to_sql(node_id), micros(at), session_id as i64],
             )?;
             Ok(())
         })
@@ -487,15 +502,6 @@ impl Store for SqliteStore {
                 events,
                 next_cursor,
             })
-        })
-        .await
-    }
-
-    async fn count_events(&self) -> Result<u64, StoreError> {
-        self.with_reader(|connection| {
-            let count: i64 =
-                connection.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?;
-            Ok(count as u64)
         })
         .await
     }

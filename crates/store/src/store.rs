@@ -29,8 +29,15 @@ pub trait Store: Send + Sync + 'static {
     /// Refreshes `last_seen` (any sign of life).
     async fn touch_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// Marks the node's connection gone; the node itself is kept.
-    async fn disconnect_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Marks the node's connection gone if `session_id` is still the session that last
+    /// registered it (a newer registration wins whatever the order of the two writes).
+    /// The node itself is kept.
+    async fn disconnect_node(
+        &self,
+        node_id: u64,
+        session_id: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     /// Marks every node disconnected: used when a Core starts and holds no connection yet.
     async fn disconnect_all_nodes(&self) -> Result<(), StoreError>;
@@ -49,6 +56,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events matching `query`, newest first (by event timestamp, then id).
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
-
-    async fn count_events(&self) -> Result<u64, StoreError>;
 }

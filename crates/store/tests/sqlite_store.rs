@@ -46,6 +46,7 @@ fn registration(node_id: u64, name: &str) -> NodeRegistrationRecord {
         port: 0,
         kind: NodeKind::Full,
         remote_address: "127.0.0.1:5000".into(),
+        session_id: 1,
         at: base_time(),
     }
 }
@@ -74,7 +75,7 @@ async fn nodes_and_pots_are_tracked_and_survive_reopening() {
             })
             .await
             .unwrap();
-        store.disconnect_node(7, base_time()).await.unwrap();
+        store.disconnect_node(7, 1, base_time()).await.unwrap();
     }
     let store = SqliteStore::open(&options(&dir)).unwrap();
     let node = store.get_node(7).await.unwrap().expect("node 7 persisted");
@@ -100,6 +101,37 @@ async fn nodes_and_pots_are_tracked_and_survive_reopening() {
     assert_eq!(node.first_seen, base_time());
     store.disconnect_all_nodes().await.unwrap();
     assert!(!store.list_nodes().await.unwrap()[0].connected);
+}
+
+#[tokio::test]
+async fn a_late_disconnect_of_a_replaced_session_does_not_disconnect_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let mut newer = registration(9, "reconnecting");
+    newer.session_id = 2;
+    store
+        .register_node(registration(9, "reconnecting"))
+        .await
+        .unwrap();
+    store.register_node(newer).await.unwrap();
+    // The old session (1) finishes after the new one (2) registered.
+    store.disconnect_node(9, 1, base_time()).await.unwrap();
+    assert!(store.get_node(9).await.unwrap().unwrap().connected);
+    store.disconnect_node(9, 2, base_time()).await.unwrap();
+    assert!(!store.get_node(9).await.unwrap().unwrap().connected);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(&options(&dir)).unwrap());
+    let connection = rusqlite::Connection::open(SqliteStore::path_in(dir.path())).unwrap();
+    connection
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    drop(connection);
+    let error = SqliteStore::open(&options(&dir)).err().unwrap().to_string();
+    assert!(error.contains("99") && error.contains("newer"), "{error}");
 }
 
 #[tokio::test]
@@ -132,7 +164,6 @@ async fn events_filter_and_paginate_newest_first() {
     batch.push(event(1, "even", "tie", 100, json!({"n": 100})));
     batch.push(event(1, "even", "tie", 100, json!({"n": 101})));
     store.insert_events(Arc::from(batch)).await.unwrap();
-    assert_eq!(store.count_events().await.unwrap(), 27);
 
     let numbers = |events: &[honeybee_store::StoredEvent]| -> Vec<i64> {
         events
@@ -151,26 +182,52 @@ async fn events_filter_and_paginate_newest_first() {
     assert_eq!(numbers(&all.events), expected);
     assert!(all.next_cursor.is_none());
 
-    // Keyset pagination visits every event exactly once, in order.
+    // Keyset pagination visits every event exactly once, in order, whatever the page size:
+    // with 1 the cursor falls between the two events that share a timestamp.
+    for page_size in [1, 4, 26] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<EventCursor> = None;
+        loop {
+            let page = store
+                .query_events(EventQuery {
+                    limit: page_size,
+                    cursor,
+                    ..EventQuery::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.events.len() <= page_size as usize);
+            seen.extend(numbers(&page.events));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "page size {page_size}");
+    }
+
+    // Pagination combined with a filter.
     let mut seen = Vec::new();
     let mut cursor: Option<EventCursor> = None;
     loop {
         let page = store
             .query_events(EventQuery {
-                limit: 4,
+                limit: 2,
                 cursor,
+                pot_id: Some("even".into()),
                 ..EventQuery::default()
             })
             .await
             .unwrap();
-        assert!(page.events.len() <= 4);
         seen.extend(numbers(&page.events));
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
-    assert_eq!(seen, expected);
+    let mut even: Vec<i64> = vec![101, 100];
+    even.extend((0..25).rev().filter(|n| n % 2 == 0));
+    assert_eq!(seen, even);
 
     let by_pot = store
         .query_events(EventQuery {

@@ -248,6 +248,24 @@ pub async fn all_events(client: &reqwest::Client, api_base: &str, filter: &str) 
     }
 }
 
+/// Polls until at least `count` events match `filter`; returns them.
+pub async fn wait_for_events(
+    client: &reqwest::Client,
+    api_base: &str,
+    filter: &str,
+    count: usize,
+) -> Vec<Value> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{count} events matching {filter:?}"),
+        || async move {
+            let events = all_events(client, api_base, filter).await;
+            (events.len() >= count).then_some(events)
+        },
+    )
+    .await
+}
+
 /// Writes JSON lines to the node's ingest port on one connection.
 pub async fn send_lines(event_port: u16, lines: &[String]) {
     use tokio::io::AsyncWriteExt;

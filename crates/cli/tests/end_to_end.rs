@@ -325,8 +325,39 @@ async fn a_command_sent_through_the_api_is_answered_by_the_node() {
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["command"], "StopPot");
+    assert_eq!(body["status"], "pending", "answers are correlated: {body}");
 
-    // This node version manages no pots: it must answer Failed with a reason, not crash.
+    // Waiting for the answer: the pot does not exist, so the command fails with a reason.
+    let response = client
+        .post(format!("{url}?wait=10"))
+        .json(&json!({"StopPot": "cowrie-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answered: Value = response.json().await.unwrap();
+    assert_eq!(answered["status"], "answered", "{answered}");
+    assert_eq!(answered["answer"]["success"], false);
+    assert!(
+        answered["answer"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not installed"),
+        "{answered}"
+    );
+    let again = get_json(
+        &client,
+        &format!(
+            "{}/api/v1/commands/{}",
+            ports.api_base(),
+            answered["command_id"]
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again["answer"], answered["answer"]);
+
+    // The pot's status says the same, and the node lives on.
     let pot = eventually(Duration::from_secs(10), "the node's answer", || {
         let client = client.clone();
         let url = format!("{}/api/v1/honeypots", ports.api_base());
@@ -339,7 +370,7 @@ async fn a_command_sent_through_the_api_is_answered_by_the_node() {
     assert_eq!(pot["pot_id"], "cowrie-01");
     assert_eq!(pot["status"], "Failed");
     assert!(
-        pot["message"].as_str().unwrap().contains("StopPot"),
+        pot["message"].as_str().unwrap().contains("not installed"),
         "{pot}"
     );
     let node = get_json(

@@ -7,6 +7,7 @@
 //! queue into the store and stops the API.
 
 mod api;
+mod commands;
 pub mod config;
 mod event_writer;
 mod metrics;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, CoreConfig};
 
+use crate::commands::CommandTracker;
 use crate::config::{StorageBackend, Synchronous};
 use crate::metrics::CoreMetrics;
 use crate::node_link::LinkContext;
@@ -109,10 +111,12 @@ pub async fn start(
         shutdown.clone(),
     ));
     let sessions = Arc::new(SessionRegistry::default());
+    let commands = Arc::new(CommandTracker::default());
     let context = Arc::new(LinkContext {
         store: store.clone(),
         events: events_sender,
         sessions: sessions.clone(),
+        commands: commands.clone(),
         metrics: metrics.clone(),
         max_envelope_bytes: config.server.max_envelope_bytes,
         handshake_timeout: config.server.handshake_timeout(),
@@ -128,6 +132,7 @@ pub async fn start(
     let api_state = Arc::new(api::ApiState {
         store,
         sessions,
+        commands,
         metrics: registry,
         offline_after: config.server.offline_after(),
     });

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use honeybee_protocol::{
-    encode_envelope, parse_timestamp_text, Command, DecodeError, EnvelopeDecoder, Message,
+    encode_envelope, parse_timestamp_text, CommandAnswer, DecodeError, EnvelopeDecoder, Message,
     NodeCommand, NodeEventKind, NodeRegistration, NodeStatus, NodeType, PotEvent, PotStatus,
-    PotStatusUpdate, RegistrationAck,
+    PotStatusUpdate, RegistrationAck, CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
 };
 use honeybee_store::{
     NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord, PotState, Store,
@@ -28,8 +28,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::commands::{CommandOutcome, CommandTracker};
 use crate::metrics::CoreMetrics;
-use crate::sessions::{SessionHandle, SessionRegistry};
+use crate::sessions::{OutgoingCommand, SessionHandle, SessionRegistry};
+
+/// The protocol extensions this Core speaks; a session uses those the node announced too.
+const SUPPORTED_CAPABILITIES: [&str; 2] = [CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT];
 
 /// A write to a node that takes longer than this ends the session: a node that does not
 /// read must not hold a Core task forever.
@@ -49,6 +53,7 @@ pub(crate) struct LinkContext {
     pub store: Arc<dyn Store>,
     pub events: mpsc::Sender<NewEvent>,
     pub sessions: Arc<SessionRegistry>,
+    pub commands: Arc<CommandTracker>,
     pub metrics: Arc<CoreMetrics>,
     pub max_envelope_bytes: usize,
     pub handshake_timeout: Duration,
@@ -100,7 +105,7 @@ pub(crate) async fn run_node_listener(
 struct Session {
     node_id: u64,
     session_id: u64,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<OutgoingCommand>,
     replaced: CancellationToken,
     last_touch: Instant,
     /// The last node state written and when, to skip repeats within [`TOUCH_INTERVAL`].
@@ -304,6 +309,12 @@ impl NodeLink {
                 self.context.metrics.rejected("duplicate_registration");
                 self.warn_limited("ignored a second registration on one connection", &node_id);
             }
+            Message::CommandAnswer(answer) => {
+                if answer.node_id != node_id {
+                    return self.drop_foreign(node_id, answer.node_id, "CommandAnswer");
+                }
+                self.record_answer(answer, now).await;
+            }
             Message::RegistrationAck(_) | Message::NodeCommand(_) => {
                 self.context.metrics.rejected("wrong_direction");
                 self.warn_limited("ignored a core-to-node message sent by a node", &node_id);
@@ -326,12 +337,19 @@ impl NodeLink {
         let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let replaced = CancellationToken::new();
         let session_id = self.context.sessions.new_session_id();
+        let capabilities: Vec<String> = registration
+            .capabilities
+            .iter()
+            .filter(|capability| SUPPORTED_CAPABILITIES.contains(&capability.as_str()))
+            .cloned()
+            .collect();
         self.context.sessions.insert(
             node_id,
             SessionHandle {
                 session_id,
                 commands: commands_sender,
                 replaced: replaced.clone(),
+                capabilities: capabilities.clone(),
             },
         );
         let record = NodeRegistrationRecord {
@@ -382,6 +400,7 @@ impl NodeLink {
             accepted: true,
             message: Some("registration accepted".into()),
             totp_key: None,
+            capabilities,
         });
         match self.write_message(&ack).await {
             Ok(()) => Flow::Continue,
@@ -485,15 +504,57 @@ impl NodeLink {
         Flow::Continue
     }
 
-    async fn send_command(&mut self, command: Command) -> Result<(), ()> {
+    async fn send_command(&mut self, outgoing: OutgoingCommand) -> Result<(), ()> {
         let node_id = self.session.as_ref().map_or(0, |session| session.node_id);
         tracing::info!(
             node_id,
-            command = command.variant_name(),
+            command = outgoing.command.variant_name(),
+            command_id = outgoing.command_id,
             "sending command to node"
         );
-        self.write_message(&Message::NodeCommand(NodeCommand { node_id, command }))
-            .await
+        self.write_message(&Message::NodeCommand(NodeCommand {
+            node_id,
+            command: outgoing.command,
+            command_id: outgoing.command_id,
+        }))
+        .await
+    }
+
+    /// Hands a command's answer to the tracker; a successful uninstall also forgets the pot.
+    async fn record_answer(&self, answer: CommandAnswer, now: DateTime<Utc>) {
+        tracing::info!(
+            node_id = answer.node_id,
+            command = %answer.command,
+            command_id = answer.command_id,
+            pot_id = answer.pot_id.as_deref(),
+            success = answer.success,
+            detail = answer.message.as_deref().unwrap_or(""),
+            "node answered a command"
+        );
+        if answer.success && answer.command == "UninstallPot" {
+            if let Some(pot_id) = &answer.pot_id {
+                if let Err(error) = self
+                    .context
+                    .store
+                    .delete_pot(answer.node_id, pot_id.clone())
+                    .await
+                {
+                    tracing::warn!(node_id = answer.node_id, %error, "forgetting an uninstalled pot failed");
+                }
+            }
+        }
+        if let Some(command_id) = answer.command_id {
+            self.context.commands.record(CommandOutcome {
+                command_id,
+                node_id: answer.node_id,
+                command: answer.command,
+                pot_id: answer.pot_id,
+                success: answer.success,
+                message: answer.message,
+                data: answer.data,
+                received_at: now,
+            });
+        }
     }
 
     /// A `RegistrationAck` with `accepted: false` tells the node why the Core closes the
@@ -505,6 +566,7 @@ impl NodeLink {
             accepted: false,
             message: Some(reason),
             totp_key: None,
+            capabilities: Vec::new(),
         }))
         .await
     }
@@ -573,7 +635,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 /// What the rest of the Core wants from a registered session.
 enum SessionSignal {
     Replaced,
-    Command(Command),
+    Command(OutgoingCommand),
     CommandsClosed,
 }
 

@@ -1,21 +1,32 @@
 //! The registry of live node sessions held by this Core: which connection currently speaks
-//! for which node id, and how to reach it (commands) or end it (replacement).
+//! for which node id, which protocol extensions it negotiated, and how to reach it
+//! (commands) or end it (replacement).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use honeybee_protocol::Command;
+use honeybee_protocol::{Command, CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// A command on its way to a node's connection.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OutgoingCommand {
+    pub command: Command,
+    /// Set only when the node negotiated [`CAPABILITY_COMMAND_ANSWERS`].
+    pub command_id: Option<u64>,
+}
 
 /// How the rest of the Core reaches one node connection.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionHandle {
     pub session_id: u64,
     /// Commands to write to the node.
-    pub commands: mpsc::Sender<Command>,
+    pub commands: mpsc::Sender<OutgoingCommand>,
     /// Cancelled when a newer connection of the same node replaces this one.
     pub replaced: CancellationToken,
+    /// Protocol extensions both sides speak on this session.
+    pub capabilities: Vec<String>,
 }
 
 /// Why a command could not be queued for a node.
@@ -25,6 +36,15 @@ pub(crate) enum SendCommandError {
     NotConnected,
     /// The node is not reading its commands fast enough.
     QueueFull,
+    /// The node did not announce the extension this command needs.
+    Unsupported { capability: &'static str },
+}
+
+/// What happened to a queued command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct CommandDelivery {
+    /// The node will echo the command id in its answers.
+    pub correlated: bool,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +73,6 @@ impl SessionRegistry {
     }
 
     /// Removes the session of `node_id` if it is still `session_id`; returns whether it was.
-    /// A replaced session must not mark its node disconnected.
     pub fn remove_if_current(&self, node_id: u64, session_id: u64) -> bool {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if sessions
@@ -67,19 +86,40 @@ impl SessionRegistry {
         }
     }
 
-    /// Queues a command for the node's session without waiting.
-    pub fn send_command(&self, node_id: u64, command: Command) -> Result<(), SendCommandError> {
-        let sender = self
+    /// Queues a command for the node's session without waiting. `command_id` is sent only
+    /// to a node that negotiated command answers.
+    pub fn send_command(
+        &self,
+        node_id: u64,
+        command: Command,
+        command_id: u64,
+    ) -> Result<CommandDelivery, SendCommandError> {
+        let handle = self
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&node_id)
-            .map(|handle| handle.commands.clone())
+            .cloned()
             .ok_or(SendCommandError::NotConnected)?;
-        sender.try_send(command).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => SendCommandError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => SendCommandError::NotConnected,
-        })
+        let speaks = |capability: &str| handle.capabilities.iter().any(|c| c == capability);
+        if matches!(command, Command::UninstallPot(_)) && !speaks(CAPABILITY_UNINSTALL_POT) {
+            return Err(SendCommandError::Unsupported {
+                capability: CAPABILITY_UNINSTALL_POT,
+            });
+        }
+        let correlated = speaks(CAPABILITY_COMMAND_ANSWERS);
+        let outgoing = OutgoingCommand {
+            command,
+            command_id: correlated.then_some(command_id),
+        };
+        handle
+            .commands
+            .try_send(outgoing)
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => SendCommandError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendCommandError::NotConnected,
+            })?;
+        Ok(CommandDelivery { correlated })
     }
 }
 
@@ -87,26 +127,32 @@ impl SessionRegistry {
 mod tests {
     use super::*;
 
-    fn handle(registry: &SessionRegistry) -> SessionHandle {
-        SessionHandle {
+    fn handle(
+        registry: &SessionRegistry,
+        capabilities: &[&str],
+    ) -> (SessionHandle, mpsc::Receiver<OutgoingCommand>) {
+        let (sender, receiver) = mpsc::channel(1);
+        let handle = SessionHandle {
             session_id: registry.new_session_id(),
-            commands: mpsc::channel(1).0,
+            commands: sender,
             replaced: CancellationToken::new(),
-        }
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        };
+        (handle, receiver)
     }
 
     #[test]
     fn a_newer_session_replaces_and_cancels_the_older_one() {
         let registry = SessionRegistry::default();
-        let old = handle(&registry);
-        let new = handle(&registry);
+        let (old, _old_commands) = handle(&registry, &[]);
+        let (new, _new_commands) = handle(&registry, &[]);
         registry.insert(5, old.clone());
         registry.insert(5, new.clone());
         assert!(old.replaced.is_cancelled());
         assert!(!registry.remove_if_current(5, old.session_id));
         assert!(registry.remove_if_current(5, new.session_id));
         assert_eq!(
-            registry.send_command(5, Command::Restart),
+            registry.send_command(5, Command::Restart, 1),
             Err(SendCommandError::NotConnected)
         );
     }
@@ -114,20 +160,36 @@ mod tests {
     #[test]
     fn commands_reach_the_current_session_until_its_queue_is_full() {
         let registry = SessionRegistry::default();
-        let (sender, mut receiver) = mpsc::channel(1);
-        registry.insert(
-            9,
-            SessionHandle {
-                session_id: registry.new_session_id(),
-                commands: sender,
-                replaced: CancellationToken::new(),
-            },
-        );
-        registry.send_command(9, Command::Restart).unwrap();
+        let (session, mut receiver) = handle(&registry, &[CAPABILITY_COMMAND_ANSWERS]);
+        registry.insert(9, session);
         assert_eq!(
-            registry.send_command(9, Command::UpdateConfig),
+            registry.send_command(9, Command::Restart, 41),
+            Ok(CommandDelivery { correlated: true })
+        );
+        assert_eq!(
+            registry.send_command(9, Command::UpdateConfig, 42),
             Err(SendCommandError::QueueFull)
         );
-        assert_eq!(receiver.try_recv().unwrap(), Command::Restart);
+        let sent = receiver.try_recv().unwrap();
+        assert_eq!(sent.command, Command::Restart);
+        assert_eq!(sent.command_id, Some(41));
+    }
+
+    #[test]
+    fn extensions_are_used_only_with_nodes_that_speak_them() {
+        let registry = SessionRegistry::default();
+        let (session, mut receiver) = handle(&registry, &[]);
+        registry.insert(3, session);
+        assert_eq!(
+            registry.send_command(3, Command::UninstallPot("p".into()), 1),
+            Err(SendCommandError::Unsupported {
+                capability: CAPABILITY_UNINSTALL_POT
+            })
+        );
+        assert_eq!(
+            registry.send_command(3, Command::StopPot("p".into()), 2),
+            Ok(CommandDelivery { correlated: false })
+        );
+        assert_eq!(receiver.try_recv().unwrap().command_id, None);
     }
 }

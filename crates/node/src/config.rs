@@ -152,14 +152,34 @@ pub struct AuthSection {
     pub totp_secret_file: Option<PathBuf>,
 }
 
-/// `honeypot:` accepted so documented files load; pot management is not implemented by
-/// this version (pot commands are answered with `Failed`).
+/// `honeypot:` running honeypots on a `Full` node.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HoneypotSection {
+    /// Whether this node installs and runs pots on command. Default true (`Agent` nodes
+    /// never do).
     pub enabled: bool,
+    /// Where pot instances live, one directory each. Default `<node.data_dir>/pots`. A
+    /// leading `~/` means the home directory.
     pub base_dir: Option<PathBuf>,
+    /// A potstore directory (with `manifest.toml`). Default: the potstore built into the
+    /// node binary (this repository's `potstore/`).
+    pub potstore: Option<PathBuf>,
+    /// Interpreter for Python pots and their virtualenvs; the pot user must be able to run
+    /// it (not one under `/root`). Default `/usr/bin/python3`.
+    pub python: String,
+    /// When the node runs as root, pots run as this user (created if missing). Default
+    /// `honeybee`.
+    pub run_as: String,
+    /// Seconds between SIGTERM and SIGKILL when a pot is stopped. Default 10.
+    pub stop_grace: f64,
+    /// A pot's captured output rotates at this size, in bytes. Default 1 MiB.
+    pub log_max_bytes: u64,
+    /// Rotated output files kept per pot. Default 3.
+    pub log_files: usize,
+    /// Default `ssh_port` for pot types that have one (Cowrie). Default 2222.
     pub default_ssh_port: u16,
+    /// Default `telnet_port` for pot types that have one (Cowrie). Default 2223.
     pub default_telnet_port: u16,
 }
 
@@ -168,9 +188,36 @@ impl Default for HoneypotSection {
         HoneypotSection {
             enabled: true,
             base_dir: None,
+            potstore: None,
+            python: "/usr/bin/python3".into(),
+            run_as: "honeybee".into(),
+            stop_grace: 10.0,
+            log_max_bytes: 1024 * 1024,
+            log_files: 3,
             default_ssh_port: 2222,
             default_telnet_port: 2223,
         }
+    }
+}
+
+impl HoneypotSection {
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.stop_grace)
+    }
+
+    /// `base_dir` with `~/` expanded, or the default under the node's data directory.
+    pub fn base_dir(&self, data_dir: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(path) => expand_home(path),
+            None => data_dir.join("pots"),
+        }
+    }
+}
+
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
     }
 }
 
@@ -340,7 +387,32 @@ impl NodeConfig {
                 "must be at least 256",
             ));
         }
+        if !(self.honeypot.stop_grace.is_finite()
+            && self.honeypot.stop_grace >= 0.0
+            && self.honeypot.stop_grace <= 3600.0)
+        {
+            return Err(invalid(
+                "honeypot.stop_grace",
+                self.honeypot.stop_grace.to_string(),
+                "must be between 0 and 3600 seconds",
+            ));
+        }
+        if self.honeypot.run_as.trim().is_empty() || self.honeypot.run_as == "root" {
+            return Err(invalid(
+                "honeypot.run_as",
+                self.honeypot.run_as.clone(),
+                "must name an unprivileged user",
+            ));
+        }
+        if self.honeypot.log_max_bytes < 1024 {
+            return Err(invalid(
+                "honeypot.log_max_bytes",
+                self.honeypot.log_max_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
         for (field, value) in [
+            ("honeypot.log_files", self.honeypot.log_files),
             ("ingest.max_connections", self.ingest.max_connections),
             ("ingest.queue_capacity", self.ingest.queue_capacity),
         ] {

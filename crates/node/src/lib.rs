@@ -6,12 +6,16 @@
 //! the shutdown token stops ingest, forwards what is queued and sends `NodeDrop`.
 
 pub mod config;
+mod embedded;
 mod identity;
 mod ingest;
 mod metrics;
+mod pots;
 mod uplink;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +34,11 @@ pub use uplink::UplinkError;
 use crate::config::NodeTypeSetting;
 use crate::ingest::IngestContext;
 use crate::metrics::NodeMetrics;
+use crate::pots::{PotManager, PotSettings};
 use crate::uplink::UplinkContext;
+
+/// Messages about pots waiting for the uplink (statuses are re-sent in full on reconnect).
+const OUTBOX_CAPACITY: usize = 1024;
 
 /// How often a summary of the node's counters is logged.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -47,6 +55,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("setting up honeypot management: {0}")]
+    Pots(String),
     #[error("node task failed: {0}")]
     Task(String),
 }
@@ -106,6 +116,26 @@ pub async fn start(
         config.ingest.max_connections,
         shutdown.clone(),
     ));
+    let (outbox_sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
+    let pots = if config.node.node_type == NodeTypeSetting::Full && config.honeypot.enabled {
+        Some(start_pot_manager(
+            &config,
+            node_id,
+            ingest_address.port(),
+            outbox_sender,
+        )?)
+    } else {
+        None
+    };
+    let mut tasks = Vec::new();
+    if let Some(manager) = pots.clone() {
+        // Pots are the node's children: they stop with it (and come back with it).
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            shutdown.cancelled().await;
+            manager.stop_all().await;
+        }));
+    }
     let uplink_context = Arc::new(UplinkContext {
         node_id,
         node_name: config.node.name.clone(),
@@ -116,10 +146,12 @@ pub async fn start(
         server: config.server.clone(),
         metrics: metrics.clone(),
         log_limiter: LogRateLimiter::default(),
+        pots,
     });
     let uplink = tokio::spawn(uplink::run_uplink(
         uplink_context,
         queue_receiver,
+        outbox,
         shutdown.clone(),
     ));
     let summary = tokio::spawn(log_summaries(metrics.clone(), shutdown));
@@ -128,8 +160,72 @@ pub async fn start(
         node_id,
         ingest_address,
         metrics,
-        tasks: vec![ingest, uplink, summary],
+        tasks: {
+            tasks.extend([ingest, uplink, summary]);
+            tasks
+        },
     })
+}
+
+/// Lays out the built-in potstore and kit, resolves the pot user and loads the installed
+/// pots (starting those that were running).
+fn start_pot_manager(
+    config: &NodeConfig,
+    node_id: u64,
+    event_port: u16,
+    outbox: mpsc::Sender<honeybee_protocol::Message>,
+) -> Result<Arc<PotManager>, NodeError> {
+    let data_dir = &config.node.data_dir;
+    let setup = |what: &str, path: &Path, error: std::io::Error| {
+        NodeError::Pots(format!("{what} {}: {error}", path.display()))
+    };
+    let run_as = pots::resolve_run_as(&config.honeypot.run_as).map_err(NodeError::Pots)?;
+    if run_as.is_some() {
+        // The pot user must be able to reach its instance directory below ours.
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = std::fs::metadata(data_dir).map_err(|e| setup("reading", data_dir, e))?;
+        let mut permissions = metadata.permissions();
+        permissions.set_mode(permissions.mode() | 0o711);
+        std::fs::set_permissions(data_dir, permissions)
+            .map_err(|e| setup("opening", data_dir, e))?;
+    }
+    let kit_dir = data_dir.join("kit");
+    embedded::materialize(embedded::PYTHON_KIT, &kit_dir)
+        .map_err(|e| setup("writing", &kit_dir, e))?;
+    let potstore_dir = match &config.honeypot.potstore {
+        Some(directory) => directory.clone(),
+        None => {
+            let directory = data_dir.join("potstore-builtin");
+            embedded::materialize(embedded::BUILTIN_POTSTORE, &directory)
+                .map_err(|e| setup("writing", &directory, e))?;
+            directory
+        }
+    };
+    let default_config = BTreeMap::from([
+        (
+            "ssh_port".to_owned(),
+            config.honeypot.default_ssh_port.to_string(),
+        ),
+        (
+            "telnet_port".to_owned(),
+            config.honeypot.default_telnet_port.to_string(),
+        ),
+    ]);
+    let settings = PotSettings {
+        node_id,
+        base_dir: config.honeypot.base_dir(data_dir),
+        state_file: data_dir.join("pots.json"),
+        potstore_dir,
+        kit_dir,
+        python: config.honeypot.python.clone(),
+        event_port,
+        run_as,
+        stop_grace: config.honeypot.stop_grace(),
+        log_max_bytes: config.honeypot.log_max_bytes,
+        log_files: config.honeypot.log_files,
+        default_config,
+    };
+    PotManager::start(settings, outbox).map_err(NodeError::Pots)
 }
 
 /// Logs the counters every [`SUMMARY_INTERVAL`] while there is traffic.

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use honeybee_protocol::{
-    encode_envelope, Command, EnvelopeDecoder, IngestEvent, Message, NodeEvent, NodeEventKind,
-    NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus, PotStatusUpdate,
+    encode_envelope, Command, CommandAnswer, EnvelopeDecoder, IngestEvent, Message, NodeEvent,
+    NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus,
+    PotStatusUpdate, CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
 };
 use honeybee_telemetry::LogRateLimiter;
 use rand::Rng;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSection;
 use crate::metrics::NodeMetrics;
+use crate::pots::PotManager;
 
 /// Most events sent in one write.
 const BATCH_MAX_EVENTS: usize = 1024;
@@ -56,6 +58,19 @@ pub(crate) struct UplinkContext {
     pub server: ServerSection,
     pub metrics: Arc<NodeMetrics>,
     pub log_limiter: LogRateLimiter,
+    /// The pot manager of a Full node that runs pots.
+    pub pots: Option<Arc<PotManager>>,
+}
+
+impl UplinkContext {
+    /// The extensions this node announces.
+    fn capabilities(&self) -> Vec<String> {
+        let mut capabilities = vec![CAPABILITY_COMMAND_ANSWERS.to_owned()];
+        if self.pots.is_some() {
+            capabilities.push(CAPABILITY_UNINSTALL_POT.to_owned());
+        }
+        capabilities
+    }
 }
 
 /// Exponential backoff with jitter: each delay is drawn from [d/2, d], and d doubles per
@@ -91,6 +106,7 @@ impl Backoff {
 pub(crate) async fn run_uplink(
     context: Arc<UplinkContext>,
     mut queue: mpsc::Receiver<IngestEvent>,
+    mut outbox: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
 ) {
     let mut pending: Vec<IngestEvent> = Vec::with_capacity(BATCH_MAX_EVENTS);
@@ -124,7 +140,7 @@ pub(crate) async fn run_uplink(
                     }
                 }
                 match session
-                    .run(&context, &mut queue, &mut pending, &shutdown)
+                    .run(&context, &mut queue, &mut outbox, &mut pending, &shutdown)
                     .await
                 {
                     Ok(()) => return,
@@ -166,6 +182,8 @@ struct CoreSession {
     node_id: u64,
     outgoing: Vec<u8>,
     address: String,
+    /// Extensions the Core accepted in its registration ack.
+    capabilities: Vec<String>,
 }
 
 async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, UplinkError> {
@@ -194,6 +212,7 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         node_id: context.node_id,
         outgoing: Vec::new(),
         address: address.clone(),
+        capabilities: Vec::new(),
     };
     let registration = Message::NodeRegistration(NodeRegistration {
         node_id: context.node_id,
@@ -202,6 +221,7 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         port: 0,
         node_type: context.node_type,
         totp_code: None,
+        capabilities: context.capabilities(),
     });
     session
         .write_messages(std::slice::from_ref(&registration))
@@ -218,7 +238,10 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
             Ok(message) => message?,
         };
         match message {
-            Message::RegistrationAck(ack) if ack.accepted => break,
+            Message::RegistrationAck(ack) if ack.accepted => {
+                session.capabilities = ack.capabilities;
+                break;
+            }
             Message::RegistrationAck(ack) => {
                 return Err(UplinkError::Refused {
                     message: ack.message.unwrap_or_else(|| "no reason given".into()),
@@ -252,11 +275,13 @@ impl CoreSession {
         &mut self,
         context: &UplinkContext,
         queue: &mut mpsc::Receiver<IngestEvent>,
+        outbox: &mut mpsc::Receiver<Message>,
         pending: &mut Vec<IngestEvent>,
         shutdown: &CancellationToken,
     ) -> Result<(), UplinkError> {
         // Events left over from a lost session go first.
         self.forward(context, pending).await?;
+        self.report_pots(context, outbox).await?;
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + context.server.heartbeat_interval(),
             context.server.heartbeat_interval(),
@@ -273,6 +298,11 @@ impl CoreSession {
                 }
                 message = self.next_message(context) => {
                     self.handle_core_message(context, message?).await?;
+                }
+                Some(message) = outbox.recv() => {
+                    if let Some(message) = self.adapt(message) {
+                        self.write_messages(&[message]).await?;
+                    }
                 }
                 _ = heartbeat.tick() => {
                     self.write_messages(&[self.status(NodeStatus::Running)]).await?;
@@ -375,7 +405,22 @@ impl CoreSession {
         match message {
             Message::NodeCommand(command) => {
                 context.metrics.commands_received.increment();
-                let answer = self.answer_command(command.command);
+                tracing::info!(
+                    command = command.command.variant_name(),
+                    command_id = command.command_id,
+                    pot_id = command.command.pot_id(),
+                    "command from the core"
+                );
+                if let Some(pots) = &context.pots {
+                    // Installs take minutes: the manager answers through the outbox.
+                    tokio::spawn(pots.clone().handle(command.command, command.command_id));
+                    return Ok(());
+                }
+                let answer: Vec<Message> = self
+                    .answer_without_pots(command.command, command.command_id)
+                    .into_iter()
+                    .filter_map(|message| self.adapt(message))
+                    .collect();
                 self.write_messages(&answer).await
             }
             Message::RegistrationAck(ack) if !ack.accepted => Err(UplinkError::Refused {
@@ -395,36 +440,90 @@ impl CoreSession {
         }
     }
 
-    /// This version runs no pots: pot commands are answered `Failed` with the reason, node
-    /// commands with an `Error` NodeEvent, as the contract asks for unsupported commands.
-    fn answer_command(&self, command: Command) -> Vec<Message> {
+    /// An Agent node (or one with `honeypot.enabled: false`) runs no pots: pot commands are
+    /// answered `Failed` with the reason, node commands with an `Error` NodeEvent, as the
+    /// contract asks for unsupported commands; each also gets its `CommandAnswer`.
+    fn answer_without_pots(&self, command: Command, command_id: Option<u64>) -> Vec<Message> {
         let name = command.variant_name();
-        tracing::info!(
-            command = name,
-            pot_id = command.pot_id(),
-            "command from the core"
-        );
         let pot_type = match &command {
             Command::InstallPot(install) => install.honeypot_type.clone(),
             _ => "unknown".to_owned(),
         };
-        match command.pot_id() {
+        let reason = match command.pot_id() {
+            Some(_) => format!("{name} is not supported: this node does not run pots"),
+            None => format!("{name} is not supported by this node"),
+        };
+        let mut messages = match command.pot_id() {
             Some(pot_id) => vec![Message::PotStatusUpdate(PotStatusUpdate {
                 node_id: self.node_id,
                 pot_id: pot_id.to_owned(),
                 pot_type,
                 status: PotStatus::Failed,
-                message: Some(format!(
-                    "{name} is not supported: this node version does not manage pots"
-                )),
+                message: Some(reason.clone()),
+                command_id,
             })],
             // No pots are installed, so there is nothing to list.
             None if matches!(command, Command::GetInstalledPots) => Vec::new(),
             None => vec![Message::NodeEvent(NodeEvent {
                 kind: NodeEventKind::Error,
-                message: Some(format!("{name} is not supported by this node version")),
+                message: Some(reason.clone()),
             })],
+        };
+        let listed = matches!(command, Command::GetInstalledPots);
+        messages.push(Message::CommandAnswer(CommandAnswer {
+            node_id: self.node_id,
+            command_id,
+            command: name.to_owned(),
+            pot_id: command.pot_id().map(str::to_owned),
+            success: listed,
+            message: Some(if listed {
+                "no pots installed".into()
+            } else {
+                reason
+            }),
+            data: listed.then(|| serde_json::json!({"pots": []})),
+        }));
+        messages
+    }
+
+    /// Fits a message to what the Core speaks: without the `command_answers` extension,
+    /// answers are not sent and command ids are left out.
+    fn adapt(&self, message: Message) -> Option<Message> {
+        if self
+            .capabilities
+            .iter()
+            .any(|c| c == CAPABILITY_COMMAND_ANSWERS)
+        {
+            return Some(message);
         }
+        match message {
+            Message::CommandAnswer(_) => None,
+            Message::PotStatusUpdate(mut update) => {
+                update.command_id = None;
+                Some(Message::PotStatusUpdate(update))
+            }
+            other => Some(other),
+        }
+    }
+
+    /// After (re)registration: every pot's current status. Reports queued while the Core
+    /// was away are stale and dropped; command answers among them still go out.
+    async fn report_pots(
+        &mut self,
+        context: &UplinkContext,
+        outbox: &mut mpsc::Receiver<Message>,
+    ) -> Result<(), UplinkError> {
+        let Some(pots) = &context.pots else {
+            return Ok(());
+        };
+        let mut messages = pots.status_snapshot();
+        while let Ok(queued) = outbox.try_recv() {
+            if !matches!(queued, Message::PotStatusUpdate(_)) {
+                messages.push(queued);
+            }
+        }
+        let messages: Vec<Message> = messages.into_iter().filter_map(|m| self.adapt(m)).collect();
+        self.write_messages(&messages).await
     }
 
     /// Reads until one envelope is complete. Malformed envelopes are counted and skipped.

@@ -14,6 +14,12 @@ use crate::variant::externally_tagged_enum;
 /// The only protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u64 = 2;
 
+/// Extension: commands carry a `command_id` and the node ends each command with a
+/// `CommandAnswer` carrying the same id (and the data of logs, metrics and info answers).
+pub const CAPABILITY_COMMAND_ANSWERS: &str = "command_answers";
+/// Extension: the node understands the `UninstallPot` command.
+pub const CAPABILITY_UNINSTALL_POT: &str = "uninstall_pot";
+
 /// `{"version": 2, "message": {…}}`: the unit of framing on the node ↔ core wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -60,6 +66,8 @@ pub enum Message {
     NodeDrop,
     RegistrationAck(RegistrationAck),
     NodeCommand(NodeCommand),
+    /// Extension ([`CAPABILITY_COMMAND_ANSWERS`]): the outcome of one command.
+    CommandAnswer(CommandAnswer),
 }
 
 externally_tagged_enum!(
@@ -73,6 +81,7 @@ externally_tagged_enum!(
         NodeEvent,
         RegistrationAck,
         NodeCommand,
+        CommandAnswer,
     },
     unit { NodeDrop }
 );
@@ -89,6 +98,7 @@ impl Message {
             Message::NodeDrop => "NodeDrop",
             Message::RegistrationAck(_) => "RegistrationAck",
             Message::NodeCommand(_) => "NodeCommand",
+            Message::CommandAnswer(_) => "CommandAnswer",
         }
     }
 }
@@ -109,6 +119,9 @@ pub struct NodeRegistration {
     pub node_type: NodeType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_code: Option<String>,
+    /// Extension announcement: the extensions this node speaks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +156,9 @@ pub struct PotStatusUpdate {
     pub status: PotStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Extension ([`CAPABILITY_COMMAND_ANSWERS`]): the command this update answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<u64>,
 }
 
 /// One honeypot event as it travels from node to core.
@@ -262,12 +278,36 @@ pub struct RegistrationAck {
     /// Base32 TOTP secret, only when the core issues a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_key: Option<String>,
+    /// Extension announcement: the extensions of the node's list this core speaks too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeCommand {
     pub node_id: u64,
     pub command: Command,
+    /// Extension ([`CAPABILITY_COMMAND_ANSWERS`]): echoed in the node's answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<u64>,
+}
+
+/// Extension ([`CAPABILITY_COMMAND_ANSWERS`]): how one command ended on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandAnswer {
+    pub node_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<u64>,
+    /// The command's variant name.
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pot_id: Option<String>,
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Logs, metrics, info or the installed pots, depending on the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 /// What the core asks a node to do; pot commands carry the pot id.
@@ -284,6 +324,8 @@ pub enum Command {
     GetInstalledPots,
     Restart,
     UpdateConfig,
+    /// Extension ([`CAPABILITY_UNINSTALL_POT`]): stop a pot and remove it from disk.
+    UninstallPot(String),
 }
 
 externally_tagged_enum!(
@@ -298,6 +340,7 @@ externally_tagged_enum!(
         GetPotInfo,
         GetPotLogs,
         GetPotMetrics,
+        UninstallPot,
     },
     unit {
         GetInstalledPots,
@@ -321,6 +364,7 @@ impl Command {
             Command::GetInstalledPots => "GetInstalledPots",
             Command::Restart => "Restart",
             Command::UpdateConfig => "UpdateConfig",
+            Command::UninstallPot(_) => "UninstallPot",
         }
     }
 
@@ -334,7 +378,8 @@ impl Command {
             | Command::GetPotStatus(pot_id)
             | Command::GetPotInfo(pot_id)
             | Command::GetPotLogs(pot_id)
-            | Command::GetPotMetrics(pot_id) => Some(pot_id),
+            | Command::GetPotMetrics(pot_id)
+            | Command::UninstallPot(pot_id) => Some(pot_id),
             Command::GetInstalledPots | Command::Restart | Command::UpdateConfig => None,
         }
     }

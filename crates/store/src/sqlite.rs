@@ -373,6 +373,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_pot(&self, node_id: u64, pot_id: String) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            connection.execute(
+                "DELETE FROM pots WHERE node_id = ?1 AND pot_id = ?2",
+                params![node_id_to_sql(node_id), pot_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<(), StoreError> {
         self.with_writer(move |connection| {
             let transaction = connection.transaction()?;

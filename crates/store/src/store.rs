@@ -44,6 +44,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn upsert_pot(&self, pot: PotRecord) -> Result<(), StoreError>;
 
+    /// Forgets an uninstalled pot (its events are kept).
+    async fn delete_pot(&self, node_id: u64, pot_id: String) -> Result<(), StoreError>;
+
     /// Stores a batch of events in one transaction.
     async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<(), StoreError>;
 

@@ -90,6 +90,8 @@ async fn nodes_and_pots_are_tracked_and_survive_reopening() {
     assert_eq!(pots[0].state, PotState::Running);
     assert!(store.list_pots(Some(8)).await.unwrap().is_empty());
     assert_eq!(store.list_pots(None).await.unwrap().len(), 1);
+    store.delete_pot(7, "other".into()).await.unwrap();
+    assert_eq!(store.list_pots(None).await.unwrap().len(), 1);
 
     // Registering again keeps first_seen and marks the node connected.
     let mut again = registration(7, "sensor-a-renamed");
@@ -101,6 +103,8 @@ async fn nodes_and_pots_are_tracked_and_survive_reopening() {
     assert_eq!(node.first_seen, base_time());
     store.disconnect_all_nodes().await.unwrap();
     assert!(!store.list_nodes().await.unwrap()[0].connected);
+    store.delete_pot(7, "cowrie-01".into()).await.unwrap();
+    assert!(store.list_pots(Some(7)).await.unwrap().is_empty());
 }
 
 #[tokio::test]

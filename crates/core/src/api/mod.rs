@@ -1,6 +1,7 @@
 //! The operator REST API (port 9002): one router per resource, one error type, JSON in and
 //! out. Handlers translate store records into API views; they never see wire types.
 
+mod commands;
 mod error;
 mod events;
 mod honeypots;
@@ -19,6 +20,7 @@ use serde_json::json;
 
 pub(crate) use error::ApiError;
 
+use crate::commands::CommandTracker;
 use crate::sessions::SessionRegistry;
 
 /// The contract of this API, served at `/api/v1/openapi.json`.
@@ -28,6 +30,7 @@ const OPENAPI_DOCUMENT: &str = include_str!("../../../../docs/openapi.json");
 pub(crate) struct ApiState {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<SessionRegistry>,
+    pub commands: Arc<CommandTracker>,
     pub metrics: Arc<MetricsRegistry>,
     /// A connected node silent for longer than this is shown offline.
     pub offline_after: Duration,
@@ -39,6 +42,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(nodes::router())
+        .merge(commands::router())
         .merge(honeypots::router())
         .merge(events::router())
         .fallback(not_found)

@@ -2,25 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use honeybee_protocol::{format_timestamp, Command};
+use honeybee_protocol::format_timestamp;
 use honeybee_store::NodeRecord;
 use serde::Serialize;
 
 use super::honeypots::PotView;
 use super::{ApiError, ApiState};
-use crate::sessions::SendCommandError;
 
 pub(super) fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{node_id}", get(get_node))
-        .route("/api/v1/nodes/{node_id}/commands", post(send_command))
 }
 
 /// A node as the API shows it.
@@ -105,51 +101,10 @@ async fn get_node(
     Ok(Json(view))
 }
 
-fn parse_node_id(text: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_node_id(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| {
         ApiError::BadRequest(format!(
             "invalid node id {text:?}: expected an unsigned integer"
         ))
     })
-}
-
-#[derive(Serialize)]
-struct CommandAccepted {
-    node_id: u64,
-    command: &'static str,
-    status: &'static str,
-}
-
-/// Queues a Protocol v2 command (the contract's shape, e.g. `{"StopPot": "cowrie-01"}`)
-/// for a connected node. 202: written to the node's session; the node answers with status
-/// updates. 409: the node is not connected to this Core.
-async fn send_command(
-    State(state): State<Arc<ApiState>>,
-    Path(node_id): Path<String>,
-    body: Result<Json<Command>, JsonRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let node_id = parse_node_id(&node_id)?;
-    let Json(command) = body.map_err(|rejection| {
-        ApiError::BadRequest(format!("invalid command: {}", rejection.body_text()))
-    })?;
-    let name = command.variant_name();
-    if state.store.get_node(node_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("node {node_id} not found")));
-    }
-    match state.sessions.send_command(node_id, command) {
-        Ok(()) => Ok((
-            StatusCode::ACCEPTED,
-            Json(CommandAccepted {
-                node_id,
-                command: name,
-                status: "sent",
-            }),
-        )),
-        Err(SendCommandError::NotConnected) => Err(ApiError::Conflict(format!(
-            "node {node_id} is not connected to this core"
-        ))),
-        Err(SendCommandError::QueueFull) => Err(ApiError::Conflict(format!(
-            "node {node_id} has too many commands pending; retry later"
-        ))),
-    }
 }

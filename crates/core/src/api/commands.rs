@@ -1,0 +1,170 @@
+//! Commands to nodes: `POST /api/v1/nodes/{node_id}/commands` (optionally waiting for the
+//! answer) and `GET /api/v1/commands/{command_id}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use honeybee_protocol::{format_timestamp, Command};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::nodes::parse_node_id;
+use super::{ApiError, ApiState};
+use crate::commands::CommandOutcome;
+use crate::sessions::SendCommandError;
+
+/// Longest `?wait=` accepted, in seconds (an install can take minutes).
+const MAX_WAIT_SECONDS: f64 = 600.0;
+
+pub(super) fn router() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/v1/nodes/{node_id}/commands", post(send_command))
+        .route("/api/v1/commands/{command_id}", get(get_command))
+}
+
+#[derive(Debug, Serialize)]
+struct AnswerView {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pot_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+    received_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CommandView {
+    command_id: u64,
+    node_id: u64,
+    command: String,
+    /// `sent` (no answer expected: the node does not correlate answers), `pending` (no
+    /// answer yet) or `answered`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<AnswerView>,
+}
+
+impl From<CommandOutcome> for CommandView {
+    fn from(outcome: CommandOutcome) -> Self {
+        CommandView {
+            command_id: outcome.command_id,
+            node_id: outcome.node_id,
+            command: outcome.command,
+            status: "answered",
+            answer: Some(AnswerView {
+                success: outcome.success,
+                pot_id: outcome.pot_id,
+                message: outcome.message,
+                data: outcome.data,
+                received_at: format_timestamp(outcome.received_at),
+            }),
+        }
+    }
+}
+
+/// Queues a Protocol v2 command (the contract's shape, e.g. `{"StopPot": "cowrie-01"}`)
+/// for a connected node. 202 with the `command_id`; with `?wait=SECONDS`, 200 with the
+/// node's answer once it arrives (or 202 `pending` when the wait runs out). 409: the node is
+/// not connected, or does not speak the extension the command needs.
+async fn send_command(
+    State(state): State<Arc<ApiState>>,
+    Path(node_id): Path<String>,
+    Query(parameters): Query<HashMap<String, String>>,
+    body: Result<Json<Command>, JsonRejection>,
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
+    let node_id = parse_node_id(&node_id)?;
+    let wait = parse_wait(&parameters)?;
+    let Json(command) = body.map_err(|rejection| {
+        ApiError::BadRequest(format!("invalid command: {}", rejection.body_text()))
+    })?;
+    let name = command.variant_name().to_owned();
+    if state.store.get_node(node_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("node {node_id} not found")));
+    }
+    let command_id = state.commands.next_id();
+    // Registered before sending, so a fast answer cannot slip past the waiter.
+    let waiter = wait.map(|_| state.commands.wait_for(command_id));
+    let delivery = match state.sessions.send_command(node_id, command, command_id) {
+        Ok(delivery) => delivery,
+        Err(error) => {
+            state.commands.forget_waiter(command_id);
+            return Err(ApiError::Conflict(match error {
+                SendCommandError::NotConnected => {
+                    format!("node {node_id} is not connected to this core")
+                }
+                SendCommandError::QueueFull => {
+                    format!("node {node_id} has too many commands pending; retry later")
+                }
+                SendCommandError::Unsupported { capability } => format!(
+                    "node {node_id} does not support {name} (it did not announce the {capability:?} extension)"
+                ),
+            }));
+        }
+    };
+    let pending = CommandView {
+        command_id,
+        node_id,
+        command: name,
+        status: if delivery.correlated {
+            "pending"
+        } else {
+            "sent"
+        },
+        answer: None,
+    };
+    let (Some(wait), Some(waiter), true) = (wait, waiter, delivery.correlated) else {
+        state.commands.forget_waiter(command_id);
+        return Ok((StatusCode::ACCEPTED, Json(pending)));
+    };
+    match tokio::time::timeout(wait, waiter).await {
+        Ok(Ok(outcome)) => Ok((StatusCode::OK, Json(CommandView::from(outcome)))),
+        _ => {
+            state.commands.forget_waiter(command_id);
+            Ok((StatusCode::ACCEPTED, Json(pending)))
+        }
+    }
+}
+
+fn parse_wait(parameters: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+    if let Some(unknown) = parameters.keys().find(|key| key.as_str() != "wait") {
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter {unknown:?}; known: wait"
+        )));
+    }
+    let Some(text) = parameters.get("wait") else {
+        return Ok(None);
+    };
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.0..=MAX_WAIT_SECONDS).contains(&seconds) => {
+            Ok(Some(Duration::from_secs_f64(seconds)))
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "invalid wait {text:?}: expected seconds from 0 to {MAX_WAIT_SECONDS}"
+        ))),
+    }
+}
+
+/// The answer to a command, while the Core still remembers it.
+async fn get_command(
+    State(state): State<Arc<ApiState>>,
+    Path(command_id): Path<String>,
+) -> Result<Json<CommandView>, ApiError> {
+    let command_id: u64 = command_id.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid command id {command_id:?}: expected an unsigned integer"
+        ))
+    })?;
+    state
+        .commands
+        .answer(command_id)
+        .map(|outcome| Json(CommandView::from(outcome)))
+        .ok_or_else(|| ApiError::NotFound(format!("no answer for command {command_id} (yet)")))
+}

@@ -1,0 +1,47 @@
+//! The installed pots and their desired state, persisted in the node's state directory so
+//! that a restarted node brings them back as they were.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::PotDefinition;
+
+/// One installed pot, as written to `pots.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct InstalledPot {
+    pub pot_id: String,
+    pub pot_type: String,
+    pub version: String,
+    /// `potstore` or the git URL it came from.
+    pub source: String,
+    /// The definition as it was at install time: later potstore edits do not change a pot.
+    pub definition: PotDefinition,
+    /// Every placeholder value (config and the node's own).
+    pub values: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    pub instance_dir: PathBuf,
+    /// Whether the operator wants it running (survives node restarts).
+    pub desired_running: bool,
+    pub installed_at: String,
+}
+
+pub(crate) fn load(path: &Path) -> Result<Vec<InstalledPot>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|error| format!("reading installed pots from {}: {error}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(format!("reading {}: {error}", path.display())),
+    }
+}
+
+/// Writes through a temporary file and a rename: a crash never leaves half a file.
+pub(crate) fn save(path: &Path, pots: &[InstalledPot]) -> std::io::Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec_pretty(pots).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}

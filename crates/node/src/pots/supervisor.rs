@@ -1,0 +1,287 @@
+//! Supervision of a running pot: start it, wait until its ports listen, restart it with
+//! backoff when it dies, give up (and say why) when it keeps crashing, stop it on request.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use honeybee_protocol::PotStatus;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::logs::RotatingLog;
+use super::manager::{pump_lines, terminate_group, PotManager, StartNotice};
+use super::state::InstalledPot;
+
+/// More crashes than this within [`CRASH_WINDOW`] and the pot stays `Failed`.
+const MAX_CRASHES: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const HEALTH_POLL: Duration = Duration::from_millis(100);
+
+enum RunEnd {
+    /// Stop was requested; the pot is down.
+    Stopped,
+    /// The pot exited or failed its health check on its own.
+    Crashed(String),
+    /// It cannot run at all (port taken, command missing): restarting will not help.
+    Unstartable(String),
+}
+
+impl PotManager {
+    pub(super) async fn supervise(
+        self: Arc<Self>,
+        pot_id: String,
+        stop: CancellationToken,
+        mut started: StartNotice,
+    ) {
+        let Some(installed) = self
+            .lock_pots()
+            .get(&pot_id)
+            .and_then(|slot| slot.installed.clone())
+        else {
+            return;
+        };
+        let mut crashes: VecDeque<Instant> = VecDeque::new();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let command_id = started.as_ref().and_then(|(_, id)| *id);
+            let end = self
+                .run_once(&installed, &stop, &mut started, command_id)
+                .await;
+            self.clear_process(&pot_id);
+            let reason = match end {
+                RunEnd::Stopped => return,
+                RunEnd::Unstartable(reason) => {
+                    self.report(&pot_id, PotStatus::Failed, Some(reason.clone()), command_id);
+                    notify(&mut started, Err(reason));
+                    return;
+                }
+                RunEnd::Crashed(reason) => reason,
+            };
+            let now = Instant::now();
+            crashes.push_back(now);
+            while crashes
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > CRASH_WINDOW)
+            {
+                crashes.pop_front();
+            }
+            let restarts = {
+                let mut pots = self.lock_pots();
+                pots.get_mut(&pot_id).map_or(0, |slot| {
+                    slot.restarts += 1;
+                    slot.restarts
+                })
+            };
+            if crashes.len() > MAX_CRASHES {
+                let message = format!(
+                    "{reason}; crashed {} times within {} s, not restarting it (send DeployPot or RestartPot to try again)",
+                    crashes.len(),
+                    CRASH_WINDOW.as_secs()
+                );
+                self.report(
+                    &pot_id,
+                    PotStatus::Failed,
+                    Some(message.clone()),
+                    command_id,
+                );
+                notify(&mut started, Err(message));
+                if let Some(slot) = self.lock_pots().get_mut(&pot_id) {
+                    slot.supervisor = None;
+                }
+                return;
+            }
+            self.report(
+                &pot_id,
+                PotStatus::Failed,
+                Some(format!(
+                    "{reason}; restart {restarts} in {} s",
+                    backoff.as_secs()
+                )),
+                command_id,
+            );
+            notify(&mut started, Err(reason));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Starts the pot once and runs it until it ends or is stopped.
+    async fn run_once(
+        &self,
+        installed: &InstalledPot,
+        stop: &CancellationToken,
+        started: &mut StartNotice,
+        command_id: Option<u64>,
+    ) -> RunEnd {
+        let pot_id = &installed.pot_id;
+        for port in &installed.ports {
+            if port_in_use(*port) {
+                return RunEnd::Unstartable(format!("port {port} is already in use on this node"));
+            }
+        }
+        let definition = &installed.definition;
+        let argv: Result<Vec<String>, String> = definition
+            .start
+            .iter()
+            .map(|part| super::manifest::render(part, &installed.values))
+            .collect();
+        let argv = match argv {
+            Ok(argv) => argv,
+            Err(reason) => return RunEnd::Unstartable(reason),
+        };
+        let working_dir = match &definition.working_dir {
+            Some(relative) => installed.instance_dir.join(relative),
+            None => installed.instance_dir.clone(),
+        };
+        let mut command = match self.pot_command(
+            &definition.env,
+            &installed.values,
+            &installed.instance_dir,
+            &working_dir,
+            &argv,
+        ) {
+            Ok(command) => command,
+            Err(reason) => return RunEnd::Unstartable(reason),
+        };
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                return RunEnd::Unstartable(format!("cannot start {:?}: {error}", argv[0]))
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let log = Arc::new(Mutex::new(RotatingLog::new(
+            installed.instance_dir.join("logs/pot.log"),
+            self.settings.log_max_bytes,
+            self.settings.log_files,
+        )));
+        if let Some(out) = child.stdout.take() {
+            pump_lines(out, log.clone(), None);
+        }
+        if let Some(err) = child.stderr.take() {
+            pump_lines(err, log, None);
+        }
+        if let Some(slot) = self.lock_pots().get_mut(pot_id) {
+            slot.pid = Some(pid);
+            slot.started_at = Some(Instant::now());
+            slot.cpu_sample = None;
+        }
+
+        // Healthy once every port listens.
+        let deadline = Instant::now() + Duration::from_secs_f64(definition.health_timeout);
+        loop {
+            if installed.ports.iter().all(|port| port_listening(*port)) {
+                break;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    terminate_group(&mut child, self.settings.stop_grace).await;
+                    return RunEnd::Stopped;
+                }
+                status = child.wait() => {
+                    return RunEnd::Crashed(format!("exited during start-up with {}", describe(status)));
+                }
+                _ = tokio::time::sleep(HEALTH_POLL) => {}
+            }
+            if Instant::now() > deadline {
+                terminate_group(&mut child, self.settings.stop_grace).await;
+                return RunEnd::Crashed(format!(
+                    "health check failed: ports {:?} not listening after {} s",
+                    installed.ports, definition.health_timeout
+                ));
+            }
+        }
+        self.report(
+            pot_id,
+            PotStatus::Running,
+            Some(format!("running (pid {pid})")),
+            command_id,
+        );
+        notify(started, Ok(pid));
+
+        tokio::select! {
+            _ = stop.cancelled() => {
+                terminate_group(&mut child, self.settings.stop_grace).await;
+                RunEnd::Stopped
+            }
+            status = child.wait() => {
+                // The leader is gone; anything left in its group goes too.
+                terminate_group(&mut child, Duration::ZERO).await;
+                RunEnd::Crashed(format!("exited with {}", describe(status)))
+            }
+        }
+    }
+
+    fn clear_process(&self, pot_id: &str) {
+        if let Some(slot) = self.lock_pots().get_mut(pot_id) {
+            slot.pid = None;
+            slot.started_at = None;
+        }
+    }
+}
+
+fn notify(started: &mut StartNotice, result: Result<u32, String>) {
+    if let Some((sender, _)) = started.take() {
+        let _ = sender.send(result);
+    }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("an unknown status ({error})"),
+    }
+}
+
+/// Whether another process holds the port (a listener on any address).
+fn port_in_use(port: u16) -> bool {
+    let socket = match tokio::net::TcpSocket::new_v4() {
+        Ok(socket) => socket,
+        Err(_) => return false,
+    };
+    let _ = socket.set_reuseaddr(true);
+    match socket.bind(std::net::SocketAddr::from(([0, 0, 0, 0], port))) {
+        Ok(()) => socket.listen(1).is_err(),
+        Err(_) => true,
+    }
+}
+
+/// Whether some process listens on the port, read from `/proc/net/tcp{,6}` so that the
+/// check itself makes no connection (which a honeypot would log as an attack).
+fn port_listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields
+                    .get(1)
+                    .and_then(|address| address.rsplit(':').next())
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+                fields.get(3) == Some(&LISTEN) && local_port == Some(port)
+            })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_ports_are_seen_without_connecting() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(port_listening(port));
+        assert!(port_in_use(port));
+        drop(listener);
+        assert!(!port_listening(port));
+        assert!(!port_in_use(port));
+    }
+}

@@ -665,11 +665,7 @@ impl PotManager {
         }
     }
 
-    fn launch_supervisor(
-        self: &Arc<Self>,
-        pot_id: &str,
-        started: StartNotice,
-    ) {
+    fn launch_supervisor(self: &Arc<Self>, pot_id: &str, started: StartNotice) {
         let stop = CancellationToken::new();
         let manager = self.clone();
         let task = tokio::spawn(manager.clone().supervise(

@@ -239,17 +239,11 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
-/// Whether another process holds the port (a listener on any address).
+/// Whether another process holds the port (a listener on any address). The standard
+/// library's bind sets SO_REUSEADDR, so connections lingering in TIME_WAIT after a restart
+/// do not count as a clash.
 fn port_in_use(port: u16) -> bool {
-    let socket = match tokio::net::TcpSocket::new_v4() {
-        Ok(socket) => socket,
-        Err(_) => return false,
-    };
-    let _ = socket.set_reuseaddr(true);
-    match socket.bind(std::net::SocketAddr::from(([0, 0, 0, 0], port))) {
-        Ok(()) => socket.listen(1).is_err(),
-        Err(_) => true,
-    }
+    std::net::TcpListener::bind(("0.0.0.0", port)).is_err()
 }
 
 /// Whether some process listens on the port, read from `/proc/net/tcp{,6}` so that the

@@ -1,5 +1,10 @@
 //! Start-up plumbing shared by the three binaries (`honeybee-core`, `honeybee-node`,
-//! `honeybee`): logging set-up and turning SIGINT/SIGTERM into a shutdown token.
+//! `honeybee`): logging set-up and turning SIGINT/SIGTERM into a shutdown token; and the
+//! operator commands of the `honeybee` CLI.
+
+mod operator;
+
+pub use operator::Operator;
 
 use std::io::IsTerminal;
 use std::path::Path;

@@ -557,3 +557,74 @@ async fn cowrie_installed_through_the_api_reports_an_ssh_login() {
         .await;
     assert_eq!(stopped["success"], true, "{stopped}");
 }
+
+/// Runs the `honeybee` CLI against the sensor's Core (a separate process: blocking here
+/// holds up nothing it needs).
+fn cli(sensor: &Sensor, arguments: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_honeybee"))
+        .arg("--api")
+        .arg(sensor.ports.api_base())
+        .args(arguments)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_cli_installs_lists_inspects_and_stops_pots() {
+    let sensor = Sensor::start().await;
+    let port = free_port();
+    let node = sensor.node_id.to_string();
+    let ports_setting = format!("ports={port}");
+    let arguments = [
+        "install",
+        "e2e-node",
+        "tcp-banner",
+        "cli-pot",
+        "--set",
+        &ports_setting,
+    ];
+    let (ok, output) = cli(&sensor, &arguments);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("installing tcp-banner as cli-pot"),
+        "{output}"
+    );
+    assert!(
+        output.contains("cli-pot is running (pid"),
+        "progress and result shown: {output}"
+    );
+
+    let (ok, output) = cli(&sensor, &["pots"]);
+    assert!(
+        ok && output.contains("cli-pot") && output.contains("Running"),
+        "{output}"
+    );
+    let (ok, output) = cli(&sensor, &["logs", &node, "cli-pot"]);
+    assert!(
+        ok && output.contains(&format!("listening on ports {port}")),
+        "{output}"
+    );
+    let (ok, output) = cli(&sensor, &["metrics", &node, "cli-pot"]);
+    assert!(
+        ok && output.contains("memory:") && output.contains("restarts:   0"),
+        "{output}"
+    );
+    let (ok, output) = cli(&sensor, &["stop", &node, "cli-pot"]);
+    assert!(ok && output.contains("cli-pot stopped"), "{output}");
+    assert!(!port_accepts(port).await);
+
+    let (ok, output) = cli(&sensor, &["start", &node, "no-such-pot"]);
+    assert!(!ok, "{output}");
+    assert!(output.contains("not installed"), "{output}");
+    let (ok, output) = cli(&sensor, &["start", "no-such-node", "cli-pot"]);
+    assert!(
+        !ok && output.contains("no node named \"no-such-node\""),
+        "{output}"
+    );
+}

@@ -1,11 +1,11 @@
 //! `honeybee`: the operator CLI. `honeybee up` runs a Core and a local Node in one process
-//! for a first look.
+//! for a first look; the other commands manage pots through a Core's REST API.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use honeybee::{init_tracing, shutdown_on_signals, LogSettings};
+use honeybee::{init_tracing, shutdown_on_signals, LogSettings, Operator};
 use honeybee_core::CoreConfig;
 use honeybee_node::NodeConfig;
 
@@ -13,6 +13,14 @@ use honeybee_node::NodeConfig;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Arguments {
+    /// The Core's REST API.
+    #[arg(
+        long,
+        global = true,
+        env = "HONEYBEE_API",
+        default_value = "http://127.0.0.1:9002"
+    )]
+    api: String,
     #[command(subcommand)]
     command: CliCommand,
 }
@@ -37,6 +45,45 @@ enum CliCommand {
         #[arg(long, default_value = "info")]
         log_level: String,
     },
+    #[command(flatten)]
+    Operator(OperatorCommand),
+}
+
+/// Commands that go through a Core's REST API.
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// List every pot of every node with its status.
+    Pots,
+    /// Install a pot on a node (NODE is a node id or name) and show the progress.
+    Install {
+        node: String,
+        /// Pot type from the potstore (e.g. cowrie, tcp-banner).
+        pot_type: String,
+        /// Id for the new pot, unique on the node.
+        pot_id: String,
+        /// A config value, e.g. --set ssh_port=2222 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// Install from this git repository (with its own manifest.toml).
+        #[arg(long)]
+        git_url: Option<String>,
+        /// Branch of --git-url.
+        #[arg(long, requires = "git_url")]
+        git_branch: Option<String>,
+        /// Install only; do not start it.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Start an installed pot.
+    Start { node: String, pot_id: String },
+    /// Stop a pot (SIGTERM, then SIGKILL after the grace period).
+    Stop { node: String, pot_id: String },
+    /// Restart a pot.
+    Restart { node: String, pot_id: String },
+    /// Show a pot's recent output.
+    Logs { node: String, pot_id: String },
+    /// Show a pot's CPU, memory, uptime and restarts.
+    Metrics { node: String, pot_id: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +115,44 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run_up(core_config, node_config))
         }
+        CliCommand::Operator(operator_command) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run_operator(
+                Operator::new(&arguments.api),
+                operator_command,
+            ))
+        }
+    }
+}
+
+async fn run_operator(operator: Operator, command: OperatorCommand) -> anyhow::Result<()> {
+    match command {
+        OperatorCommand::Pots => operator.list_pots().await,
+        OperatorCommand::Install {
+            node,
+            pot_type,
+            pot_id,
+            settings,
+            git_url,
+            git_branch,
+            no_start,
+        } => {
+            let git = git_url.map(|url| (url, git_branch));
+            operator
+                .install(&node, &pot_type, &pot_id, &settings, git, !no_start)
+                .await
+        }
+        OperatorCommand::Start { node, pot_id } => {
+            operator.lifecycle("DeployPot", &node, &pot_id).await
+        }
+        OperatorCommand::Stop { node, pot_id } => {
+            operator.lifecycle("StopPot", &node, &pot_id).await
+        }
+        OperatorCommand::Restart { node, pot_id } => {
+            operator.lifecycle("RestartPot", &node, &pot_id).await
+        }
+        OperatorCommand::Logs { node, pot_id } => operator.logs(&node, &pot_id).await,
+        OperatorCommand::Metrics { node, pot_id } => operator.metrics(&node, &pot_id).await,
     }
 }
 

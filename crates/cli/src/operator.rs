@@ -1,0 +1,252 @@
+//! The operator commands of the `honeybee` CLI (`pots`, `install`, `start`, `stop`,
+//! `restart`, `logs`, `metrics`): thin clients of the Core's REST API.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+/// How long `start`, `stop`, `restart`, `logs` and `metrics` wait for the node's answer.
+const ANSWER_WAIT_SECONDS: u64 = 120;
+/// How often `install` looks at the pot's progress.
+const PROGRESS_POLL: Duration = Duration::from_millis(500);
+
+/// A client of one Core's API.
+pub struct Operator {
+    client: reqwest::Client,
+    api: String,
+}
+
+impl Operator {
+    pub fn new(api: &str) -> Self {
+        Operator {
+            client: reqwest::Client::new(),
+            api: api.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.api);
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("reaching the core API at {url}"))?;
+        answer_body(response).await
+    }
+
+    /// The node id for an id or a node name.
+    async fn node_id(&self, node: &str) -> anyhow::Result<u64> {
+        if let Ok(node_id) = node.parse::<u64>() {
+            return Ok(node_id);
+        }
+        let nodes = self.get("/api/v1/nodes").await?;
+        let matches: Vec<u64> = nodes["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|candidate| candidate["node_name"] == node)
+            .filter_map(|candidate| candidate["node_id"].as_u64())
+            .collect();
+        match matches.as_slice() {
+            [node_id] => Ok(*node_id),
+            [] => bail!("no node named {node:?} (see GET /api/v1/nodes)"),
+            _ => bail!("several nodes are named {node:?}; use the node id"),
+        }
+    }
+
+    /// Sends a command; with `wait`, returns the node's answer.
+    async fn command(
+        &self,
+        node: &str,
+        command: Value,
+        wait: Option<u64>,
+    ) -> anyhow::Result<Value> {
+        let node_id = self.node_id(node).await?;
+        let mut url = format!("{}/api/v1/nodes/{node_id}/commands", self.api);
+        if let Some(seconds) = wait {
+            url.push_str(&format!("?wait={seconds}"));
+        }
+        let response = self
+            .client
+            .post(&url)
+            .json(&command)
+            .send()
+            .await
+            .with_context(|| format!("reaching the core API at {url}"))?;
+        let body = answer_body(response).await?;
+        if wait.is_some() && body["status"] != "answered" {
+            bail!(
+                "no answer from the node in time (command {}); check GET /api/v1/commands/{}",
+                body["command_id"],
+                body["command_id"]
+            );
+        }
+        Ok(body)
+    }
+
+    /// `honeybee pots`: every pot of every node.
+    pub async fn list_pots(&self) -> anyhow::Result<()> {
+        let pots = self.get("/api/v1/honeypots").await?;
+        println!(
+            "{:<18} {:<20} {:<12} {:<10} MESSAGE",
+            "NODE", "POT", "TYPE", "STATUS"
+        );
+        for pot in pots["honeypots"].as_array().into_iter().flatten() {
+            println!(
+                "{:<18} {:<20} {:<12} {:<10} {}",
+                pot["node_id"],
+                text(&pot["pot_id"]),
+                text(&pot["pot_type"]),
+                text(&pot["status"]),
+                text(&pot["message"]),
+            );
+        }
+        Ok(())
+    }
+
+    /// `honeybee install`: installs a pot and shows its progress until it is done.
+    pub async fn install(
+        &self,
+        node: &str,
+        pot_type: &str,
+        pot_id: &str,
+        settings: &[String],
+        git: Option<(String, Option<String>)>,
+        start: bool,
+    ) -> anyhow::Result<()> {
+        let mut config = BTreeMap::new();
+        for setting in settings {
+            let (key, value) = setting
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--set {setting:?}: expected key=value"))?;
+            config.insert(key.to_owned(), value.to_owned());
+        }
+        let (git_url, git_branch) = git.map_or((None, None), |(url, branch)| (Some(url), branch));
+        let command = json!({"InstallPot": {
+            "pot_id": pot_id,
+            "honeypot_type": pot_type,
+            "git_url": git_url,
+            "git_branch": git_branch,
+            "config": config,
+            "auto_start": start,
+        }});
+        let sent = self.command(node, command, None).await?;
+        let command_id = sent["command_id"]
+            .as_u64()
+            .context("the core returned no command id")?;
+        println!("installing {pot_type} as {pot_id} (command {command_id})");
+        let mut last_progress = String::new();
+        loop {
+            if let Some(pot) = self.pot(pot_id).await? {
+                let progress = format!("{}: {}", text(&pot["status"]), text(&pot["message"]));
+                if progress != last_progress {
+                    println!("  {progress}");
+                    last_progress = progress;
+                }
+            }
+            let url = format!("{}/api/v1/commands/{command_id}", self.api);
+            let response = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("reaching {url}"))?;
+            if response.status().is_success() {
+                let answered: Value = response.json().await?;
+                return report(&answered["answer"]);
+            }
+            tokio::time::sleep(PROGRESS_POLL).await;
+        }
+    }
+
+    async fn pot(&self, pot_id: &str) -> anyhow::Result<Option<Value>> {
+        let pots = self.get("/api/v1/honeypots").await?;
+        Ok(pots["honeypots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|pot| pot["pot_id"] == pot_id)
+            .cloned())
+    }
+
+    /// `honeybee start|stop|restart`.
+    pub async fn lifecycle(&self, variant: &str, node: &str, pot_id: &str) -> anyhow::Result<()> {
+        let answered = self
+            .command(node, json!({ variant: pot_id }), Some(ANSWER_WAIT_SECONDS))
+            .await?;
+        report(&answered["answer"])
+    }
+
+    /// `honeybee logs`: the pot's recent output.
+    pub async fn logs(&self, node: &str, pot_id: &str) -> anyhow::Result<()> {
+        let answered = self
+            .command(
+                node,
+                json!({ "GetPotLogs": pot_id }),
+                Some(ANSWER_WAIT_SECONDS),
+            )
+            .await?;
+        let answer = &answered["answer"];
+        if answer["success"] != true {
+            return report(answer);
+        }
+        for line in answer["data"]["lines"].as_array().into_iter().flatten() {
+            println!("{}", text(line));
+        }
+        Ok(())
+    }
+
+    /// `honeybee metrics`: CPU, memory, uptime and restarts of a pot.
+    pub async fn metrics(&self, node: &str, pot_id: &str) -> anyhow::Result<()> {
+        let answered = self
+            .command(
+                node,
+                json!({ "GetPotMetrics": pot_id }),
+                Some(ANSWER_WAIT_SECONDS),
+            )
+            .await?;
+        let answer = &answered["answer"];
+        if answer["success"] != true {
+            return report(answer);
+        }
+        let data = &answer["data"];
+        println!("pid:        {}", data["pid"]);
+        println!("cpu:        {}%", data["cpu_percent"]);
+        println!("memory:     {} bytes resident", data["rss_bytes"]);
+        println!("uptime:     {} s", data["uptime_seconds"]);
+        println!("restarts:   {}", data["restarts"]);
+        println!("processes:  {}", data["processes"]);
+        Ok(())
+    }
+}
+
+/// The JSON body of a response, or an error carrying the API's `error` message.
+async fn answer_body(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("the core answered {status}: {}", text(&body["error"]));
+    }
+    Ok(body)
+}
+
+/// Prints a node's answer; an unsuccessful one becomes the command's error.
+fn report(answer: &Value) -> anyhow::Result<()> {
+    if answer["success"] == true {
+        println!("{}", text(&answer["message"]));
+        Ok(())
+    } else {
+        bail!("{}", text(&answer["message"]))
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

@@ -378,6 +378,11 @@ banner = "+OK POP3 ready\\r\\n"
 PYTHONPATH = "{kit}"
 
 [[pots]]
+id = "crasher"
+version = "0.1.0"
+start = ["sh", "-c", "echo dying; exit 7"]
+
+[[pots]]
 id = "broken-install"
 version = "0.1.0"
 install = [["sh", "-c", "echo preparing; echo boom: dependency missing >&2; exit 3"]]
@@ -452,6 +457,35 @@ async fn pots_install_from_a_git_repository_and_failed_installs_say_why() {
         !sensor.pots_dir().join("broken-1").exists(),
         "a failed install leaves nothing behind"
     );
+
+    // A pot that keeps crashing is restarted a few times, then left Failed with the reason.
+    sensor
+        .command(install("crash-1", "crasher", json!({}), Some(&url)), 60)
+        .await;
+    let pot = eventually(
+        Duration::from_secs(60),
+        "the crash loop to be given up",
+        || async {
+            sensor.pot("crash-1").await.filter(|pot| {
+                pot["status"] == "Failed"
+                    && pot["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("not restarting")
+            })
+        },
+    )
+    .await;
+    let message = pot["message"].as_str().unwrap();
+    assert!(
+        message.contains("exit status: 7") && message.contains("crashed 6 times"),
+        "{message}"
+    );
+    let metrics = sensor
+        .command(json!({"GetPotMetrics": "crash-1"}), 10)
+        .await;
+    assert_eq!(metrics["data"]["restarts"], 5, "{metrics}");
+    assert_eq!(metrics["data"]["pid"], Value::Null);
 
     // A bad manifest, an unknown type, a missing repository: Failed with the reason.
     let bad = sensor.dir.path().join("bad-repo");

@@ -173,6 +173,9 @@ pub struct HoneypotSection {
     pub run_as: String,
     /// Seconds between SIGTERM and SIGKILL when a pot is stopped. Default 10.
     pub stop_grace: f64,
+    /// First delay before restarting a pot that died, in seconds; doubles per crash up to
+    /// 30 s. More than 5 crashes within 60 s and the pot stays `Failed`. Default 1.
+    pub restart_backoff: f64,
     /// A pot's captured output rotates at this size, in bytes. Default 1 MiB.
     pub log_max_bytes: u64,
     /// Rotated output files kept per pot. Default 3.
@@ -192,6 +195,7 @@ impl Default for HoneypotSection {
             python: "/usr/bin/python3".into(),
             run_as: "honeybee".into(),
             stop_grace: 10.0,
+            restart_backoff: 1.0,
             log_max_bytes: 1024 * 1024,
             log_files: 3,
             default_ssh_port: 2222,
@@ -203,6 +207,10 @@ impl Default for HoneypotSection {
 impl HoneypotSection {
     pub fn stop_grace(&self) -> Duration {
         Duration::from_secs_f64(self.stop_grace)
+    }
+
+    pub fn restart_backoff(&self) -> Duration {
+        Duration::from_secs_f64(self.restart_backoff)
     }
 
     /// `base_dir` with `~/` expanded, or the default under the node's data directory.
@@ -395,6 +403,16 @@ impl NodeConfig {
                 "honeypot.stop_grace",
                 self.honeypot.stop_grace.to_string(),
                 "must be between 0 and 3600 seconds",
+            ));
+        }
+        if !(self.honeypot.restart_backoff.is_finite()
+            && self.honeypot.restart_backoff > 0.0
+            && self.honeypot.restart_backoff <= 30.0)
+        {
+            return Err(invalid(
+                "honeypot.restart_backoff",
+                self.honeypot.restart_backoff.to_string(),
+                "must be between 0 and 30 seconds",
             ));
         }
         if self.honeypot.run_as.trim().is_empty() || self.honeypot.run_as == "root" {

@@ -221,6 +221,7 @@ fn start_pot_manager(
         event_port,
         run_as,
         stop_grace: config.honeypot.stop_grace(),
+        restart_backoff: config.honeypot.restart_backoff(),
         log_max_bytes: config.honeypot.log_max_bytes,
         log_files: config.honeypot.log_files,
         default_config,

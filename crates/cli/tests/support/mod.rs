@@ -171,7 +171,7 @@ pub fn start_node(dir: &Path, core: &CorePorts, event_port: u16) -> Daemon {
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
-        "node:\n  name: e2e-node\nserver:\n  reconnect_delay: 0.05\n  max_reconnect_delay: 0.3\n  connect_timeout: 2\n",
+        "node:\n  name: e2e-node\nserver:\n  reconnect_delay: 0.05\n  max_reconnect_delay: 0.3\n  connect_timeout: 2\nhoneypot:\n  restart_backoff: 0.05\n  stop_grace: 3\n",
     )
     .unwrap();
     Daemon::spawn(

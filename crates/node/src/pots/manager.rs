@@ -53,6 +53,8 @@ pub(crate) struct PotSettings {
     pub event_port: u16,
     pub run_as: Option<RunAs>,
     pub stop_grace: Duration,
+    /// First delay before restarting a pot that died.
+    pub restart_backoff: Duration,
     pub log_max_bytes: u64,
     pub log_files: usize,
     /// Node-wide defaults for config keys a pot type declares (e.g. `ssh_port`).

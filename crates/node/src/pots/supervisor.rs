@@ -16,7 +16,6 @@ use super::state::InstalledPot;
 /// More crashes than this within [`CRASH_WINDOW`] and the pot stays `Failed`.
 const MAX_CRASHES: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTH_POLL: Duration = Duration::from_millis(100);
 
@@ -44,7 +43,7 @@ impl PotManager {
             return;
         };
         let mut crashes: VecDeque<Instant> = VecDeque::new();
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = self.settings.restart_backoff;
         loop {
             let command_id = started.as_ref().and_then(|(_, id)| *id);
             let end = self
@@ -68,13 +67,6 @@ impl PotManager {
             {
                 crashes.pop_front();
             }
-            let restarts = {
-                let mut pots = self.lock_pots();
-                pots.get_mut(&pot_id).map_or(0, |slot| {
-                    slot.restarts += 1;
-                    slot.restarts
-                })
-            };
             if crashes.len() > MAX_CRASHES {
                 let message = format!(
                     "{reason}; crashed {} times within {} s, not restarting it (send DeployPot or RestartPot to try again)",
@@ -93,12 +85,19 @@ impl PotManager {
                 }
                 return;
             }
+            let restarts = {
+                let mut pots = self.lock_pots();
+                pots.get_mut(&pot_id).map_or(0, |slot| {
+                    slot.restarts += 1;
+                    slot.restarts
+                })
+            };
             self.report(
                 &pot_id,
                 PotStatus::Failed,
                 Some(format!(
-                    "{reason}; restart {restarts} in {} s",
-                    backoff.as_secs()
+                    "{reason}; restart {restarts} in {:.1} s",
+                    backoff.as_secs_f64()
                 )),
                 command_id,
             );

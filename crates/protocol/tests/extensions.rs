@@ -1,0 +1,87 @@
+//! The project's Protocol v2 extensions (docs/protocol.md): they round-trip, and a message
+//! that uses none of them is byte-for-byte what a peer without extensions expects.
+
+use honeybee_protocol::{
+    decode_envelope, encode_envelope, Command, CommandAnswer, Message, NodeCommand,
+    NodeRegistration, NodeType, PotStatus, PotStatusUpdate, RegistrationAck,
+    CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
+};
+use serde_json::{json, Value};
+
+fn round_trip(message: Message) -> Value {
+    let mut encoded = Vec::new();
+    encode_envelope(&message, &mut encoded);
+    assert_eq!(decode_envelope(&encoded).unwrap().message, message);
+    serde_json::from_slice(&encoded).unwrap()
+}
+
+#[test]
+fn extension_fields_and_messages_round_trip() {
+    let registration = round_trip(Message::NodeRegistration(NodeRegistration {
+        node_id: 7,
+        node_name: "n".into(),
+        address: "10.0.0.1".into(),
+        port: 0,
+        node_type: NodeType::Full,
+        totp_code: None,
+        capabilities: vec![
+            CAPABILITY_COMMAND_ANSWERS.into(),
+            CAPABILITY_UNINSTALL_POT.into(),
+        ],
+    }));
+    assert_eq!(
+        registration["message"]["NodeRegistration"]["capabilities"],
+        json!(["command_answers", "uninstall_pot"])
+    );
+    let command = round_trip(Message::NodeCommand(NodeCommand {
+        node_id: 7,
+        command: Command::UninstallPot("p1".into()),
+        command_id: Some(99),
+    }));
+    assert_eq!(
+        command["message"]["NodeCommand"],
+        json!({"node_id": 7, "command": {"UninstallPot": "p1"}, "command_id": 99})
+    );
+    let answer = round_trip(Message::CommandAnswer(CommandAnswer {
+        node_id: 7,
+        command_id: Some(99),
+        command: "GetPotLogs".into(),
+        pot_id: Some("p1".into()),
+        success: true,
+        message: Some("2 lines".into()),
+        data: Some(json!({"lines": ["a", "b"]})),
+    }));
+    assert_eq!(answer["message"]["CommandAnswer"]["data"]["lines"][1], "b");
+    round_trip(Message::PotStatusUpdate(PotStatusUpdate {
+        node_id: 7,
+        pot_id: "p1".into(),
+        pot_type: "t".into(),
+        status: PotStatus::Installing,
+        message: Some("step 1/2".into()),
+        command_id: Some(99),
+    }));
+}
+
+#[test]
+fn without_extensions_nothing_extra_is_written() {
+    let ack = round_trip(Message::RegistrationAck(RegistrationAck {
+        node_id: 7,
+        accepted: true,
+        message: None,
+        totp_key: None,
+        capabilities: Vec::new(),
+    }));
+    assert_eq!(
+        ack["message"],
+        json!({"RegistrationAck": {"node_id": 7, "accepted": true}})
+    );
+    let command = round_trip(Message::NodeCommand(NodeCommand {
+        node_id: 7,
+        command: Command::StopPot("p1".into()),
+        command_id: None,
+    }));
+    assert_eq!(
+        command["message"],
+        json!({"NodeCommand": {"node_id": 7, "command": {"StopPot": "p1"}}})
+    );
+}

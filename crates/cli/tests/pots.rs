@@ -55,6 +55,12 @@ impl Sensor {
         self.node = Some(start_node(self.dir.path(), &self.ports, self.event_port));
     }
 
+    /// SIGKILL: the node gets no chance to stop its pots.
+    fn kill_and_start_node(&mut self) {
+        self.node.take().unwrap().kill_hard();
+        self.node = Some(start_node(self.dir.path(), &self.ports, self.event_port));
+    }
+
     /// Sends a command and waits (up to `wait` seconds) for the node's answer.
     async fn command(&self, command: Value, wait: u64) -> Value {
         let url = format!(
@@ -155,6 +161,18 @@ async fn login_events(sensor: &Sensor, pot_id: &str, count: usize) -> Vec<Value>
         count,
     )
     .await
+}
+
+/// A process that exists and is not a zombie waiting to be reaped.
+fn process_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
 }
 
 async fn port_accepts(port: u16) -> bool {
@@ -309,10 +327,7 @@ async fn the_light_pot_lives_its_whole_lifecycle_through_the_api() {
     assert_eq!(stopped["success"], true, "{stopped}");
     assert!(!port_accepts(port).await, "the port is closed once stopped");
     assert_eq!(sensor.pot("banner-1").await.unwrap()["status"], "Stopped");
-    assert!(
-        !Path::new(&format!("/proc/{restarted_pid}")).exists(),
-        "no orphan left"
-    );
+    assert!(!process_alive(restarted_pid), "no orphan left");
     assert_eq!(
         sensor.command(json!({"DeployPot": "banner-1"}), 60).await["success"],
         true
@@ -337,6 +352,25 @@ async fn the_light_pot_lives_its_whole_lifecycle_through_the_api() {
     .await;
     assert!(port_accepts(port).await);
     sensor.wait_for_status("banner-1", "Running").await;
+
+    // A node killed outright leaves its pot running; started again, it takes it over.
+    let orphan = sensor.command(json!({"GetPotInfo": "banner-1"}), 10).await["data"]["pid"]
+        .as_u64()
+        .unwrap();
+    sensor.kill_and_start_node();
+    let adopted = eventually(
+        Duration::from_secs(60),
+        "the pot running under the new node",
+        || async {
+            let info = sensor.command(json!({"GetPotInfo": "banner-1"}), 10).await;
+            let pid = info["data"]["pid"].as_u64()?;
+            (info["data"]["status"] == "Running" && pid != orphan).then_some(pid)
+        },
+    )
+    .await;
+    assert!(!process_alive(orphan), "the old process group was ended");
+    assert!(process_alive(adopted));
+    ftp_login(port, "root", "after-node-crash").await;
 
     // Uninstall: gone from disk and from every list.
     let uninstalled = sensor

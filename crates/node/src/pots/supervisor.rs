@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::RotatingLog;
 use super::manager::{pump_lines, terminate_group, PotManager, StartNotice};
+use super::procfs;
 use super::state::InstalledPot;
 
 /// More crashes than this within [`CRASH_WINDOW`] and the pot stays `Failed`.
@@ -18,6 +19,8 @@ const MAX_CRASHES: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// In the instance directory: the pid (and process group) of the running pot.
+const PID_FILE: &str = "pot.pid";
 
 enum RunEnd {
     /// Stop was requested; the pot is down.
@@ -119,6 +122,7 @@ impl PotManager {
         command_id: Option<u64>,
     ) -> RunEnd {
         let pot_id = &installed.pot_id;
+        reap_leftover(installed, self.settings.stop_grace).await;
         for port in &installed.ports {
             if port_in_use(*port) {
                 return RunEnd::Unstartable(format!("port {port} is already in use on this node"));
@@ -155,6 +159,12 @@ impl PotManager {
             }
         };
         let pid = child.id().unwrap_or(0);
+        // Remembered so that a node killed without a chance to stop its pots can end this
+        // process group when it starts again (see `reap_leftover`).
+        let pid_file = installed.instance_dir.join(PID_FILE);
+        if let Err(error) = std::fs::write(&pid_file, format!("{pid}\n")) {
+            tracing::warn!(pot_id = %pot_id, %error, "writing the pot's pid file failed");
+        }
         let log = Arc::new(Mutex::new(RotatingLog::new(
             installed.instance_dir.join("logs/pot.log"),
             self.settings.log_max_bytes,
@@ -218,10 +228,48 @@ impl PotManager {
     }
 
     fn clear_process(&self, pot_id: &str) {
-        if let Some(slot) = self.lock_pots().get_mut(pot_id) {
+        let mut pots = self.lock_pots();
+        if let Some(slot) = pots.get_mut(pot_id) {
             slot.pid = None;
             slot.started_at = None;
+            if let Some(installed) = &slot.installed {
+                let _ = std::fs::remove_file(installed.instance_dir.join(PID_FILE));
+            }
         }
+    }
+}
+
+/// Ends a process group a previous node process left running (it was killed before it could
+/// stop its pots). The pid file is trusted only if that process still leads its group and
+/// its command line names this pot's instance directory, so a reused pid is never hit.
+async fn reap_leftover(installed: &InstalledPot, grace: Duration) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let pid_file = installed.instance_dir.join(PID_FILE);
+    let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    let instance = installed.instance_dir.to_string_lossy().into_owned();
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&instance))
+        && procfs::group_usage(pid).processes > 0;
+    if !ours {
+        return;
+    }
+    tracing::warn!(pot_id = %installed.pot_id, pid, "ending a pot process left running by a previous node process");
+    let group = Pid::from_raw(pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while procfs::group_usage(pid).processes > 0 && Instant::now() < deadline {
+        tokio::time::sleep(HEALTH_POLL).await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    while procfs::group_usage(pid).processes > 0 {
+        tokio::time::sleep(HEALTH_POLL).await;
     }
 }
 

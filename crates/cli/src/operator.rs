@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 const ANSWER_WAIT_SECONDS: u64 = 120;
 /// How often `install` looks at the pot's progress.
 const PROGRESS_POLL: Duration = Duration::from_millis(500);
+/// How long `install` follows an install before giving up on an answer.
+const INSTALL_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// A client of one Core's API.
 pub struct Operator {
@@ -65,6 +67,15 @@ impl Operator {
         wait: Option<u64>,
     ) -> anyhow::Result<Value> {
         let node_id = self.node_id(node).await?;
+        self.command_to(node_id, command, wait).await
+    }
+
+    async fn command_to(
+        &self,
+        node_id: u64,
+        command: Value,
+        wait: Option<u64>,
+    ) -> anyhow::Result<Value> {
         let mut url = format!("{}/api/v1/nodes/{node_id}/commands", self.api);
         if let Some(seconds) = wait {
             url.push_str(&format!("?wait={seconds}"));
@@ -133,14 +144,28 @@ impl Operator {
             "config": config,
             "auto_start": start,
         }});
-        let sent = self.command(node, command, None).await?;
+        let node_id = self.node_id(node).await?;
+        let sent = self.command_to(node_id, command, None).await?;
         let command_id = sent["command_id"]
             .as_u64()
             .context("the core returned no command id")?;
         println!("installing {pot_type} as {pot_id} (command {command_id})");
+        if sent["status"] != "pending" {
+            println!(
+                "sent; this node does not report command answers: follow it with `honeybee pots`"
+            );
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + INSTALL_DEADLINE;
         let mut last_progress = String::new();
         loop {
-            if let Some(pot) = self.pot(pot_id).await? {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "no answer to command {command_id} after {} minutes; see `honeybee pots`",
+                    INSTALL_DEADLINE.as_secs() / 60
+                );
+            }
+            if let Some(pot) = self.pot(node_id, pot_id).await? {
                 let progress = format!("{}: {}", text(&pot["status"]), text(&pot["message"]));
                 if progress != last_progress {
                     println!("  {progress}");
@@ -162,9 +187,9 @@ impl Operator {
         }
     }
 
-    async fn pot(&self, pot_id: &str) -> anyhow::Result<Option<Value>> {
-        let pots = self.get("/api/v1/honeypots").await?;
-        Ok(pots["honeypots"]
+    async fn pot(&self, node_id: u64, pot_id: &str) -> anyhow::Result<Option<Value>> {
+        let node = self.get(&format!("/api/v1/nodes/{node_id}")).await?;
+        Ok(node["honeypots"]
             .as_array()
             .into_iter()
             .flatten()

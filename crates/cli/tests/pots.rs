@@ -24,10 +24,17 @@ struct Sensor {
 
 impl Sensor {
     async fn start() -> Self {
+        Self::start_in(true).await
+    }
+
+    /// `open`: whether the pot user may pass through the test's temporary directory.
+    async fn start_in(open: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // Pots run as an unprivileged user, who must reach their directories in here.
+        // Pots run as an unprivileged user, who must reach their directories in here (or,
+        // to test the refusal, must not).
+        let mode = if open { "755" } else { "700" };
         let status = Command::new("chmod")
-            .arg("755")
+            .arg(mode)
             .arg(dir.path())
             .status()
             .unwrap();
@@ -695,4 +702,31 @@ async fn the_cli_installs_lists_inspects_and_stops_pots() {
         !ok && output.contains("no node named \"no-such-node\""),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn a_node_whose_pot_directory_the_pot_user_cannot_reach_says_so_and_still_forwards() {
+    // The temporary directory is private to root: the pot user cannot pass through it.
+    let sensor = Sensor::start_in(false).await;
+    let answer = sensor
+        .command(install("unreachable-1", "tcp-banner", json!({}), None), 10)
+        .await;
+    assert_eq!(answer["success"], false);
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot reach honeypot.base_dir") && message.contains("chmod o+x"),
+        "{message}"
+    );
+    send_lines(
+        sensor.event_port,
+        &[json!({"pot_id": "manual", "event_type": "still.forwarding"}).to_string()],
+    )
+    .await;
+    wait_for_events(
+        &sensor.client,
+        &sensor.ports.api_base(),
+        "event_type=still.forwarding",
+        1,
+    )
+    .await;
 }

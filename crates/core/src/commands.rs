@@ -28,6 +28,8 @@ pub(crate) struct CommandOutcome {
 #[derive(Debug)]
 pub(crate) struct CommandTracker {
     next_id: AtomicU64,
+    /// Recently issued command ids and the node each went to: only that node may answer.
+    issued: Mutex<(HashMap<u64, u64>, VecDeque<u64>)>,
     waiters: Mutex<HashMap<u64, oneshot::Sender<CommandOutcome>>>,
     answers: Mutex<VecDeque<CommandOutcome>>,
 }
@@ -38,6 +40,7 @@ impl Default for CommandTracker {
         let start = Utc::now().timestamp_micros().max(1) as u64;
         CommandTracker {
             next_id: AtomicU64::new(start),
+            issued: Mutex::default(),
             waiters: Mutex::default(),
             answers: Mutex::default(),
         }
@@ -45,8 +48,19 @@ impl Default for CommandTracker {
 }
 
 impl CommandTracker {
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    /// A new command id for a command to `node_id`.
+    pub fn issue(&self, node_id: u64) -> u64 {
+        let command_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let (targets, order) = &mut *issued;
+        if order.len() == ANSWERS_KEPT {
+            if let Some(oldest) = order.pop_front() {
+                targets.remove(&oldest);
+            }
+        }
+        targets.insert(command_id, node_id);
+        order.push_back(command_id);
+        command_id
     }
 
     /// Registers interest in the answer to `command_id`.
@@ -67,8 +81,19 @@ impl CommandTracker {
             .remove(&command_id);
     }
 
-    /// Records an answer and hands it to whoever waits for it.
-    pub fn record(&self, outcome: CommandOutcome) {
+    /// Records an answer and hands it to whoever waits for it. An answer from a node the
+    /// command was not sent to (or to an unknown id) is refused: returns false.
+    pub fn record(&self, outcome: CommandOutcome) -> bool {
+        let addressee = self
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(&outcome.command_id)
+            .copied();
+        if addressee != Some(outcome.node_id) {
+            return false;
+        }
         let waiter = self
             .waiters
             .lock()
@@ -84,6 +109,7 @@ impl CommandTracker {
         if let Some(waiter) = waiter {
             let _ = waiter.send(outcome);
         }
+        true
     }
 
     pub fn answer(&self, command_id: u64) -> Option<CommandOutcome> {
@@ -117,10 +143,10 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_gets_its_answer_and_the_answer_is_kept() {
         let tracker = CommandTracker::default();
-        let first = tracker.next_id();
-        assert_eq!(tracker.next_id(), first + 1);
+        let first = tracker.issue(1);
+        assert_eq!(tracker.issue(1), first + 1);
         let waiting = tracker.wait_for(first);
-        tracker.record(outcome(first));
+        assert!(tracker.record(outcome(first)));
         assert_eq!(waiting.await.unwrap().command_id, first);
         assert_eq!(tracker.answer(first).unwrap().command, "GetPotLogs");
         assert!(tracker.answer(first + 1).is_none());
@@ -129,10 +155,22 @@ mod tests {
     #[test]
     fn only_the_most_recent_answers_are_kept() {
         let tracker = CommandTracker::default();
-        for id in 0..ANSWERS_KEPT as u64 + 10 {
-            tracker.record(outcome(id));
+        let ids: Vec<u64> = (0..ANSWERS_KEPT + 10).map(|_| tracker.issue(1)).collect();
+        for id in &ids {
+            tracker.record(outcome(*id));
         }
-        assert!(tracker.answer(5).is_none());
-        assert!(tracker.answer(ANSWERS_KEPT as u64 + 9).is_some());
+        assert!(tracker.answer(ids[5]).is_none());
+        assert!(tracker.answer(ids[ANSWERS_KEPT + 9]).is_some());
+    }
+
+    #[test]
+    fn only_the_addressed_node_may_answer() {
+        let tracker = CommandTracker::default();
+        let command_id = tracker.issue(2);
+        let mut forged = outcome(command_id);
+        forged.node_id = 3;
+        assert!(!tracker.record(forged));
+        assert!(tracker.answer(command_id).is_none());
+        assert!(!tracker.record(outcome(command_id + 1000)), "never issued");
     }
 }

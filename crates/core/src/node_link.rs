@@ -544,7 +544,8 @@ impl NodeLink {
             }
         }
         if let Some(command_id) = answer.command_id {
-            self.context.commands.record(CommandOutcome {
+            let node_id = answer.node_id;
+            let accepted = self.context.commands.record(CommandOutcome {
                 command_id,
                 node_id: answer.node_id,
                 command: answer.command,
@@ -554,6 +555,13 @@ impl NodeLink {
                 data: answer.data,
                 received_at: now,
             });
+            if !accepted {
+                self.context.metrics.rejected("foreign_command_answer");
+                self.warn_limited(
+                    "dropped an answer to a command not sent to this node",
+                    &format!("node {node_id}, command {command_id}"),
+                );
+            }
         }
     }
 

@@ -117,16 +117,31 @@ pub async fn start(
         shutdown.clone(),
     ));
     let (outbox_sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
-    let pots = if config.node.node_type == NodeTypeSetting::Full && config.honeypot.enabled {
-        Some(start_pot_manager(
-            &config,
-            node_id,
-            ingest_address.port(),
-            outbox_sender,
-        )?)
-    } else {
-        None
-    };
+    // A node whose pots cannot run still forwards events: the reason is logged, reported to
+    // the Core, and given in the answer to every pot command.
+    let (pots, pots_unavailable) =
+        if config.node.node_type == NodeTypeSetting::Full && config.honeypot.enabled {
+            match start_pot_manager(
+                &config,
+                node_id,
+                ingest_address.port(),
+                outbox_sender.clone(),
+            ) {
+                Ok(manager) => (Some(manager), None),
+                Err(error) => {
+                    tracing::error!(%error, "honeypot management is unavailable on this node");
+                    let _ = outbox_sender.try_send(honeybee_protocol::Message::NodeEvent(
+                        honeybee_protocol::NodeEvent {
+                            kind: honeybee_protocol::NodeEventKind::Error,
+                            message: Some(error.to_string()),
+                        },
+                    ));
+                    (None, Some(error.to_string()))
+                }
+            }
+        } else {
+            (None, None)
+        };
     let mut tasks = Vec::new();
     if let Some(manager) = pots.clone() {
         // Pots are the node's children: they stop with it (and come back with it).
@@ -147,6 +162,7 @@ pub async fn start(
         metrics: metrics.clone(),
         log_limiter: LogRateLimiter::default(),
         pots,
+        pots_unavailable,
     });
     let uplink = tokio::spawn(uplink::run_uplink(
         uplink_context,
@@ -167,6 +183,28 @@ pub async fn start(
     })
 }
 
+/// The pot user must be able to pass through every directory above its instances: fail at
+/// start-up with the directory to fix rather than at the first install.
+fn check_reachable(base_dir: &Path, user: &str) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let absolute = std::path::absolute(base_dir)
+        .map_err(|error| NodeError::Pots(format!("resolving {}: {error}", base_dir.display())))?;
+    for directory in absolute.ancestors() {
+        let mode = std::fs::metadata(directory)
+            .map_err(|error| NodeError::Pots(format!("reading {}: {error}", directory.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(NodeError::Pots(format!(
+                "pot user {user:?} cannot reach honeypot.base_dir {}: {} is not traversable by others (chmod o+x it, or set honeypot.base_dir elsewhere)",
+                base_dir.display(),
+                directory.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Lays out the built-in potstore and kit, resolves the pot user and loads the installed
 /// pots (starting those that were running).
 fn start_pot_manager(
@@ -180,14 +218,10 @@ fn start_pot_manager(
         NodeError::Pots(format!("{what} {}: {error}", path.display()))
     };
     let run_as = pots::resolve_run_as(&config.honeypot.run_as).map_err(NodeError::Pots)?;
-    if run_as.is_some() {
-        // The pot user must be able to reach its instance directory below ours.
-        use std::os::unix::fs::PermissionsExt;
-        let metadata = std::fs::metadata(data_dir).map_err(|e| setup("reading", data_dir, e))?;
-        let mut permissions = metadata.permissions();
-        permissions.set_mode(permissions.mode() | 0o711);
-        std::fs::set_permissions(data_dir, permissions)
-            .map_err(|e| setup("opening", data_dir, e))?;
+    let base_dir = config.honeypot.base_dir(data_dir);
+    std::fs::create_dir_all(&base_dir).map_err(|e| setup("creating", &base_dir, e))?;
+    if let Some(run_as) = &run_as {
+        check_reachable(&base_dir, &run_as.name)?;
     }
     let kit_dir = data_dir.join("kit");
     embedded::materialize(embedded::PYTHON_KIT, &kit_dir)
@@ -213,7 +247,8 @@ fn start_pot_manager(
     ]);
     let settings = PotSettings {
         node_id,
-        base_dir: config.honeypot.base_dir(data_dir),
+        base_dir,
+        control_base: data_dir.join("pot-state"),
         state_file: data_dir.join("pots.json"),
         potstore_dir,
         kit_dir,

@@ -60,6 +60,8 @@ pub(crate) struct UplinkContext {
     pub log_limiter: LogRateLimiter,
     /// The pot manager of a Full node that runs pots.
     pub pots: Option<Arc<PotManager>>,
+    /// Why a Full node cannot run pots, when it should but cannot.
+    pub pots_unavailable: Option<String>,
 }
 
 impl UplinkContext {
@@ -417,7 +419,11 @@ impl CoreSession {
                     return Ok(());
                 }
                 let answer: Vec<Message> = self
-                    .answer_without_pots(command.command, command.command_id)
+                    .answer_without_pots(
+                        command.command,
+                        command.command_id,
+                        context.pots_unavailable.as_deref(),
+                    )
                     .into_iter()
                     .filter_map(|message| self.adapt(message))
                     .collect();
@@ -443,15 +449,21 @@ impl CoreSession {
     /// An Agent node (or one with `honeypot.enabled: false`) runs no pots: pot commands are
     /// answered `Failed` with the reason, node commands with an `Error` NodeEvent, as the
     /// contract asks for unsupported commands; each also gets its `CommandAnswer`.
-    fn answer_without_pots(&self, command: Command, command_id: Option<u64>) -> Vec<Message> {
+    fn answer_without_pots(
+        &self,
+        command: Command,
+        command_id: Option<u64>,
+        unavailable: Option<&str>,
+    ) -> Vec<Message> {
         let name = command.variant_name();
         let pot_type = match &command {
             Command::InstallPot(install) => install.honeypot_type.clone(),
             _ => "unknown".to_owned(),
         };
-        let reason = match command.pot_id() {
-            Some(_) => format!("{name} is not supported: this node does not run pots"),
-            None => format!("{name} is not supported by this node"),
+        let reason = match (command.pot_id(), unavailable) {
+            (Some(_), Some(why)) => format!("{name} failed: this node cannot run pots: {why}"),
+            (Some(_), None) => format!("{name} is not supported: this node does not run pots"),
+            (None, _) => format!("{name} is not supported by this node"),
         };
         let mut messages = match command.pot_id() {
             Some(pot_id) => vec![Message::PotStatusUpdate(PotStatusUpdate {

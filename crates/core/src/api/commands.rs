@@ -89,7 +89,7 @@ async fn send_command(
     if state.store.get_node(node_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("node {node_id} not found")));
     }
-    let command_id = state.commands.next_id();
+    let command_id = state.commands.issue(node_id);
     // Registered before sending, so a fast answer cannot slip past the waiter.
     let waiter = wait.map(|_| state.commands.wait_for(command_id));
     let delivery = match state.sessions.send_command(node_id, command, command_id) {

@@ -18,7 +18,7 @@ use honeybee_protocol::{
     PotStatus, PotStatusUpdate,
 };
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -29,6 +29,7 @@ use super::manifest::{self, Manifest};
 use super::privilege::{chown_tree, RunAs};
 use super::procfs;
 use super::state::{self, InstalledPot};
+use super::supervisor::POT_LOG;
 
 /// Lines of the install output quoted in a failure.
 const INSTALL_ERROR_TAIL_LINES: usize = 20;
@@ -37,13 +38,20 @@ const INSTALL_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Lines answered to `GetPotLogs`.
 const LOG_TAIL_LINES: usize = 200;
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// In the pot's control directory: the output of its install steps.
+const INSTALL_LOG: &str = "install.log";
+/// Longest line of pot output kept.
+const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 
 /// Everything the manager needs from the node's configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct PotSettings {
     pub node_id: u64,
-    /// One directory per pot instance lives here.
+    /// One directory per pot instance lives here (owned by the pot user).
     pub base_dir: PathBuf,
+    /// One root-owned directory per pot for what the pot must not touch: its captured
+    /// output, install log and pid file.
+    pub control_base: PathBuf,
     /// `pots.json`.
     pub state_file: PathBuf,
     pub potstore_dir: PathBuf,
@@ -64,6 +72,17 @@ pub(crate) struct PotSettings {
 /// Tells whoever started a pot how the first start went (its pid, or why it failed), and
 /// which command asked for it.
 pub(super) type StartNotice = Option<(oneshot::Sender<Result<u32, String>>, Option<u64>)>;
+
+impl PotSettings {
+    /// The pot's control directory, created when missing.
+    pub(super) fn control_dir(&self, pot_id: &str) -> PathBuf {
+        let directory = self.control_base.join(pot_id);
+        if let Err(error) = std::fs::create_dir_all(&directory) {
+            tracing::warn!(pot_id, %error, "creating the pot's control directory failed");
+        }
+        directory
+    }
+}
 
 /// The live state of one pot.
 #[derive(Debug)]
@@ -86,6 +105,8 @@ pub(crate) struct PotManager {
     outbox: mpsc::Sender<Message>,
     pub(super) pots: Mutex<BTreeMap<String, PotSlot>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises snapshot-and-save of `pots.json` across concurrent commands.
+    save_lock: Mutex<()>,
 }
 
 /// The outcome of a command: the `CommandAnswer` fields.
@@ -132,6 +153,7 @@ impl PotManager {
             outbox,
             pots: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
+            save_lock: Mutex::new(()),
         });
         let mut to_start = Vec::new();
         {
@@ -254,6 +276,7 @@ impl PotManager {
     }
 
     fn persist(&self) {
+        let _saving = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
         let installed: Vec<InstalledPot> = self
             .lock_pots()
             .values()
@@ -288,7 +311,7 @@ impl PotManager {
                 Outcome::failed(message)
             }
         };
-        self.send(Message::CommandAnswer(CommandAnswer {
+        let answer = Message::CommandAnswer(CommandAnswer {
             node_id: self.settings.node_id,
             command_id,
             command: name.to_owned(),
@@ -296,27 +319,27 @@ impl PotManager {
             success: outcome.success,
             message: Some(outcome.message),
             data: outcome.data,
-        }));
+        });
+        // Unlike statuses, an answer is waited for: it is never dropped.
+        let _ = self.outbox.send(answer).await;
     }
 
     /// The installed pot, or an outcome saying it is not installed (also reported).
-    fn installed(&self, pot_id: &str, command_id: Option<u64>) -> Result<InstalledPot, Outcome> {
+    fn installed(&self, pot_id: &str) -> Result<InstalledPot, Outcome> {
         let found = self
             .lock_pots()
             .get(pot_id)
             .and_then(|slot| slot.installed.clone());
-        found.ok_or_else(|| {
-            let message = format!("pot {pot_id:?} is not installed on this node");
-            self.report_unslotted(pot_id, "unknown", message.clone(), command_id);
-            Outcome::failed(message)
-        })
+        // No status update for a pot that does not exist: the Core would keep a row for it.
+        found
+            .ok_or_else(|| Outcome::failed(format!("pot {pot_id:?} is not installed on this node")))
     }
 
     async fn install(self: &Arc<Self>, install: InstallPot, command_id: Option<u64>) -> Outcome {
         let pot_id = install.pot_id.clone();
         if !manifest::valid_id(&pot_id) {
             let message =
-                format!("invalid pot id {pot_id:?}: use 1-64 letters, digits, '.', '_' or '-'");
+                format!("invalid pot id {pot_id:?}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
             self.report_unslotted(&pot_id, &install.honeypot_type, message.clone(), command_id);
             return Outcome::failed(message);
         }
@@ -441,13 +464,8 @@ impl PotManager {
         let io = |what: &str, path: &Path, error: std::io::Error| {
             format!("{what} {}: {error}", path.display())
         };
-        std::fs::create_dir_all(instance.join("logs")).map_err(|e| io("creating", &instance, e))?;
+        std::fs::create_dir_all(&instance).map_err(|e| io("creating", &instance, e))?;
         if let Some(files) = &definition.files {
-            if !manifest::safe_relative(files) {
-                return Err(format!(
-                    "files {files:?} must be a directory next to the manifest"
-                ));
-            }
             copy_tree(&potstore_dir.join(files), &instance.join("files"))
                 .map_err(|e| io("copying the pot files to", &instance, e))?;
         }
@@ -487,7 +505,7 @@ impl PotManager {
                 Some(format!("step {}/{steps}: {}", index + 1, argv.join(" "))),
                 command_id,
             );
-            self.run_install_step(&definition.env, &values, &instance, &argv)
+            self.run_install_step(pot_id, &definition.env, &values, &instance, &argv)
                 .await
                 .map_err(|reason| {
                     format!(
@@ -509,6 +527,72 @@ impl PotManager {
             desired_running: install.auto_start,
             installed_at: format_timestamp(Utc::now()),
         })
+    }
+
+    /// The placeholders the node itself provides, as they are now.
+    fn node_values(
+        &self,
+        pot_id: &str,
+        pot_type: &str,
+        instance: &Path,
+    ) -> BTreeMap<String, String> {
+        let path = |p: PathBuf| p.display().to_string();
+        BTreeMap::from([
+            ("instance".to_owned(), path(instance.to_path_buf())),
+            ("files".to_owned(), path(instance.join("files"))),
+            ("kit".to_owned(), path(instance.join("kit"))),
+            ("python".to_owned(), self.settings.python.clone()),
+            ("pot_id".to_owned(), pot_id.to_owned()),
+            ("pot_type".to_owned(), pot_type.to_owned()),
+            (
+                "event_port".to_owned(),
+                self.settings.event_port.to_string(),
+            ),
+        ])
+    }
+
+    /// Before each start: when a node value changed since the install (the ingest port, the
+    /// interpreter), the pot's templates are rendered again, so it reports to where the node
+    /// listens now. No pot process runs at this point.
+    pub(super) fn refresh_node_values(&self, pot_id: &str) -> Result<(), String> {
+        let Some(mut installed) = self
+            .lock_pots()
+            .get(pot_id)
+            .and_then(|slot| slot.installed.clone())
+        else {
+            return Ok(());
+        };
+        let current = self.node_values(pot_id, &installed.pot_type, &installed.instance_dir);
+        if current
+            .iter()
+            .all(|(key, value)| installed.values.get(key) == Some(value))
+        {
+            return Ok(());
+        }
+        tracing::info!(
+            pot_id,
+            "node settings changed since the install; rendering the pot's templates again"
+        );
+        installed.values.extend(current);
+        let files = installed.instance_dir.join("files");
+        for template in &installed.definition.templates {
+            let source = files.join(&template.source);
+            let text = std::fs::read_to_string(&source)
+                .map_err(|error| format!("reading template {}: {error}", source.display()))?;
+            let rendered = manifest::render(&text, &installed.values)
+                .map_err(|error| format!("template {}: {error}", template.source))?;
+            write_inside(
+                &installed.instance_dir,
+                &template.target,
+                &rendered,
+                self.settings.run_as.as_ref(),
+            )?;
+        }
+        if let Some(slot) = self.lock_pots().get_mut(pot_id) {
+            slot.installed = Some(installed);
+        }
+        self.persist();
+        Ok(())
     }
 
     /// Config defaults, node defaults, the command's config, then the node's own values.
@@ -537,14 +621,7 @@ impl PotManager {
             }
             values.insert(key.clone(), value.clone());
         }
-        let path = |p: PathBuf| p.display().to_string();
-        values.insert("instance".into(), path(instance.to_path_buf()));
-        values.insert("files".into(), path(instance.join("files")));
-        values.insert("kit".into(), path(instance.join("kit")));
-        values.insert("python".into(), self.settings.python.clone());
-        values.insert("pot_id".into(), install.pot_id.clone());
-        values.insert("pot_type".into(), definition.id.clone());
-        values.insert("event_port".into(), self.settings.event_port.to_string());
+        values.extend(self.node_values(&install.pot_id, &definition.id, instance));
         Ok(values)
     }
 
@@ -591,6 +668,7 @@ impl PotManager {
 
     async fn run_install_step(
         &self,
+        pot_id: &str,
         env: &BTreeMap<String, String>,
         values: &BTreeMap<String, String>,
         instance: &Path,
@@ -601,7 +679,7 @@ impl PotManager {
             .spawn()
             .map_err(|error| format!("cannot run {:?}: {error}", argv[0]))?;
         let log = Arc::new(Mutex::new(RotatingLog::new(
-            instance.join("logs/install.log"),
+            self.settings.control_dir(pot_id).join(INSTALL_LOG),
             self.settings.log_max_bytes,
             self.settings.log_files,
         )));
@@ -616,18 +694,22 @@ impl PotManager {
                 .take()
                 .map(|err| pump_lines(err, log.clone(), Some(tail.clone()))),
         ];
+        let pid = child.id().unwrap_or(0);
         let status = match tokio::time::timeout(INSTALL_STEP_TIMEOUT, child.wait()).await {
             Ok(status) => status.map_err(|error| format!("waiting for the step: {error}"))?,
             Err(_) => {
-                terminate_group(&mut child, Duration::from_secs(5)).await;
+                terminate_group(&mut child, pid, Duration::from_secs(5)).await;
                 return Err(format!(
                     "timed out after {} s",
                     INSTALL_STEP_TIMEOUT.as_secs()
                 ));
             }
         };
+        // A step may leave a background process holding its output open: end the group,
+        // and give the readers a bounded time to finish.
+        terminate_group(&mut child, pid, Duration::ZERO).await;
         for pump in pumps.into_iter().flatten() {
-            let _ = pump.await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
         }
         if status.success() {
             return Ok(());
@@ -640,13 +722,14 @@ impl PotManager {
     async fn deploy(self: &Arc<Self>, pot_id: &str, command_id: Option<u64>) -> Outcome {
         let lock = self.pot_lock(pot_id);
         let _guard = lock.lock().await;
-        if let Err(outcome) = self.installed(pot_id, command_id) {
+        if let Err(outcome) = self.installed(pot_id) {
             return outcome;
         }
         let running = self
             .lock_pots()
             .get(pot_id)
-            .is_some_and(|slot| slot.supervisor.is_some());
+            .and_then(|slot| slot.supervisor.as_ref())
+            .is_some_and(|(_, task)| !task.is_finished());
         if running {
             self.get_status(pot_id, command_id);
             return Outcome::ok(format!("{pot_id} is already running"));
@@ -707,7 +790,7 @@ impl PotManager {
     async fn stop(self: &Arc<Self>, pot_id: &str, command_id: Option<u64>) -> Outcome {
         let lock = self.pot_lock(pot_id);
         let _guard = lock.lock().await;
-        if let Err(outcome) = self.installed(pot_id, command_id) {
+        if let Err(outcome) = self.installed(pot_id) {
             return outcome;
         }
         self.set_desired(pot_id, false);
@@ -724,7 +807,7 @@ impl PotManager {
     async fn restart(self: &Arc<Self>, pot_id: &str, command_id: Option<u64>) -> Outcome {
         let lock = self.pot_lock(pot_id);
         let _guard = lock.lock().await;
-        if let Err(outcome) = self.installed(pot_id, command_id) {
+        if let Err(outcome) = self.installed(pot_id) {
             return outcome;
         }
         self.halt(pot_id).await;
@@ -746,11 +829,16 @@ impl PotManager {
             .get(pot_id)
             .and_then(|slot| slot.installed.clone())
         else {
-            return Outcome::failed(format!("pot {pot_id:?} is not installed on this node"));
+            // Nothing to remove is what the operator wanted: this also clears a pot the Core
+            // still lists after a failed install.
+            return Outcome::ok(format!(
+                "{pot_id} is not installed on this node; nothing to remove"
+            ));
         };
         self.halt(pot_id).await;
         self.lock_pots().remove(pot_id);
         self.persist();
+        let _ = std::fs::remove_dir_all(self.settings.control_base.join(pot_id));
         if let Err(error) = std::fs::remove_dir_all(&installed.instance_dir) {
             return Outcome::failed(format!(
                 "{pot_id} was removed from the node but {} could not be deleted: {error}",
@@ -775,10 +863,7 @@ impl PotManager {
                 Outcome::ok(format!("{pot_id} is {status:?}"))
                     .with_data(json!({"status": format!("{status:?}"), "message": detail}))
             }
-            None => self
-                .installed(pot_id, command_id)
-                .err()
-                .unwrap_or_else(|| Outcome::failed("unknown pot")),
+            None => Outcome::failed(format!("pot {pot_id:?} is not installed on this node")),
         }
     }
 
@@ -819,46 +904,44 @@ impl PotManager {
     }
 
     fn logs(&self, pot_id: &str) -> Outcome {
-        let instance = match self
-            .lock_pots()
-            .get(pot_id)
-            .and_then(|slot| slot.installed.as_ref())
-        {
-            Some(installed) => installed.instance_dir.clone(),
-            None => {
-                return Outcome::failed(format!("pot {pot_id:?} is not installed on this node"))
-            }
-        };
-        let lines = logs::tail(&instance.join("logs/pot.log"), LOG_TAIL_LINES);
+        if self.installed(pot_id).is_err() {
+            return Outcome::failed(format!("pot {pot_id:?} is not installed on this node"));
+        }
+        let path = self.settings.control_base.join(pot_id).join(POT_LOG);
+        let lines = logs::tail(&path, LOG_TAIL_LINES);
         Outcome::ok(format!("{} lines of {pot_id}'s output", lines.len()))
             .with_data(json!({"lines": lines}))
     }
 
     fn metrics(&self, pot_id: &str) -> Outcome {
-        let mut pots = self.lock_pots();
-        let Some(slot) = pots.get_mut(pot_id).filter(|slot| slot.installed.is_some()) else {
-            return Outcome::failed(format!("pot {pot_id:?} is not installed on this node"));
+        let (pid, restarts, started_at, previous) = {
+            let pots = self.lock_pots();
+            let Some(slot) = pots.get(pot_id).filter(|slot| slot.installed.is_some()) else {
+                return Outcome::failed(format!("pot {pot_id:?} is not installed on this node"));
+            };
+            (slot.pid, slot.restarts, slot.started_at, slot.cpu_sample)
         };
-        let Some(pid) = slot.pid else {
+        let Some(pid) = pid else {
             return Outcome::ok(format!("{pot_id} is not running")).with_data(json!({
                 "pid": null, "cpu_percent": 0.0, "cpu_seconds": 0.0, "rss_bytes": 0,
-                "uptime_seconds": 0.0, "restarts": slot.restarts, "processes": 0,
+                "uptime_seconds": 0.0, "restarts": restarts, "processes": 0,
             }));
         };
+        // Scanning /proc takes a while: not under the pots lock.
         let usage = procfs::group_usage(pid);
         let now = Instant::now();
-        let uptime = slot.started_at.map_or(0.0, |at| at.elapsed().as_secs_f64());
+        let uptime = started_at.map_or(0.0, |at| at.elapsed().as_secs_f64());
         // CPU % over the interval since the previous answer, or since the start.
-        let (since, cpu_before) = slot
-            .cpu_sample
-            .unwrap_or((slot.started_at.unwrap_or(now), 0.0));
+        let (since, cpu_before) = previous.unwrap_or((started_at.unwrap_or(now), 0.0));
         let interval = now.duration_since(since).as_secs_f64();
         let cpu_percent = if interval > 0.0 {
             ((usage.cpu_seconds - cpu_before).max(0.0) / interval) * 100.0
         } else {
             0.0
         };
-        slot.cpu_sample = Some((now, usage.cpu_seconds));
+        if let Some(slot) = self.lock_pots().get_mut(pot_id) {
+            slot.cpu_sample = Some((now, usage.cpu_seconds));
+        }
         Outcome::ok(format!(
             "{pot_id}: {} processes, {} bytes resident",
             usage.processes, usage.rss_bytes
@@ -869,7 +952,7 @@ impl PotManager {
             "cpu_seconds": usage.cpu_seconds,
             "rss_bytes": usage.rss_bytes,
             "uptime_seconds": uptime,
-            "restarts": slot.restarts,
+            "restarts": restarts,
             "processes": usage.processes,
         }))
     }
@@ -909,35 +992,62 @@ fn update_detail(message: &Message) -> Option<&str> {
 }
 
 /// Copies lines of a child's output into the pot's log (and, for installs, a tail buffer).
+/// A line longer than [`MAX_LOG_LINE_BYTES`] is cut there: a pot cannot make the node buffer
+/// without bound.
 pub(super) fn pump_lines(
     output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     log: Arc<Mutex<RotatingLog>>,
     tail: Option<Arc<Mutex<Vec<String>>>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(output).split(b'\n');
-        while let Ok(Some(line)) = lines.next_segment().await {
-            log.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write_line(&line);
-            if let Some(tail) = &tail {
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                tail.push(String::from_utf8_lossy(&line).into_owned());
-                if tail.len() > INSTALL_ERROR_TAIL_LINES * 4 {
-                    tail.drain(..INSTALL_ERROR_TAIL_LINES * 2);
-                }
+        let mut framer = honeybee_protocol::LineFramer::new(MAX_LOG_LINE_BYTES);
+        let mut reader = output;
+        let mut buffer = vec![0u8; 8192];
+        let mut lines = Vec::new();
+        loop {
+            let count = match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => count,
+            };
+            framer.push(&buffer[..count]);
+            while let Some(framed) = framer.next_line() {
+                lines.push(match framed {
+                    honeybee_protocol::FramedLine::Line(line) => line.to_vec(),
+                    honeybee_protocol::FramedLine::TooLong => b"[line too long, cut]".to_vec(),
+                });
             }
+            for line in lines.drain(..) {
+                write_log_line(&log, tail.as_ref(), &line);
+            }
+        }
+        if let Some(rest) = framer.finish() {
+            let rest = rest.to_vec();
+            write_log_line(&log, tail.as_ref(), &rest);
         }
     })
 }
 
-/// SIGTERM to the child's whole process group, SIGKILL after `grace`: no orphans.
-pub(super) async fn terminate_group(child: &mut tokio::process::Child, grace: Duration) {
+fn write_log_line(log: &Mutex<RotatingLog>, tail: Option<&Arc<Mutex<Vec<String>>>>, line: &[u8]) {
+    log.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .write_line(line);
+    if let Some(tail) = tail {
+        let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+        tail.push(String::from_utf8_lossy(line).into_owned());
+        if tail.len() > INSTALL_ERROR_TAIL_LINES * 4 {
+            tail.drain(..INSTALL_ERROR_TAIL_LINES * 2);
+        }
+    }
+}
+
+/// SIGTERM to the child's whole process group, SIGKILL after `grace`: no orphans. `pid` is
+/// the one recorded at spawn (the child may be reaped already, and then has no id).
+pub(super) async fn terminate_group(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
-    let Some(pid) = child.id() else {
+    if pid == 0 {
         return;
-    };
+    }
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
@@ -1000,12 +1110,58 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
         .collect()
 }
 
+/// Writes `relative` below `root` as root into a directory the pot user owns: no component
+/// may be a symbolic link (the pot could point it anywhere), and the file is opened without
+/// following one. The file is then given to the pot user.
+fn write_inside(
+    root: &Path,
+    relative: &str,
+    content: &str,
+    run_as: Option<&RunAs>,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !manifest::safe_relative(relative) {
+        return Err(format!("path {relative:?} leaves the instance directory"));
+    }
+    let target = root.join(relative);
+    let mut walked = root.to_path_buf();
+    for component in Path::new(relative).components() {
+        walked.push(component);
+        if std::fs::symlink_metadata(&walked).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "refusing to write through the symbolic link {}",
+                walked.display()
+            ));
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&target)
+        .map_err(|error| format!("writing {}: {error}", target.display()))?;
+    file.write_all(content.as_bytes())
+        .map_err(|error| format!("writing {}: {error}", target.display()))?;
+    chown_tree(&target, run_as)
+        .map_err(|error| format!("giving {} to the pot user: {error}", target.display()))
+}
+
 fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(target)?;
     for entry in std::fs::read_dir(source)? {
         let entry = entry?;
         let destination = target.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            // A link could hand any file the node can read to the pot user.
+            return Err(std::io::Error::other(format!(
+                "refusing the symbolic link {}",
+                entry.path().display()
+            )));
+        }
+        if kind.is_dir() {
             copy_tree(&entry.path(), &destination)?;
         } else {
             std::fs::copy(entry.path(), destination)?;
@@ -1017,6 +1173,36 @@ fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_never_copied_or_written_through_symbolic_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::write(source.join("ok.txt"), "ok").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", source.join("link")).unwrap();
+        let error = copy_tree(&source, &dir.path().join("copy"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+
+        let instance = dir.path().join("instance");
+        std::fs::create_dir_all(instance.join("etc")).unwrap();
+        write_inside(&instance, "etc/real.cfg", "x", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(instance.join("etc/real.cfg")).unwrap(),
+            "x"
+        );
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "secret").unwrap();
+        std::os::unix::fs::symlink(&secret, instance.join("etc/cowrie.cfg")).unwrap();
+        let error = write_inside(&instance, "etc/cowrie.cfg", "overwritten", None).unwrap_err();
+        assert!(error.contains("symbolic link"), "{error}");
+        std::os::unix::fs::symlink(dir.path(), instance.join("state")).unwrap();
+        assert!(write_inside(&instance, "state/secret", "overwritten", None).is_err());
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
+        assert!(write_inside(&instance, "../escape", "x", None).is_err());
+    }
 
     #[test]
     fn ports_are_parsed_and_bad_ones_named() {

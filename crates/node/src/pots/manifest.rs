@@ -143,15 +143,19 @@ impl PotDefinition {
         };
         if !valid_id(&self.id) {
             return Err(invalid(
-                "id must be 1-64 letters, digits, '.', '_' or '-'".into(),
+                "id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                    .into(),
             ));
         }
         if self.start.is_empty() {
             return Err(invalid("start must name a command".into()));
         }
-        if !(self.health_timeout.is_finite() && self.health_timeout > 0.0) {
+        if !(self.health_timeout.is_finite()
+            && self.health_timeout > 0.0
+            && self.health_timeout <= 3600.0)
+        {
             return Err(invalid(format!(
-                "health_timeout {} must be positive",
+                "health_timeout {} must be between 0 and 3600 seconds",
                 self.health_timeout
             )));
         }
@@ -182,7 +186,9 @@ impl PotDefinition {
             .directories
             .iter()
             .chain(self.templates.iter().map(|t| &t.target))
+            .chain(self.templates.iter().map(|t| &t.source))
             .chain(self.working_dir.iter())
+            .chain(self.files.iter())
         {
             if !safe_relative(relative) {
                 return Err(invalid(format!(
@@ -194,12 +200,10 @@ impl PotDefinition {
     }
 }
 
-/// Pot ids and type ids: safe as directory names and in logs.
+/// Pot ids and type ids: safe as directory names and in logs (never hidden or `..`).
 pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id != "."
-        && id != ".."
+    id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -307,6 +311,12 @@ mod tests {
         write("[[pots]]\nid = \"x\"\nstart = [\"run\"]\n");
         let error = Manifest::load(dir.path()).unwrap_err().to_string();
         assert!(error.contains("version"), "{error}");
-        assert!(!valid_id("../x") && valid_id("cowrie-01"));
+        assert!(!valid_id("../x") && !valid_id(".sources") && valid_id("cowrie-01"));
+        write("[[pots]]\nid = \"x\"\nversion = \"1\"\nstart = [\"run\"]\n[[pots.templates]]\nsource = \"../../etc/shadow\"\ntarget = \"t\"\n");
+        let error = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("../../etc/shadow"), "{error}");
+        write("[[pots]]\nid = \"x\"\nversion = \"1\"\nstart = [\"run\"]\nhealth_timeout = 1e30\n");
+        let error = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("health_timeout"), "{error}");
     }
 }

@@ -42,6 +42,18 @@ pub(crate) fn group_usage(group: u32) -> GroupUsage {
     usage
 }
 
+/// When process `pid` started (clock ticks after boot, `/proc/<pid>/stat` field 22): with the
+/// pid, it identifies a process across pid reuse. `None` for a missing process or a zombie.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(22 - 3)?.parse().ok()
+}
+
 fn resident_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -65,5 +77,9 @@ mod tests {
         let usage = group_usage(group);
         assert!(usage.processes >= 1);
         assert!(usage.rss_bytes > 0);
+        let me = std::process::id();
+        assert!(start_time(me).is_some());
+        assert_eq!(start_time(me), start_time(me));
+        assert_eq!(start_time(u32::MAX), None);
     }
 }

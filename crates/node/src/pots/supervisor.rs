@@ -12,15 +12,18 @@ use tokio_util::sync::CancellationToken;
 use super::logs::RotatingLog;
 use super::manager::{pump_lines, terminate_group, PotManager, StartNotice};
 use super::procfs;
-use super::state::InstalledPot;
 
 /// More crashes than this within [`CRASH_WINDOW`] and the pot stays `Failed`.
 const MAX_CRASHES: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTH_POLL: Duration = Duration::from_millis(100);
-/// In the instance directory: the pid (and process group) of the running pot.
+/// In the pot's control directory: pid (= process group) and start time of the running pot.
 const PID_FILE: &str = "pot.pid";
+/// In the pot's control directory: its captured output.
+pub(super) const POT_LOG: &str = "pot.log";
+/// How long ending a leftover process group may take after SIGKILL.
+const REAP_DEADLINE: Duration = Duration::from_secs(5);
 
 enum RunEnd {
     /// Stop was requested; the pot is down.
@@ -38,19 +41,19 @@ impl PotManager {
         stop: CancellationToken,
         mut started: StartNotice,
     ) {
-        let Some(installed) = self
+        if self
             .lock_pots()
             .get(&pot_id)
-            .and_then(|slot| slot.installed.clone())
-        else {
+            .is_none_or(|slot| slot.installed.is_none())
+        {
             return;
-        };
+        }
         let mut crashes: VecDeque<Instant> = VecDeque::new();
         let mut backoff = self.settings.restart_backoff;
         loop {
             let command_id = started.as_ref().and_then(|(_, id)| *id);
             let end = self
-                .run_once(&installed, &stop, &mut started, command_id)
+                .run_once(&pot_id, &stop, &mut started, command_id)
                 .await;
             self.clear_process(&pot_id);
             let reason = match end {
@@ -116,13 +119,28 @@ impl PotManager {
     /// Starts the pot once and runs it until it ends or is stopped.
     async fn run_once(
         &self,
-        installed: &InstalledPot,
+        pot_id: &str,
         stop: &CancellationToken,
         started: &mut StartNotice,
         command_id: Option<u64>,
     ) -> RunEnd {
-        let pot_id = &installed.pot_id;
-        reap_leftover(installed, self.settings.stop_grace).await;
+        reap_leftover(
+            pot_id,
+            &self.settings.control_dir(pot_id),
+            self.settings.stop_grace,
+        )
+        .await;
+        if let Err(reason) = self.refresh_node_values(pot_id) {
+            return RunEnd::Unstartable(reason);
+        }
+        let Some(installed) = self
+            .lock_pots()
+            .get(pot_id)
+            .and_then(|slot| slot.installed.clone())
+        else {
+            return RunEnd::Stopped;
+        };
+        let installed = &installed;
         for port in &installed.ports {
             if port_in_use(*port) {
                 return RunEnd::Unstartable(format!("port {port} is already in use on this node"));
@@ -159,14 +177,16 @@ impl PotManager {
             }
         };
         let pid = child.id().unwrap_or(0);
-        // Remembered so that a node killed without a chance to stop its pots can end this
-        // process group when it starts again (see `reap_leftover`).
-        let pid_file = installed.instance_dir.join(PID_FILE);
-        if let Err(error) = std::fs::write(&pid_file, format!("{pid}\n")) {
+        // Remembered (pid and start time, in the node's own directory) so that a node killed
+        // without a chance to stop its pots can end this process group when it starts again.
+        let control = self.settings.control_dir(pot_id);
+        let identity = procfs::start_time(pid).map(|start| format!("{pid} {start}\n"));
+        if let Some(Err(error)) = identity.map(|text| std::fs::write(control.join(PID_FILE), text))
+        {
             tracing::warn!(pot_id = %pot_id, %error, "writing the pot's pid file failed");
         }
         let log = Arc::new(Mutex::new(RotatingLog::new(
-            installed.instance_dir.join("logs/pot.log"),
+            control.join(POT_LOG),
             self.settings.log_max_bytes,
             self.settings.log_files,
         )));
@@ -190,16 +210,17 @@ impl PotManager {
             }
             tokio::select! {
                 _ = stop.cancelled() => {
-                    terminate_group(&mut child, self.settings.stop_grace).await;
+                    terminate_group(&mut child, pid, self.settings.stop_grace).await;
                     return RunEnd::Stopped;
                 }
                 status = child.wait() => {
+                    terminate_group(&mut child, pid, Duration::ZERO).await;
                     return RunEnd::Crashed(format!("exited during start-up with {}", describe(status)));
                 }
                 _ = tokio::time::sleep(HEALTH_POLL) => {}
             }
             if Instant::now() > deadline {
-                terminate_group(&mut child, self.settings.stop_grace).await;
+                terminate_group(&mut child, pid, self.settings.stop_grace).await;
                 return RunEnd::Crashed(format!(
                     "health check failed: ports {:?} not listening after {} s",
                     installed.ports, definition.health_timeout
@@ -216,12 +237,12 @@ impl PotManager {
 
         tokio::select! {
             _ = stop.cancelled() => {
-                terminate_group(&mut child, self.settings.stop_grace).await;
+                terminate_group(&mut child, pid, self.settings.stop_grace).await;
                 RunEnd::Stopped
             }
             status = child.wait() => {
                 // The leader is gone; anything left in its group goes too.
-                terminate_group(&mut child, Duration::ZERO).await;
+                terminate_group(&mut child, pid, Duration::ZERO).await;
                 RunEnd::Crashed(format!("exited with {}", describe(status)))
             }
         }
@@ -232,35 +253,39 @@ impl PotManager {
         if let Some(slot) = pots.get_mut(pot_id) {
             slot.pid = None;
             slot.started_at = None;
-            if let Some(installed) = &slot.installed {
-                let _ = std::fs::remove_file(installed.instance_dir.join(PID_FILE));
+            if slot.installed.is_some() {
+                let _ = std::fs::remove_file(self.settings.control_dir(pot_id).join(PID_FILE));
             }
         }
     }
 }
 
 /// Ends a process group a previous node process left running (it was killed before it could
-/// stop its pots). The pid file is trusted only if that process still leads its group and
-/// its command line names this pot's instance directory, so a reused pid is never hit.
-async fn reap_leftover(installed: &InstalledPot, grace: Duration) {
+/// stop its pots). The pid file lives in the node's own directory and records the start time,
+/// so a reused pid is never hit; zombies are not waited for; every wait is bounded.
+async fn reap_leftover(pot_id: &str, control: &std::path::Path, grace: Duration) {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
-    let pid_file = installed.instance_dir.join(PID_FILE);
-    let Some(pid) = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|text| text.trim().parse::<u32>().ok())
-    else {
+    let pid_file = control.join(PID_FILE);
+    let recorded = std::fs::read_to_string(&pid_file).ok();
+    let _ = std::fs::remove_file(&pid_file);
+    let Some((pid, start)) = recorded.as_deref().and_then(|text| {
+        let mut fields = text.split_whitespace();
+        Some((
+            fields.next()?.parse::<u32>().ok()?,
+            fields.next()?.parse::<u64>().ok()?,
+        ))
+    }) else {
         return;
     };
-    let _ = std::fs::remove_file(&pid_file);
-    let instance = installed.instance_dir.to_string_lossy().into_owned();
-    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&instance))
-        && procfs::group_usage(pid).processes > 0;
-    if !ours {
+    if procfs::start_time(pid) != Some(start) {
         return;
     }
-    tracing::warn!(pot_id = %installed.pot_id, pid, "ending a pot process left running by a previous node process");
+    tracing::warn!(
+        pot_id,
+        pid,
+        "ending a pot process group left running by a previous node process"
+    );
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
@@ -268,7 +293,8 @@ async fn reap_leftover(installed: &InstalledPot, grace: Duration) {
         tokio::time::sleep(HEALTH_POLL).await;
     }
     let _ = killpg(group, Signal::SIGKILL);
-    while procfs::group_usage(pid).processes > 0 {
+    let deadline = Instant::now() + REAP_DEADLINE;
+    while procfs::group_usage(pid).processes > 0 && Instant::now() < deadline {
         tokio::time::sleep(HEALTH_POLL).await;
     }
 }

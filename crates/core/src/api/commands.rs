@@ -92,10 +92,14 @@ async fn send_command(
     let command_id = state.commands.issue(node_id);
     // Registered before sending, so a fast answer cannot slip past the waiter.
     let waiter = wait.map(|_| state.commands.wait_for(command_id));
+    // However this request ends (even a client hanging up mid-wait), its waiter goes.
+    let _forget = ForgetWaiter {
+        commands: &state.commands,
+        command_id,
+    };
     let delivery = match state.sessions.send_command(node_id, command, command_id) {
         Ok(delivery) => delivery,
         Err(error) => {
-            state.commands.forget_waiter(command_id);
             return Err(ApiError::Conflict(match error {
                 SendCommandError::NotConnected => {
                     format!("node {node_id} is not connected to this core")
@@ -121,15 +125,23 @@ async fn send_command(
         answer: None,
     };
     let (Some(wait), Some(waiter), true) = (wait, waiter, delivery.correlated) else {
-        state.commands.forget_waiter(command_id);
         return Ok((StatusCode::ACCEPTED, Json(pending)));
     };
     match tokio::time::timeout(wait, waiter).await {
         Ok(Ok(outcome)) => Ok((StatusCode::OK, Json(CommandView::from(outcome)))),
-        _ => {
-            state.commands.forget_waiter(command_id);
-            Ok((StatusCode::ACCEPTED, Json(pending)))
-        }
+        _ => Ok((StatusCode::ACCEPTED, Json(pending))),
+    }
+}
+
+/// Removes a command's waiter when the request handling it ends.
+struct ForgetWaiter<'a> {
+    commands: &'a crate::commands::CommandTracker,
+    command_id: u64,
+}
+
+impl Drop for ForgetWaiter<'_> {
+    fn drop(&mut self) {
+        self.commands.forget_waiter(self.command_id);
     }
 }
 

@@ -107,6 +107,8 @@ pub(crate) struct PotManager {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises snapshot-and-save of `pots.json` across concurrent commands.
     save_lock: Mutex<()>,
+    /// Set when the node stops: no pot is started any more (an install finishing late).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of a command: the `CommandAnswer` fields.
@@ -154,6 +156,7 @@ impl PotManager {
             pots: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             save_lock: Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let mut to_start = Vec::new();
         {
@@ -751,6 +754,12 @@ impl PotManager {
     }
 
     fn launch_supervisor(self: &Arc<Self>, pot_id: &str, started: StartNotice) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some((sender, _)) = started {
+                let _ = sender.send(Err("the node is stopping".into()));
+            }
+            return;
+        }
         let stop = CancellationToken::new();
         let manager = self.clone();
         let task = tokio::spawn(manager.clone().supervise(
@@ -976,11 +985,31 @@ impl PotManager {
 
     /// Stops every running pot (node shutdown); their desired state is kept, so they come
     /// back when the node starts again.
-    pub async fn stop_all(&self) {
+    pub async fn stop_all(self: &Arc<Self>) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let pot_ids: Vec<String> = self.lock_pots().keys().cloned().collect();
+        // All at once: the node's shutdown waits for the slowest pot, not for their sum.
+        let mut halting = tokio::task::JoinSet::new();
         for pot_id in pot_ids {
-            self.halt(&pot_id).await;
+            let manager = self.clone();
+            halting.spawn(async move {
+                let was_running = manager
+                    .lock_pots()
+                    .get(&pot_id)
+                    .is_some_and(|slot| slot.supervisor.is_some());
+                manager.halt(&pot_id).await;
+                if was_running {
+                    manager.report(
+                        &pot_id,
+                        PotStatus::Stopped,
+                        Some("node stopping".into()),
+                        None,
+                    );
+                }
+            });
         }
+        while halting.join_next().await.is_some() {}
     }
 }
 

@@ -52,9 +52,14 @@ impl PotManager {
         let mut backoff = self.settings.restart_backoff;
         loop {
             let command_id = started.as_ref().and_then(|(_, id)| *id);
+            let run_started = Instant::now();
             let end = self
                 .run_once(&pot_id, &stop, &mut started, command_id)
                 .await;
+            // A pot that ran well for a while starts again from the first delay.
+            if run_started.elapsed() > CRASH_WINDOW {
+                backoff = self.settings.restart_backoff;
+            }
             self.clear_process(&pot_id);
             let reason = match end {
                 RunEnd::Stopped => return,

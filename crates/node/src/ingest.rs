@@ -26,6 +26,8 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// On shutdown, how long a honeypot connection keeps being read: lines a honeypot wrote
 /// before the node stopped are still accepted.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+/// How long shutdown waits for one more connection from the accept backlog.
+const BACKLOG_POLL: Duration = Duration::from_millis(20);
 
 pub(crate) struct IngestContext {
     pub queue: mpsc::Sender<IngestEvent>,
@@ -67,6 +69,17 @@ pub(crate) async fn run_ingest_listener(
             serve_ingest_connection(stream, remote, &context, shutdown).await;
             context.metrics.ingest_connections_active.decrement();
             drop(permit);
+        });
+    }
+    // Honeypots that connected just before the stop are still served (their lines are read
+    // for the drain period): take what waits in the accept backlog.
+    while let Ok(Ok((stream, remote))) = tokio::time::timeout(BACKLOG_POLL, listener.accept()).await
+    {
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            context.metrics.ingest_connections.increment();
+            serve_ingest_connection(stream, remote, &context, shutdown).await;
         });
     }
     tasks.close();

@@ -272,6 +272,13 @@ pub struct IngestSection {
     /// Events held in memory while the Core is slow or unreachable; when full, the node
     /// stops reading from honeypots (backpressure) instead of dropping events. Default 100000.
     pub queue_capacity: usize,
+    /// A honeypot connection silent this many seconds is closed (the kits reconnect by
+    /// themselves). Default 300.
+    pub idle_timeout: f64,
+    /// Most events per second read from one honeypot connection; a faster sender is slowed
+    /// down (nothing is dropped), counted, and reported to the Core as a `NodeEvent` Alarm.
+    /// Default 5000.
+    pub max_events_per_second: u32,
 }
 
 impl Default for IngestSection {
@@ -282,7 +289,15 @@ impl Default for IngestSection {
             max_line_bytes: honeybee_protocol::DEFAULT_MAX_LINE_BYTES,
             max_connections: 1024,
             queue_capacity: 100_000,
+            idle_timeout: 300.0,
+            max_events_per_second: 5000,
         }
+    }
+}
+
+impl IngestSection {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout)
     }
 }
 
@@ -427,6 +442,23 @@ impl NodeConfig {
                 "honeypot.log_max_bytes",
                 self.honeypot.log_max_bytes.to_string(),
                 "must be at least 1024",
+            ));
+        }
+        if !(self.ingest.idle_timeout.is_finite()
+            && self.ingest.idle_timeout > 0.0
+            && self.ingest.idle_timeout <= 86_400.0)
+        {
+            return Err(invalid(
+                "ingest.idle_timeout",
+                self.ingest.idle_timeout.to_string(),
+                "must be between 0 and 86400 seconds",
+            ));
+        }
+        if self.ingest.max_events_per_second == 0 {
+            return Err(invalid(
+                "ingest.max_events_per_second",
+                "0".into(),
+                "must be at least 1",
             ));
         }
         for (field, value) in [

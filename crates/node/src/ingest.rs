@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use honeybee_protocol::{
-    normalize_ingest_line, FramedLine, IngestError, IngestEvent, LineFramer, PotContext,
+    normalize_ingest_line, FramedLine, IngestError, IngestEvent, LineFramer, Message, NodeEvent,
+    NodeEventKind, PotContext,
 };
 use honeybee_telemetry::LogRateLimiter;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +28,8 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// On shutdown, how long a honeypot connection keeps being read: lines a honeypot wrote
 /// before the node stopped are still accepted.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+/// A connection over the event rate is reported to the Core at most this often.
+const ALARM_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for one more connection from the accept backlog.
 const BACKLOG_POLL: Duration = Duration::from_millis(20);
 
@@ -33,7 +37,59 @@ pub(crate) struct IngestContext {
     pub queue: mpsc::Sender<IngestEvent>,
     pub metrics: Arc<NodeMetrics>,
     pub max_line_bytes: usize,
+    pub idle_timeout: Duration,
+    pub max_events_per_second: u32,
+    /// Where alarms for the Core go (the uplink's outbox).
+    pub alarms: mpsc::Sender<Message>,
     pub log_limiter: LogRateLimiter,
+}
+
+/// Paces one connection to at most `rate` events per second (bursts of one second's worth).
+struct Pacer {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    /// Events that had to wait, and when the Core was last told.
+    delayed: u64,
+    last_alarm: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(rate: u32) -> Self {
+        Pacer {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+            delayed: 0,
+            last_alarm: None,
+        }
+    }
+
+    /// How long the next event must wait (zero within the rate).
+    fn delay_for_next(&mut self) -> Duration {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            self.delayed += 1;
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// Whether the Core should hear about this connection's pace now (once a minute).
+    fn alarm_due(&mut self) -> bool {
+        let due = self
+            .last_alarm
+            .is_none_or(|at| at.elapsed() >= ALARM_INTERVAL);
+        if due {
+            self.last_alarm = Some(Instant::now());
+        }
+        due
+    }
 }
 
 /// Accepts honeypot connections until `shutdown`, then waits for open ones to finish.
@@ -96,17 +152,25 @@ async fn serve_ingest_connection(
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     // Which pot a connection belongs to is not known yet; lines must name their pot.
     let pot_context = PotContext::default();
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut pacer = Pacer::new(context.max_events_per_second);
+    let mut last_read = Instant::now();
     loop {
         let read = tokio::select! {
             biased;
             _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                drain_deadline = Some(tokio::time::Instant::now() + SHUTDOWN_DRAIN);
+                drain_deadline = Some(Instant::now() + SHUTDOWN_DRAIN);
                 continue;
             }
             _ = sleep_until_some(drain_deadline) => break,
+            _ = tokio::time::sleep_until(last_read + context.idle_timeout) => {
+                context.metrics.ingest_idle_closed.increment();
+                tracing::debug!(%remote, "closing a silent honeypot connection");
+                break;
+            }
             read = stream.read(&mut buffer) => read,
         };
+        last_read = Instant::now();
         let count = match read {
             Ok(0) | Err(_) => break,
             Ok(count) => count,
@@ -119,6 +183,9 @@ async fn serve_ingest_connection(
                     max_bytes: context.max_line_bytes,
                 }),
             };
+            if result.as_ref().is_ok_and(Option::is_some) {
+                pace(&mut pacer, remote, context).await;
+            }
             if !accept(result, remote, context).await {
                 return;
             }
@@ -129,6 +196,28 @@ async fn serve_ingest_connection(
         let result = normalize_ingest_line(line, &pot_context, Utc::now());
         accept(result, remote, context).await;
     }
+}
+
+/// Holds the connection to its event rate: waiting here stops its reads, so a flooding
+/// honeypot slows down instead of losing events or starving the others.
+async fn pace(pacer: &mut Pacer, remote: SocketAddr, context: &IngestContext) {
+    let delay = pacer.delay_for_next();
+    if delay.is_zero() {
+        return;
+    }
+    context.metrics.ingest_events_delayed.increment();
+    if pacer.alarm_due() {
+        let message = format!(
+            "honeypot connection {remote} exceeds ingest.max_events_per_second ({}); {} events delayed so far",
+            context.max_events_per_second, pacer.delayed
+        );
+        tracing::warn!(%remote, delayed = pacer.delayed, "a honeypot connection exceeds the event rate");
+        let _ = context.alarms.try_send(Message::NodeEvent(NodeEvent {
+            kind: NodeEventKind::Alarm,
+            message: Some(message),
+        }));
+    }
+    tokio::time::sleep(delay).await;
 }
 
 /// Queues an accepted event or accounts for a rejected line; false when the node is
@@ -157,7 +246,7 @@ async fn accept(
 }
 
 /// Resolves at `deadline`; pends forever when there is none.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

@@ -104,10 +104,14 @@ pub async fn start(
     })?;
 
     let (queue_sender, queue_receiver) = mpsc::channel(config.ingest.queue_capacity);
+    let (outbox_sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
     let ingest_context = Arc::new(IngestContext {
         queue: queue_sender,
         metrics: metrics.clone(),
         max_line_bytes: config.ingest.max_line_bytes,
+        idle_timeout: config.ingest.idle_timeout(),
+        max_events_per_second: config.ingest.max_events_per_second,
+        alarms: outbox_sender.clone(),
         log_limiter: LogRateLimiter::default(),
     });
     let ingest = tokio::spawn(ingest::run_ingest_listener(
@@ -116,7 +120,6 @@ pub async fn start(
         config.ingest.max_connections,
         shutdown.clone(),
     ));
-    let (outbox_sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
     // A node whose pots cannot run still forwards events: the reason is logged, reported to
     // the Core, and given in the answer to every pot command.
     let (pots, pots_unavailable) =

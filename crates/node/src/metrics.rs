@@ -15,6 +15,8 @@ pub(crate) struct NodeMetrics {
     pub commands_received: Arc<Counter>,
     pub events_too_large: Arc<Counter>,
     pub lines_rejected: Arc<Counter>,
+    pub ingest_idle_closed: Arc<Counter>,
+    pub ingest_events_delayed: Arc<Counter>,
 }
 
 impl NodeMetrics {
@@ -58,6 +60,16 @@ impl NodeMetrics {
             events_too_large: registry.counter(
                 "honeybee_node_events_too_large_total",
                 "Events dropped because their envelope exceeds server.max_envelope_bytes.",
+                &[],
+            ),
+            ingest_idle_closed: registry.counter(
+                "honeybee_node_ingest_idle_closed_total",
+                "Honeypot connections closed after ingest.idle_timeout of silence.",
+                &[],
+            ),
+            ingest_events_delayed: registry.counter(
+                "honeybee_node_ingest_events_delayed_total",
+                "Events held back because their connection exceeded ingest.max_events_per_second.",
                 &[],
             ),
             lines_rejected: registry.counter(

@@ -176,10 +176,17 @@ pub fn start_core(dir: &Path, ports: &CorePorts, extra_toml: &str) -> Daemon {
 
 /// Starts `honeybee-node` with fast reconnects and the given ingest port.
 pub fn start_node(dir: &Path, core: &CorePorts, event_port: u16) -> Daemon {
+    start_node_with(dir, core, event_port, "")
+}
+
+/// Like [`start_node`], with `ingest:` settings (YAML lines indented under `ingest:`).
+pub fn start_node_with(dir: &Path, core: &CorePorts, event_port: u16, ingest_yaml: &str) -> Daemon {
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
-        "node:\n  name: e2e-node\nserver:\n  reconnect_delay: 0.05\n  max_reconnect_delay: 0.3\n  connect_timeout: 2\nhoneypot:\n  restart_backoff: 0.05\n  stop_grace: 3\n",
+        format!(
+            "node:\n  name: e2e-node\nserver:\n  reconnect_delay: 0.05\n  max_reconnect_delay: 0.3\n  connect_timeout: 2\nhoneypot:\n  restart_backoff: 0.05\n  stop_grace: 3\ningest:\n{ingest_yaml}"
+        ),
     )
     .unwrap();
     Daemon::spawn(

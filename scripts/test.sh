@@ -14,6 +14,8 @@ scripts/setup-test-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# A short fuzz run of the wire parsers (scripts/fuzz.sh SECONDS for longer ones).
+scripts/fuzz.sh 15
 # Unit, integration and end-to-end tests (no doc-tests: the crates have none). The output is
 # kept so the totals can be printed as the closing line.
 log=$(mktemp)

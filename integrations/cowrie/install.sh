@@ -11,6 +11,10 @@ output_dir=$("$python" -c 'import cowrie.output; print(list(cowrie.output.__path
     echo "install.sh: cowrie is not installed in $venv" >&2
     exit 1
 }
-"$python" -m pip install --quiet --no-deps --force-reinstall "$here/../python"
+# Built from a copy, so the checkout is not littered with build/ and *.egg-info.
+kit_copy=$(mktemp -d)
+trap 'rm -rf "$kit_copy"' EXIT
+cp -r "$here/../python/." "$kit_copy"
+"$python" -m pip install --quiet --no-deps --force-reinstall "$kit_copy"
 install -m 0644 "$here/honeybee.py" "$output_dir/honeybee.py"
 echo "installed the HoneyBee output into $output_dir; enable it with [output_honeybee] enabled = true"

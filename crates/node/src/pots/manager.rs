@@ -100,6 +100,22 @@ pub(super) struct PotSlot {
     pub cpu_sample: Option<(Instant, f64)>,
 }
 
+impl PotSlot {
+    fn new(pot_type: String, installed: Option<InstalledPot>, status: PotStatus) -> Self {
+        PotSlot {
+            installed,
+            pot_type,
+            status,
+            message: None,
+            pid: None,
+            started_at: None,
+            restarts: 0,
+            supervisor: None,
+            cpu_sample: None,
+        }
+    }
+}
+
 pub(crate) struct PotManager {
     pub(super) settings: PotSettings,
     outbox: mpsc::Sender<Message>,
@@ -165,19 +181,10 @@ impl PotManager {
                 if pot.desired_running {
                     to_start.push(pot.pot_id.clone());
                 }
+                let pot_type = pot.pot_type.clone();
                 pots.insert(
                     pot.pot_id.clone(),
-                    PotSlot {
-                        pot_type: pot.pot_type.clone(),
-                        installed: Some(pot),
-                        status: PotStatus::Stopped,
-                        message: None,
-                        pid: None,
-                        started_at: None,
-                        restarts: 0,
-                        supervisor: None,
-                        cpu_sample: None,
-                    },
+                    PotSlot::new(pot_type, Some(pot), PotStatus::Stopped),
                 );
             }
         }
@@ -362,17 +369,7 @@ impl PotManager {
             }
             pots.insert(
                 pot_id.clone(),
-                PotSlot {
-                    installed: None,
-                    pot_type: install.honeypot_type.clone(),
-                    status: PotStatus::Installing,
-                    message: None,
-                    pid: None,
-                    started_at: None,
-                    restarts: 0,
-                    supervisor: None,
-                    cpu_sample: None,
-                },
+                PotSlot::new(install.honeypot_type.clone(), None, PotStatus::Installing),
             );
         }
         let source = install.git_url.clone().unwrap_or_else(|| "potstore".into());

@@ -277,7 +277,8 @@ pub struct IngestSection {
     pub idle_timeout: f64,
     /// Most events per second read from one honeypot connection; a faster sender is slowed
     /// down (nothing is dropped), counted, and reported to the Core as a `NodeEvent` Alarm.
-    /// Default 5000.
+    /// Default 100000: far above a real honeypot under a scan wave, and still a bound on a
+    /// runaway or compromised one.
     pub max_events_per_second: u32,
 }
 
@@ -290,7 +291,7 @@ impl Default for IngestSection {
             max_connections: 1024,
             queue_capacity: 100_000,
             idle_timeout: 300.0,
-            max_events_per_second: 5000,
+            max_events_per_second: 100_000,
         }
     }
 }

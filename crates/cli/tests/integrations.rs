@@ -79,19 +79,6 @@ async fn the_php_forwarder_suite_passes_against_a_live_node() {
 
 const COWRIE_USER: &str = "honeybee-test";
 
-fn cowrie_venv() -> PathBuf {
-    let venv = PathBuf::from(
-        std::env::var("HONEYBEE_TEST_VENV")
-            .unwrap_or_else(|_| "/opt/honeybee-test/cowrie-venv".into()),
-    );
-    assert!(
-        venv.join("bin/cowrie").exists(),
-        "no Cowrie virtualenv at {}: run scripts/setup-test-deps.sh (scripts/test.sh does)",
-        venv.display()
-    );
-    venv
-}
-
 /// A Cowrie state directory owned by the unprivileged test user, with only the settings
 /// this test changes (Cowrie reads its bundled defaults first).
 fn cowrie_state_dir(parent: &Path, ssh_port: u16, event_port: u16, pot_id: &str) -> PathBuf {
@@ -165,16 +152,7 @@ async fn a_real_cowrie_reports_an_ssh_attack_through_the_honeybee_plugin() {
     let mut cowrie = Daemon::spawn_command("cowrie", command, dir.path());
     wait_for_port(format!("127.0.0.1:{ssh_port}").parse().unwrap()).await;
 
-    let attack = Command::new(venv.join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cowrie_ssh_session.py"))
-        .arg(ssh_port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        attack.status.success(),
-        "ssh session failed: {}",
-        String::from_utf8_lossy(&attack.stderr)
-    );
+    ssh_attack(ssh_port);
 
     let url = format!(
         "{}/api/v1/events?pot_id={pot_id}&limit=1000",

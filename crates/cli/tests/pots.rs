@@ -605,18 +605,7 @@ async fn cowrie_installed_through_the_api_reports_an_ssh_login() {
     assert_eq!(answer["success"], true, "{answer}");
     sensor.wait_for_status("cowrie-1", "Running").await;
 
-    let venv = std::env::var("HONEYBEE_TEST_VENV")
-        .unwrap_or_else(|_| "/opt/honeybee-test/cowrie-venv".into());
-    let attack = Command::new(Path::new(&venv).join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cowrie_ssh_session.py"))
-        .arg(ssh_port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        attack.status.success(),
-        "ssh session failed: {}",
-        String::from_utf8_lossy(&attack.stderr)
-    );
+    ssh_attack(ssh_port);
     let logins = wait_for_events(
         &sensor.client,
         &sensor.ports.api_base(),

@@ -293,3 +293,31 @@ pub async fn send_lines(event_port: u16, lines: &[String]) {
     }
     stream.shutdown().await.unwrap();
 }
+
+/// The virtualenv with Cowrie and paramiko that scripts/setup-test-deps.sh makes.
+pub fn cowrie_venv() -> PathBuf {
+    let venv = PathBuf::from(
+        std::env::var("HONEYBEE_TEST_VENV")
+            .unwrap_or_else(|_| "/opt/honeybee-test/cowrie-venv".into()),
+    );
+    assert!(
+        venv.join("bin/cowrie").exists(),
+        "no Cowrie virtualenv at {}: run scripts/setup-test-deps.sh (scripts/test.sh does)",
+        venv.display()
+    );
+    venv
+}
+
+/// A real SSH attack on a Cowrie on `ssh_port`: login root/hunter2, one command.
+pub fn ssh_attack(ssh_port: u16) {
+    let attack = Command::new(cowrie_venv().join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cowrie_ssh_session.py"))
+        .arg(ssh_port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        attack.status.success(),
+        "ssh session failed: {}",
+        String::from_utf8_lossy(&attack.stderr)
+    );
+}

@@ -21,9 +21,19 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn new(api: &str) -> Self {
+    /// A client of the API at `api`, sending `token` as a bearer token when given.
+    pub fn new(api: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = token.and_then(|token| {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()
+        }) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Operator {
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
             api: api.trim_end_matches('/').to_owned(),
         }
     }

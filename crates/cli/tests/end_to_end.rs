@@ -99,7 +99,30 @@ async fn the_integration_guide_snippet_reaches_the_api_within_five_seconds() {
         ],
         dir.path(),
     );
+    // `up` is secure by default: its API wants the admin token it created and printed.
+    let token_file = dir.path().join("state/core/admin-token");
+    let token = eventually(Duration::from_secs(15), "the admin token file", || {
+        let token_file = token_file.clone();
+        async move {
+            let token = std::fs::read_to_string(&token_file).ok()?;
+            let token = token.trim().to_owned();
+            (!token.is_empty()).then_some(token)
+        }
+    })
+    .await;
+    let anonymous = client
+        .get(format!("{}/api/v1/nodes", ports.api_base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let client = authorized_client(&token);
     wait_for_online_node(&client, &ports.api_base()).await;
+    assert!(
+        up.log().contains(&token),
+        "the admin token is printed:\n{}",
+        up.log()
+    );
     wait_for_port("127.0.0.1:9100".parse().unwrap()).await;
     let started = Instant::now();
     run_guide_snippet();
@@ -390,4 +413,55 @@ async fn a_command_sent_through_the_api_is_answered_by_the_node() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn tokens_are_created_with_the_core_binary_and_used_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let _core = start_core(dir.path(), &ports, "[api]\nauth = \"tokens\"\n");
+    wait_for_port(format!("127.0.0.1:{}", ports.api_port).parse().unwrap()).await;
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee-core"))
+        .arg("--config")
+        .arg(dir.path().join("bee_config.toml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("core-data"))
+        .args([
+            "token",
+            "create",
+            "--role",
+            "read",
+            "--name",
+            "soc-dashboard",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("hb_"), "{token}");
+
+    let cli = |token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee"));
+        command.args(["--api", &ports.api_base()]);
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        let output = command.arg("pots").output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, output) = cli(Some(&token));
+    assert!(ok && output.contains("NODE"), "{output}");
+    let (ok, output) = cli(None);
+    assert!(
+        !ok && output.contains("401") && output.contains("missing API token"),
+        "{output}"
+    );
 }

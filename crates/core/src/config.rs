@@ -36,6 +36,32 @@ pub struct CoreConfig {
     pub logging: LoggingConfig,
     pub proxy: ProxyConfig,
     pub storage: StorageConfig,
+    pub api: ApiConfig,
+}
+
+/// `[api]`: who may use the REST API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `tokens` (default): every request but `GET /health` needs `Authorization: Bearer
+    /// <token>`; `GET` needs a `read` or `admin` token, anything else `admin`. `none`: no
+    /// authentication at all — only behind something that authenticates for you.
+    pub auth: ApiAuth,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            auth: ApiAuth::Tokens,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiAuth {
+    Tokens,
+    None,
 }
 
 /// `[server]`: the node port and the REST API.

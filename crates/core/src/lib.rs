@@ -13,6 +13,7 @@ mod event_writer;
 mod metrics;
 mod node_link;
 mod sessions;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +27,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, CoreConfig};
+pub use honeybee_store::ApiRole;
 
 use crate::commands::CommandTracker;
-use crate::config::{StorageBackend, Synchronous};
+use crate::config::{ApiAuth, StorageBackend, Synchronous};
 use crate::metrics::CoreMetrics;
 use crate::node_link::LinkContext;
 use crate::sessions::SessionRegistry;
@@ -46,6 +48,12 @@ pub enum CoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing the admin token to {path}: {source}")]
+    TokenFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("core task failed: {0}")]
     Task(String),
 }
@@ -56,6 +64,9 @@ pub struct RunningCore {
     pub node_address: SocketAddr,
     /// Where the REST API listens.
     pub api_address: SocketAddr,
+    /// The admin token created on the first start with token authentication (also written
+    /// to `<data_dir>/admin-token`); `None` on later starts.
+    pub initial_admin_token: Option<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -77,17 +88,15 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningCore, CoreError> {
     config.validate()?;
-    let store: Arc<dyn Store> = match config.storage.backend {
-        StorageBackend::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions {
-            path: SqliteStore::path_in(&config.storage.data_dir),
-            synchronous: match config.storage.sqlite_synchronous {
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-            },
-        })?),
-    };
+    let store = open_store(&config)?;
     // No connection is held by a Core that is just starting.
     store.disconnect_all_nodes().await?;
+    let initial_admin_token = match config.api.auth {
+        ApiAuth::Tokens if store.count_api_tokens().await? == 0 => {
+            Some(first_admin_token(store.as_ref(), &config).await?)
+        }
+        _ => None,
+    };
 
     let registry = MetricsRegistry::new();
     let metrics = Arc::new(CoreMetrics::new(registry.clone()));
@@ -133,6 +142,7 @@ pub async fn start(
         store,
         sessions,
         commands,
+        auth: config.api.auth,
         metrics: registry,
         offline_after: config.server.offline_after(),
     });
@@ -151,8 +161,54 @@ pub async fn start(
     Ok(RunningCore {
         node_address,
         api_address,
+        initial_admin_token,
         tasks: vec![nodes, writer, api],
     })
+}
+
+/// Opens the configured store.
+fn open_store(config: &CoreConfig) -> Result<Arc<dyn Store>, CoreError> {
+    Ok(match config.storage.backend {
+        StorageBackend::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions {
+            path: SqliteStore::path_in(&config.storage.data_dir),
+            synchronous: match config.storage.sqlite_synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            },
+        })?),
+    })
+}
+
+/// Creates an API token in the Core's store (`honeybee-core token create`). The secret is
+/// returned once; only its hash is kept.
+pub async fn create_api_token(
+    config: &CoreConfig,
+    name: &str,
+    role: ApiRole,
+) -> Result<String, CoreError> {
+    let store = open_store(config)?;
+    Ok(tokens::create_token(store.as_ref(), name, role).await?)
+}
+
+/// The first admin token, so a fresh Core is never open: written with mode 0600 to
+/// `<data_dir>/admin-token`.
+async fn first_admin_token(store: &dyn Store, config: &CoreConfig) -> Result<String, CoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = tokens::create_token(store, "initial-admin", ApiRole::Admin).await?;
+    let path = config.storage.data_dir.join("admin-token");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{token}\n").as_bytes()));
+    if let Err(source) = written {
+        return Err(CoreError::TokenFile { path, source });
+    }
+    tracing::info!(path = %path.display(), "created the first admin API token");
+    Ok(token)
 }
 
 async fn bind(host: &str, port: u16, what: &'static str) -> Result<TcpListener, CoreError> {

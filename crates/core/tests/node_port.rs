@@ -27,6 +27,8 @@ impl TestCore {
         config.server.node_port = 0;
         config.server.backend_port = 0;
         config.storage.data_dir = dir.path().to_path_buf();
+        // These tests are about the node port; the API's authentication has its own test.
+        config.api.auth = honeybee_core::config::ApiAuth::None;
         adjust(&mut config);
         let shutdown = CancellationToken::new();
         let running = honeybee_core::start(config, shutdown.clone())
@@ -486,4 +488,107 @@ async fn the_api_answers_bad_requests_with_json_errors() {
     assert_eq!(status, 200);
     assert_eq!(openapi["openapi"], "3.0.3");
     core.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_needs_a_token_with_the_right_role() {
+    use honeybee_core::ApiRole;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CoreConfig::default();
+    config.server.node_port = 0;
+    config.server.backend_port = 0;
+    config.storage.data_dir = dir.path().to_path_buf();
+    let shutdown = CancellationToken::new();
+    let running = honeybee_core::start(config.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.api_address);
+    let admin = running
+        .initial_admin_token
+        .clone()
+        .expect("a first admin token");
+    assert!(admin.starts_with("hb_"));
+    let file = dir.path().join("admin-token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), admin);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let reader = honeybee_core::create_api_token(&config, "dashboard", ApiRole::Read)
+        .await
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut request = client.request(method, format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if path.ends_with("/commands") {
+            request = request.json(&json!("GetInstalledPots"));
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    for (method, path, token, expected) in [
+        (get.clone(), "/health", None, 200),
+        (get.clone(), "/api/v1/nodes", None, 401),
+        (get.clone(), "/api/v1/nodes", Some("hb_not-a-token"), 401),
+        (get.clone(), "/api/v1/nodes", Some(reader.as_str()), 200),
+        (get.clone(), "/api/v1/events", Some(reader.as_str()), 200),
+        (get.clone(), "/metrics", None, 401),
+        (get.clone(), "/api/v1/nodes", Some(admin.as_str()), 200),
+        (post.clone(), "/api/v1/nodes/1/commands", None, 401),
+        (
+            post.clone(),
+            "/api/v1/nodes/1/commands",
+            Some(reader.as_str()),
+            403,
+        ),
+        // Past authentication: the node does not exist.
+        (
+            post.clone(),
+            "/api/v1/nodes/1/commands",
+            Some(admin.as_str()),
+            404,
+        ),
+    ] {
+        let (status, body) = call(method.clone(), path, token).await;
+        assert_eq!(status, expected, "{method} {path} with {token:?}: {body}");
+        if status == 401 || status == 403 {
+            assert!(body["error"].as_str().is_some(), "{body}");
+        }
+    }
+    let (_, body) = call(post, "/api/v1/nodes/1/commands", Some(reader.as_str())).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("needs admin"),
+        "{body}"
+    );
+
+    // A restarted Core keeps its tokens and creates no new one.
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    let again = honeybee_core::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(again.initial_admin_token.is_none());
+    let (status, _) = {
+        let response = client
+            .get(format!("http://{}/api/v1/nodes", again.api_address))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), ())
+    };
+    assert_eq!(status, 200);
 }

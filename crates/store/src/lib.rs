@@ -12,8 +12,9 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord, NodeRegistrationRecord,
-    NodeState, PotRecord, PotState, StoredEvent, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE,
+    ApiRole, ApiTokenRecord, EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord,
+    NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, DEFAULT_EVENT_PAGE,
+    MAX_EVENT_PAGE,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSynchronous};
 pub use store::Store;

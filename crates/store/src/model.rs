@@ -42,6 +42,42 @@ text_enum!(
     PotState { Installing, Running, Stopped, Failed }
 );
 
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApiRole {
+    /// `GET` requests.
+    Read,
+    /// Everything: commands to nodes and every `GET`.
+    Admin,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Read => "read",
+            ApiRole::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(ApiRole::Read),
+            "admin" => Some(ApiRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An API token as stored: only a hash of the secret is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiTokenRecord {
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    pub name: String,
+    pub role: ApiRole,
+    pub created_at: DateTime<Utc>,
+}
+
 /// What the Core learns from an accepted registration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRegistrationRecord {

@@ -14,8 +14,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use crate::error::StoreError;
 use crate::model::{
-    EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord, NodeRegistrationRecord,
-    NodeState, PotRecord, PotState, StoredEvent, MAX_EVENT_PAGE,
+    ApiRole, ApiTokenRecord, EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord,
+    NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, MAX_EVENT_PAGE,
 };
 use crate::store::Store;
 
@@ -45,7 +45,8 @@ pub struct SqliteOptions {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE nodes (
     node_id        INTEGER PRIMARY KEY,
     name           TEXT NOT NULL,
@@ -84,7 +85,16 @@ CREATE INDEX events_by_pot ON events (pot_id, ts, id);
 CREATE INDEX events_by_node ON events (node_id, ts, id);
 CREATE INDEX events_by_type ON events (event_type, ts, id);
 CREATE INDEX events_by_source ON events (src_ip, ts, id) WHERE src_ip IS NOT NULL;
-"#];
+"#,
+    r#"
+CREATE TABLE api_tokens (
+    token_hash TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#,
+];
 
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
@@ -413,6 +423,41 @@ impl Store for SqliteStore {
             }
             transaction.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_api_token(&self, token: ApiTokenRecord) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            connection.execute(
+                "INSERT INTO api_tokens (token_hash, name, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token.token_hash, token.name, token.role.as_str(), micros(token.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_token_role(&self, token_hash: String) -> Result<Option<ApiRole>, StoreError> {
+        self.with_reader(move |connection| {
+            let role: Option<String> = connection
+                .query_row(
+                    "SELECT role FROM api_tokens WHERE token_hash = ?1",
+                    [token_hash],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            role.map(|role| parse_text("role", role, ApiRole::parse))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn count_api_tokens(&self) -> Result<u64, StoreError> {
+        self.with_reader(|connection| {
+            let count: i64 =
+                connection.query_row("SELECT COUNT(*) FROM api_tokens", [], |row| row.get(0))?;
+            Ok(count as u64)
         })
         .await
     }

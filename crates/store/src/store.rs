@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
 use crate::model::{
-    EventPage, EventQuery, NewEvent, NodeRecord, NodeRegistrationRecord, NodeState, PotRecord,
+    ApiRole, ApiTokenRecord, EventPage, EventQuery, NewEvent, NodeRecord, NodeRegistrationRecord,
+    NodeState, PotRecord,
 };
 
 /// Everything the Core persists. Implementations must be safe to call from many tasks at
@@ -49,6 +50,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a batch of events in one transaction.
     async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<(), StoreError>;
+
+    /// Stores a new API token (its hash only).
+    async fn create_api_token(&self, token: ApiTokenRecord) -> Result<(), StoreError>;
+
+    /// The role of the token with this hash, if it exists.
+    async fn api_token_role(&self, token_hash: String) -> Result<Option<ApiRole>, StoreError>;
+
+    async fn count_api_tokens(&self) -> Result<u64, StoreError>;
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
 

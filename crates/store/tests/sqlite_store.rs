@@ -277,3 +277,26 @@ async fn events_filter_and_paginate_newest_first() {
         .unwrap();
     assert_eq!(numbers(&window.events), vec![12, 11, 10]);
 }
+
+#[tokio::test]
+async fn api_tokens_are_kept_by_hash_with_their_role() {
+    use honeybee_store::{ApiRole, ApiTokenRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    assert_eq!(store.count_api_tokens().await.unwrap(), 0);
+    store
+        .create_api_token(ApiTokenRecord {
+            token_hash: "ab12".into(),
+            name: "ops".into(),
+            role: ApiRole::Admin,
+            created_at: base_time(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.api_token_role("ab12".into()).await.unwrap(),
+        Some(ApiRole::Admin)
+    );
+    assert_eq!(store.api_token_role("other".into()).await.unwrap(), None);
+    assert_eq!(store.count_api_tokens().await.unwrap(), 1);
+}

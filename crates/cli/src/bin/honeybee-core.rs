@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use honeybee::{init_tracing, shutdown_on_signals, LogSettings};
 use honeybee_core::config::LogFormat;
-use honeybee_core::CoreConfig;
+use honeybee_core::{ApiRole, CoreConfig};
 
 /// HoneyBee Core: accepts nodes (Protocol v2), stores their events, serves the REST API.
 #[derive(Debug, Parser)]
@@ -28,6 +28,30 @@ struct Arguments {
     /// REST API port (overrides server.backend_port).
     #[arg(long)]
     api_port: Option<u16>,
+    #[command(subcommand)]
+    command: Option<CoreCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CoreCommand {
+    /// Manage REST API tokens (in the Core's store; the Core may be running).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        /// `read` (GET requests) or `admin` (everything).
+        #[arg(long, value_parser = ["read", "admin"])]
+        role: String,
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +85,19 @@ fn main() -> anyhow::Result<()> {
         file: log_file.as_deref(),
     })?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    if let Some(CoreCommand::Token {
+        action: TokenAction::Create { role, name },
+    }) = arguments.command
+    {
+        let role = if role == "admin" {
+            ApiRole::Admin
+        } else {
+            ApiRole::Read
+        };
+        let token = runtime.block_on(honeybee_core::create_api_token(&config, &name, role))?;
+        println!("{token}");
+        return Ok(());
+    }
     runtime.block_on(async {
         let shutdown = shutdown_on_signals()?;
         let core = honeybee_core::start(config, shutdown).await?;

@@ -21,6 +21,9 @@ struct Arguments {
         default_value = "http://127.0.0.1:9002"
     )]
     api: String,
+    /// An API token (`admin` for commands, `read` is enough for `pots`).
+    #[arg(long, global = true, env = "HONEYBEE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: CliCommand,
 }
@@ -118,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         CliCommand::Operator(operator_command) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run_operator(
-                Operator::new(&arguments.api),
+                Operator::new(&arguments.api, arguments.token.as_deref()),
                 operator_command,
             ))
         }
@@ -167,6 +170,10 @@ async fn run_up(core_config: CoreConfig, mut node_config: NodeConfig) -> anyhow:
     let node = honeybee_node::start(node_config, shutdown)
         .await
         .context("starting the node")?;
+    match &core.initial_admin_token {
+        Some(token) => println!("Admin API token (shown once; also in the data directory's core/admin-token):\n  {token}"),
+        None => println!("API tokens: see core/admin-token in the data directory, or `honeybee-core token create`."),
+    }
     println!(
         "HoneyBee is up.\n  REST API:      http://{api}/api/v1/events\n  node port:     {nodes}\n  honeypot port: {ingest} (JSON lines; HONEYBEE_EVENT_PORT={port})\n  local node id: {node_id}\nPress Ctrl-C to stop.",
         api = core.api_address,

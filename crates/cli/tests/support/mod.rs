@@ -11,13 +11,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A port that was free a moment ago (bound to 0, then released).
+/// A port that was free a moment ago. Ports come from 20000-31999, below the kernel's
+/// ephemeral range (32768 and up): an outgoing connection of another test (a slowloris test
+/// opens hundreds) can never take one between this check and its use.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000
+            + (std::process::id()
+                .wrapping_mul(7919)
+                .wrapping_add(step * 104_729)
+                % 12_000);
+        let port = port as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
@@ -154,7 +167,15 @@ pub fn start_core(dir: &Path, ports: &CorePorts, extra_toml: &str) -> Daemon {
     let config = dir.join("bee_config.toml");
     std::fs::write(
         &config,
-        format!("[storage]\nsqlite_synchronous = \"normal\"\n{extra_toml}"),
+        // Authentication has its own tests; here the API is open unless the test says.
+        format!(
+            "[storage]\nsqlite_synchronous = \"normal\"\n{}{extra_toml}",
+            if extra_toml.contains("[api]") {
+                ""
+            } else {
+                "[api]\nauth = \"none\"\n"
+            }
+        ),
     )
     .unwrap();
     Daemon::spawn(
@@ -204,6 +225,19 @@ pub fn start_node_with(dir: &Path, core: &CorePorts, event_port: u16, ingest_yam
         ],
         dir,
     )
+}
+
+/// An HTTP client that sends `token` as a bearer token.
+pub fn authorized_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {

@@ -11,6 +11,10 @@ pub(crate) enum ApiError {
     /// The request is wrong; the message says which parameter and value.
     BadRequest(String),
     NotFound(String),
+    /// No token, or an unknown one.
+    Unauthorized(String),
+    /// A token whose role does not allow the request.
+    Forbidden(String),
     /// The request is valid but cannot be carried out now (node offline, queue full).
     Conflict(String),
     /// A fault on the Core's side that is not the store's (e.g. a corrupt stored value).
@@ -33,6 +37,8 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
             ApiError::Internal(message) => {
                 tracing::error!(message, "api request failed");

@@ -1,6 +1,7 @@
 //! The operator REST API (port 9002): one router per resource, one error type, JSON in and
 //! out. Handlers translate store records into API views; they never see wire types.
 
+mod auth;
 mod commands;
 mod error;
 mod events;
@@ -21,6 +22,7 @@ use serde_json::json;
 pub(crate) use error::ApiError;
 
 use crate::commands::CommandTracker;
+use crate::config::ApiAuth;
 use crate::sessions::SessionRegistry;
 
 /// The contract of this API, served at `/api/v1/openapi.json`.
@@ -31,6 +33,7 @@ pub(crate) struct ApiState {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<SessionRegistry>,
     pub commands: Arc<CommandTracker>,
+    pub auth: ApiAuth,
     pub metrics: Arc<MetricsRegistry>,
     /// A connected node silent for longer than this is shown offline.
     pub offline_after: Duration,
@@ -46,6 +49,10 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .merge(honeypots::router())
         .merge(events::router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .with_state(state)
 }
 

@@ -104,6 +104,17 @@ pub async fn start(
     let api_listener = bind(&config.server.host, config.server.backend_port, "REST API").await?;
     let node_address = local_address(&node_listener, "node port")?;
     let api_address = local_address(&api_listener, "REST API")?;
+    let loopback = config
+        .server
+        .host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|address| address.is_loopback());
+    if !loopback {
+        tracing::warn!(
+            host = %config.server.host,
+            "the node port and the API are reachable beyond this machine without TLS: any host that reaches the node port can register as a node (see docs/security.md)"
+        );
+    }
     if config.proxy.enabled {
         tracing::warn!(
             port = config.proxy.port,

@@ -21,8 +21,7 @@ use honeybee_store::{
 };
 use honeybee_telemetry::LogRateLimiter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -93,7 +92,10 @@ pub(crate) async fn run_node_listener(
         let context = context.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            NodeLink::new(stream, remote, context).run(shutdown).await;
+            let (reader, writer) = stream.into_split();
+            NodeLink::new(Box::new(writer), remote, context)
+                .run(Box::new(reader), shutdown)
+                .await;
             drop(permit);
         });
     }
@@ -120,9 +122,13 @@ enum Flow {
     Close,
 }
 
+/// Either half of a node connection, whatever carries it (plain TCP today; a TLS stream
+/// fits the same shape).
+type ConnectionReader = Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync>;
+type ConnectionWriter = Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>;
+
 struct NodeLink {
-    stream: Option<TcpStream>,
-    writer: Option<OwnedWriteHalf>,
+    writer: Option<ConnectionWriter>,
     remote: SocketAddr,
     context: Arc<LinkContext>,
     decoder: EnvelopeDecoder,
@@ -131,11 +137,10 @@ struct NodeLink {
 }
 
 impl NodeLink {
-    fn new(stream: TcpStream, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
+    fn new(writer: ConnectionWriter, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
         let decoder = EnvelopeDecoder::new(context.max_envelope_bytes);
         NodeLink {
-            stream: Some(stream),
-            writer: None,
+            writer: Some(writer),
             remote,
             context,
             decoder,
@@ -144,10 +149,7 @@ impl NodeLink {
         }
     }
 
-    async fn run(mut self, shutdown: CancellationToken) {
-        let stream = self.stream.take().expect("run is called once");
-        let (mut reader, writer) = stream.into_split();
-        self.writer = Some(writer);
+    async fn run(mut self, mut reader: ConnectionReader, shutdown: CancellationToken) {
         let handshake_deadline = Instant::now() + self.context.handshake_timeout;
         let mut read_buffer = vec![0u8; READ_BUFFER_BYTES];
         let mut graceful = false;

@@ -16,7 +16,6 @@ use honeybee_telemetry::LogRateLimiter;
 use rand::Rng;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -178,8 +177,9 @@ pub(crate) async fn run_uplink(
 
 /// One registered connection to the Core.
 struct CoreSession {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    /// The connection's halves, whatever carries it (plain TCP today; a TLS stream fits).
+    reader: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    writer: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
     decoder: EnvelopeDecoder,
     node_id: u64,
     outgoing: Vec<u8>,
@@ -208,8 +208,8 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         .unwrap_or_else(|_| "0.0.0.0".into());
     let (reader, writer) = stream.into_split();
     let mut session = CoreSession {
-        reader,
-        writer,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
         decoder: EnvelopeDecoder::new(context.server.max_envelope_bytes),
         node_id: context.node_id,
         outgoing: Vec::new(),

@@ -22,7 +22,7 @@ async fn a_flooding_honeypot_is_slowed_down_reported_and_loses_nothing() {
         dir.path(),
         &ports,
         event_port,
-        "  max_events_per_second: 100\n",
+        "ingest:\n  max_events_per_second: 100\n",
     );
     wait_for_online_node(&client, &ports.api_base()).await;
 
@@ -56,7 +56,12 @@ async fn hundreds_of_silent_connections_do_not_stop_a_well_behaved_node() {
     let ports = CorePorts::free();
     let event_port = free_port();
     let _core = start_core(dir.path(), &ports, "[server]\nhandshake_timeout = 1\n");
-    let _node = start_node_with(dir.path(), &ports, event_port, "  idle_timeout: 2\n");
+    let _node = start_node_with(
+        dir.path(),
+        &ports,
+        event_port,
+        "ingest:\n  idle_timeout: 2\n",
+    );
     wait_for_online_node(&client, &ports.api_base()).await;
 
     // Slowloris: connect and say nothing, on both ports.

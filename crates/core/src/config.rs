@@ -37,6 +37,25 @@ pub struct CoreConfig {
     pub proxy: ProxyConfig,
     pub storage: StorageConfig,
     pub api: ApiConfig,
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: TLS 1.3 on the node port.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve the node port over TLS 1.3 only. Default false (the quickstart stays on
+    /// loopback); turn it on before nodes connect from elsewhere.
+    pub enabled: bool,
+    /// The certificate chain (server certificate first, CA last) in PEM. Unset: the Core
+    /// generates a CA and a server certificate in `<data_dir>/tls/` on first start and logs
+    /// the CA's SHA-256 fingerprint for nodes to pin.
+    pub cert_file: Option<PathBuf>,
+    /// The server certificate's private key in PEM (with `cert_file`).
+    pub key_file: Option<PathBuf>,
+    /// Names and addresses for a generated server certificate. Default `localhost`,
+    /// `127.0.0.1` and `server.host` when it is a specific address.
+    pub server_names: Vec<String>,
 }
 
 /// `[api]`: who may use the REST API.
@@ -312,6 +331,13 @@ impl CoreConfig {
                 "storage.queue_capacity",
                 self.storage.queue_capacity.to_string(),
                 "must be at least storage.batch_max_events",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls.cert_file",
+                format!("{:?} / {:?}", self.tls.cert_file, self.tls.key_file),
+                "tls.cert_file and tls.key_file go together",
             ));
         }
         if self.storage.data_dir.as_os_str().is_empty() {

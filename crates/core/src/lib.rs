@@ -13,6 +13,7 @@ mod event_writer;
 mod metrics;
 mod node_link;
 mod sessions;
+mod tls;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub enum CoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("setting up TLS: {0}")]
+    Tls(String),
     #[error("core task failed: {0}")]
     Task(String),
 }
@@ -109,7 +112,7 @@ pub async fn start(
         .host
         .parse::<std::net::IpAddr>()
         .is_ok_and(|address| address.is_loopback());
-    if !loopback {
+    if !loopback && !config.tls.enabled {
         tracing::warn!(
             host = %config.server.host,
             "the node port and the API are reachable beyond this machine without TLS: any host that reaches the node port can register as a node (see docs/security.md)"
@@ -122,6 +125,17 @@ pub async fn start(
         );
     }
 
+    let tls = if config.tls.enabled {
+        let setup =
+            tls::load_or_generate(&config.tls, &config.storage.data_dir, &config.server.host)?;
+        tracing::info!(
+            ca_fingerprint = %setup.ca_fingerprint,
+            "the node port speaks TLS 1.3 only; nodes pin this CA fingerprint (tls.ca_fingerprint) or trust ca.pem"
+        );
+        Some(setup.acceptor)
+    } else {
+        None
+    };
     let (events_sender, events_receiver) = mpsc::channel(config.storage.queue_capacity);
     let writer = tokio::spawn(event_writer::run_event_writer(
         store.clone(),
@@ -140,6 +154,7 @@ pub async fn start(
         metrics: metrics.clone(),
         max_envelope_bytes: config.server.max_envelope_bytes,
         handshake_timeout: config.server.handshake_timeout(),
+        tls,
         idle_timeout: config.server.idle_timeout(),
         log_limiter: LogRateLimiter::default(),
     });

@@ -56,6 +56,8 @@ pub(crate) struct LinkContext {
     pub metrics: Arc<CoreMetrics>,
     pub max_envelope_bytes: usize,
     pub handshake_timeout: Duration,
+    /// Present when the node port speaks TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// A registered node silent this long is disconnected (its connection is presumed dead).
     pub idle_timeout: Duration,
     pub log_limiter: LogRateLimiter,
@@ -92,9 +94,34 @@ pub(crate) async fn run_node_listener(
         let context = context.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let (reader, writer) = stream.into_split();
-            NodeLink::new(Box::new(writer), remote, context)
-                .run(Box::new(reader), shutdown)
+            let (reader, writer): (ConnectionReader, ConnectionWriter) = match &context.tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    (Box::new(reader), Box::new(writer))
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(context.handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let (reader, writer) = tokio::io::split(tls);
+                            (Box::new(reader), Box::new(writer))
+                        }
+                        outcome => {
+                            context.metrics.registration_refused("tls_handshake");
+                            if let Some(suppressed) = context.log_limiter.allow() {
+                                let reason = match outcome {
+                                    Ok(Err(error)) => error.to_string(),
+                                    _ => "timed out".to_owned(),
+                                };
+                                tracing::warn!(%remote, reason, suppressed, "TLS handshake with a node failed");
+                            }
+                            drop(permit);
+                            return;
+                        }
+                    }
+                }
+            };
+            NodeLink::new(writer, remote, context)
+                .run(reader, shutdown)
                 .await;
             drop(permit);
         });

@@ -130,16 +130,24 @@ impl ServerSection {
     }
 }
 
-/// `tls:` accepted so documented files load. This version speaks plaintext only, so
-/// `enabled: true` is refused at start-up rather than silently downgraded.
+/// `tls:` TLS 1.3 to the Core. With `enabled`, the Core is verified against `ca_file` or the
+/// pinned `ca_fingerprint` (one is required, unless `insecure_skip_verify`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
+    /// Speak TLS 1.3 to the Core (whose `[tls] enabled` must be on too). Default false.
     pub enabled: bool,
+    /// PEM file with the CA that signed the Core's certificate (the Core's `tls/ca.pem`).
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the Core's CA certificate, hex (colons allowed), as the Core logs it.
+    pub ca_fingerprint: Option<String>,
+    /// Accepted for documented files; client certificates are not used yet.
     pub cert_file: Option<PathBuf>,
+    /// Accepted for documented files; client certificates are not used yet.
     pub key_file: Option<PathBuf>,
+    /// The name the Core's certificate must carry. Default: the host of `server.address`.
     pub server_name: Option<String>,
+    /// Trust any certificate: encryption without authentication. Warned about loudly.
     pub insecure_skip_verify: bool,
 }
 
@@ -382,11 +390,15 @@ impl NodeConfig {
                 "must be at least 1024",
             ));
         }
-        if self.tls.enabled {
+        if self.tls.enabled
+            && self.tls.ca_file.is_none()
+            && self.tls.ca_fingerprint.is_none()
+            && !self.tls.insecure_skip_verify
+        {
             return Err(invalid(
                 "tls.enabled",
                 "true".into(),
-                "this version cannot speak TLS yet; set tls.enabled: false to connect in plaintext (only on a trusted network)",
+                "needs tls.ca_file or tls.ca_fingerprint to know the core (or, insecurely, tls.insecure_skip_verify)",
             ));
         }
         if self.ingest.host.parse::<IpAddr>().is_err() {
@@ -529,10 +541,13 @@ log:
     }
 
     #[test]
-    fn tls_enabled_is_refused_instead_of_downgraded() {
+    fn tls_without_a_way_to_verify_the_core_is_refused() {
         let config = NodeConfig::from_yaml("tls:\n  enabled: true\n").unwrap();
         let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("tls.enabled"), "{error}");
+        assert!(error.contains("tls.ca_fingerprint"), "{error}");
+        let config =
+            NodeConfig::from_yaml("tls:\n  enabled: true\n  ca_fingerprint: ab\n").unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod identity;
 mod ingest;
 mod metrics;
 mod pots;
+mod tls;
 mod uplink;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("setting up TLS to the core: {0}")]
+    Tls(String),
     #[error("setting up honeypot management: {0}")]
     Pots(String),
     #[error("node task failed: {0}")]
@@ -166,6 +169,13 @@ pub async fn start(
         log_limiter: LogRateLimiter::default(),
         pots,
         pots_unavailable,
+        tls: match tls::connector(&config.tls).map_err(NodeError::Tls)? {
+            Some(connector) => Some((
+                connector,
+                tls::server_name(&config.tls, &config.server.address).map_err(NodeError::Tls)?,
+            )),
+            None => None,
+        },
     });
     let uplink = tokio::spawn(uplink::run_uplink(
         uplink_context,

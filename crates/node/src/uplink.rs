@@ -44,6 +44,8 @@ pub enum UplinkError {
     },
     #[error("timed out {what} (core at {address})")]
     Timeout { address: String, what: &'static str },
+    #[error("TLS handshake with the core at {address} failed: {reason}")]
+    Tls { address: String, reason: String },
     #[error("the core refused the registration: {message}")]
     Refused { message: String },
     #[error("connection to the core lost: {reason}")]
@@ -61,6 +63,11 @@ pub(crate) struct UplinkContext {
     pub pots: Option<Arc<PotManager>>,
     /// Why a Full node cannot run pots, when it should but cannot.
     pub pots_unavailable: Option<String>,
+    /// The TLS connector and the name the Core's certificate must carry, when TLS is on.
+    pub tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 }
 
 impl UplinkContext {
@@ -206,10 +213,38 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         .local_addr()
         .map(|local| local.ip().to_string())
         .unwrap_or_else(|_| "0.0.0.0".into());
-    let (reader, writer) = stream.into_split();
+    type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+    type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+    let (reader, writer): (Reader, Writer) = match &context.tls {
+        None => {
+            let (reader, writer) = stream.into_split();
+            (Box::new(reader), Box::new(writer))
+        }
+        Some((connector, server_name)) => {
+            let handshake = connector.connect(server_name.clone(), stream);
+            match tokio::time::timeout(timeout, handshake).await {
+                Err(_) => {
+                    return Err(UplinkError::Timeout {
+                        address,
+                        what: "in the TLS handshake",
+                    })
+                }
+                Ok(Err(error)) => {
+                    return Err(UplinkError::Tls {
+                        address,
+                        reason: error.to_string(),
+                    })
+                }
+                Ok(Ok(tls)) => {
+                    let (reader, writer) = tokio::io::split(tls);
+                    (Box::new(reader), Box::new(writer))
+                }
+            }
+        }
+    };
     let mut session = CoreSession {
-        reader: Box::new(reader),
-        writer: Box::new(writer),
+        reader,
+        writer,
         decoder: EnvelopeDecoder::new(context.server.max_envelope_bytes),
         node_id: context.node_id,
         outgoing: Vec::new(),

@@ -200,13 +200,13 @@ pub fn start_node(dir: &Path, core: &CorePorts, event_port: u16) -> Daemon {
     start_node_with(dir, core, event_port, "")
 }
 
-/// Like [`start_node`], with `ingest:` settings (YAML lines indented under `ingest:`).
-pub fn start_node_with(dir: &Path, core: &CorePorts, event_port: u16, ingest_yaml: &str) -> Daemon {
+/// Like [`start_node`], with more config sections (YAML, e.g. `"ingest:\n  idle_timeout: 2\n"`).
+pub fn start_node_with(dir: &Path, core: &CorePorts, event_port: u16, sections: &str) -> Daemon {
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "node:\n  name: e2e-node\nserver:\n  reconnect_delay: 0.05\n  max_reconnect_delay: 0.3\n  connect_timeout: 2\nhoneypot:\n  restart_backoff: 0.05\n  stop_grace: 3\ningest:\n{ingest_yaml}"
+            "node:\n  name: e2e-node\nserver:\n  reconnect_delay: 0.05\n  max_reconnect_delay: 0.3\n  connect_timeout: 2\nhoneypot:\n  restart_backoff: 0.05\n  stop_grace: 3\n{sections}"
         ),
     )
     .unwrap();

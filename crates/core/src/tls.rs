@@ -1,0 +1,158 @@
+//! TLS 1.3 on the node port: the Core's certificate chain (a CA and a server certificate it
+//! generates on first start when none is configured) and the acceptor built from it.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+use crate::CoreError;
+
+pub(crate) struct TlsSetup {
+    pub acceptor: TlsAcceptor,
+    /// SHA-256 of the CA certificate, hex: what nodes pin with `tls.ca_fingerprint`.
+    pub ca_fingerprint: String,
+}
+
+fn tls_error(what: impl std::fmt::Display) -> CoreError {
+    CoreError::Tls(what.to_string())
+}
+
+/// SHA-256 of a certificate, lowercase hex.
+pub(crate) fn fingerprint(certificate: &[u8]) -> String {
+    Sha256::digest(certificate)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Loads the configured chain, or the generated one under `<data_dir>/tls/` (generating it
+/// on first use).
+pub(crate) fn load_or_generate(
+    config: &TlsConfig,
+    data_dir: &Path,
+    host: &str,
+) -> Result<TlsSetup, CoreError> {
+    let (chain_file, key_file) = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => generate_if_missing(&data_dir.join("tls"), &server_names(config, host))?,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&chain_file)
+        .and_then(|certificates| certificates.collect())
+        .map_err(|error| {
+            tls_error(format!(
+                "reading certificates from {}: {error}",
+                chain_file.display()
+            ))
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&key_file).map_err(|error| {
+        tls_error(format!(
+            "reading the private key {}: {error}",
+            key_file.display()
+        ))
+    })?;
+    // The last certificate of the chain is the CA nodes verify against.
+    let ca = chain
+        .last()
+        .ok_or_else(|| tls_error(format!("{} holds no certificate", chain_file.display())))?;
+    let ca_fingerprint = fingerprint(ca.as_ref());
+    // Next to the chain, for operators to copy into their nodes' tls.ca_fingerprint.
+    if let Some(directory) = chain_file.parent() {
+        write_file(
+            &directory.join("ca.fingerprint"),
+            &format!("{ca_fingerprint}\n"),
+            0o644,
+        )?;
+    }
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(tls_error)?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|error| {
+        tls_error(format!(
+            "using {} with {}: {error}",
+            chain_file.display(),
+            key_file.display()
+        ))
+    })?;
+    Ok(TlsSetup {
+        acceptor: TlsAcceptor::from(Arc::new(server_config)),
+        ca_fingerprint,
+    })
+}
+
+fn server_names(config: &TlsConfig, host: &str) -> Vec<String> {
+    if !config.server_names.is_empty() {
+        return config.server_names.clone();
+    }
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if host != "0.0.0.0" && host != "127.0.0.1" && host != "::" {
+        names.push(host.to_owned());
+    }
+    names
+}
+
+/// Creates `ca.pem`, `server.pem` (server certificate then CA) and their keys (mode 0600)
+/// in `directory` unless they exist; returns the chain and key paths.
+fn generate_if_missing(
+    directory: &Path,
+    names: &[String],
+) -> Result<(PathBuf, PathBuf), CoreError> {
+    let chain_file = directory.join("server.pem");
+    let key_file = directory.join("server.key.pem");
+    if chain_file.exists() && key_file.exists() {
+        return Ok((chain_file, key_file));
+    }
+    std::fs::create_dir_all(directory)
+        .map_err(|error| tls_error(format!("creating {}: {error}", directory.display())))?;
+    let ca_key = rcgen::KeyPair::generate().map_err(tls_error)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(tls_error)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "HoneyBee Core CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).map_err(tls_error)?;
+    let server_key = rcgen::KeyPair::generate().map_err(tls_error)?;
+    let mut server_params = rcgen::CertificateParams::new(names.to_vec()).map_err(tls_error)?;
+    server_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "HoneyBee Core");
+    let server = server_params
+        .signed_by(&server_key, &ca, &ca_key)
+        .map_err(tls_error)?;
+    write_file(&directory.join("ca.pem"), &ca.pem(), 0o644)?;
+    write_file(
+        &directory.join("ca.key.pem"),
+        &ca_key.serialize_pem(),
+        0o600,
+    )?;
+    write_file(&chain_file, &format!("{}{}", server.pem(), ca.pem()), 0o644)?;
+    write_file(&key_file, &server_key.serialize_pem(), 0o600)?;
+    tracing::info!(directory = %directory.display(), "generated the core's TLS certificate authority and server certificate");
+    Ok((chain_file, key_file))
+}
+
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), CoreError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(content.as_bytes()))
+        .map_err(|error| tls_error(format!("writing {}: {error}", path.display())))
+}

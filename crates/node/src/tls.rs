@@ -1,0 +1,224 @@
+//! TLS 1.3 to the Core: the connector built from the `tls:` section. The Core is verified
+//! against a CA file, or against a pinned SHA-256 fingerprint of its CA certificate;
+//! `insecure_skip_verify` accepts anything and is warned about at every start.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use tokio_rustls::TlsConnector;
+
+use crate::config::TlsSection;
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The connector for `tls`, or `None` when TLS is off.
+pub(crate) fn connector(tls: &TlsSection) -> Result<Option<TlsConnector>, String> {
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| error.to_string())?;
+    let config = if let Some(ca_file) = &tls.ca_file {
+        let mut roots = RootCertStore::empty();
+        let certificates = CertificateDer::pem_file_iter(ca_file)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| format!("reading tls.ca_file {}: {error}", ca_file.display()))?;
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|error| format!("using tls.ca_file {}: {error}", ca_file.display()))?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else if let Some(pin) = &tls.ca_fingerprint {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCa {
+                fingerprint: normalise_fingerprint(pin),
+            }))
+            .with_no_client_auth()
+    } else {
+        tracing::warn!("tls.insecure_skip_verify is on: the node trusts any server as its core; use tls.ca_file or tls.ca_fingerprint");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer))
+            .with_no_client_auth()
+    };
+    Ok(Some(TlsConnector::from(Arc::new(config))))
+}
+
+/// The name the Core's certificate must carry: `tls.server_name`, else the host of
+/// `server.address`.
+pub(crate) fn server_name(tls: &TlsSection, address: &str) -> Result<ServerName<'static>, String> {
+    let host = match &tls.server_name {
+        Some(name) => name.clone(),
+        None => address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned(),
+    };
+    ServerName::try_from(host.clone()).map_err(|_| format!("invalid TLS server name {host:?}"))
+}
+
+/// Lowercase hex without separators, so `AB:CD…` and `abcd…` pin the same certificate.
+pub(crate) fn normalise_fingerprint(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Trusts the chain whose CA has the pinned fingerprint, then verifies the server
+/// certificate against that CA like any CA file.
+#[derive(Debug)]
+struct PinnedCa {
+    fingerprint: String,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let pinned = intermediates.iter().find(|certificate| {
+            let digest: String = Sha256::digest(certificate.as_ref())
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            digest == self.fingerprint
+        });
+        let Some(ca) = pinned else {
+            return Err(rustls::Error::General(format!(
+                "the core's certificate chain has no CA with the pinned fingerprint {} (tls.ca_fingerprint)",
+                self.fingerprint
+            )));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|error| rustls::Error::General(error.to_string()))?;
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `insecure_skip_verify`: encryption without knowing who is at the other end.
+#[derive(Debug)]
+struct AnyServer;
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_compare_whatever_their_spelling() {
+        assert_eq!(normalise_fingerprint("AB:cd:01"), "abcd01");
+    }
+
+    #[test]
+    fn the_server_name_defaults_to_the_core_host() {
+        let tls = TlsSection::default();
+        assert_eq!(
+            server_name(&tls, "core.example.org:9001").unwrap().to_str(),
+            "core.example.org"
+        );
+        assert_eq!(
+            server_name(&tls, "127.0.0.1:9001").unwrap().to_str(),
+            "127.0.0.1"
+        );
+    }
+}

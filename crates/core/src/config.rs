@@ -56,6 +56,9 @@ pub struct TlsConfig {
     /// Names and addresses for a generated server certificate. Default `localhost`,
     /// `127.0.0.1` and `server.host` when it is a specific address.
     pub server_names: Vec<String>,
+    /// Let a Core that listens beyond loopback run without TLS (on a network you trust
+    /// entirely). Default false: such a Core refuses to start.
+    pub allow_plaintext: bool,
 }
 
 /// `[api]`: who may use the REST API.
@@ -333,6 +336,18 @@ impl CoreConfig {
                 "must be at least storage.batch_max_events",
             ));
         }
+        let loopback = self
+            .server
+            .host
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+        if !loopback && !self.tls.enabled && !self.tls.allow_plaintext {
+            return Err(invalid(
+                "tls.enabled",
+                "false".into(),
+                "server.host is reachable beyond this machine: enable [tls] (or, on a network you trust entirely, set tls.allow_plaintext = true)",
+            ));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(invalid(
                 "tls.cert_file",
@@ -423,6 +438,13 @@ port = 9003
 
         let error = CoreConfig::from_toml("[server]\nnode_prot = 1\n").unwrap_err();
         assert!(error.contains("node_prot"), "{error}");
+
+        let mut config = CoreConfig::default();
+        config.server.host = "0.0.0.0".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("tls.allow_plaintext"), "{error}");
+        config.tls.enabled = true;
+        config.validate().unwrap();
 
         let mut config = CoreConfig::default();
         config.server.heartbeat_interval = 0.0;

@@ -115,7 +115,7 @@ pub async fn start(
     if !loopback && !config.tls.enabled {
         tracing::warn!(
             host = %config.server.host,
-            "the node port and the API are reachable beyond this machine without TLS: any host that reaches the node port can register as a node (see docs/security.md)"
+            "tls.allow_plaintext: the node port and the API are reachable beyond this machine without TLS (see docs/security.md)"
         );
     }
     if config.proxy.enabled {

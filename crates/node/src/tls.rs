@@ -38,18 +38,14 @@ pub(crate) fn connector(tls: &TlsSection) -> Result<Option<TlsConnector>, String
                 .map_err(|error| format!("using tls.ca_file {}: {error}", ca_file.display()))?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
-    } else if let Some(pin) = &tls.ca_fingerprint {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCa {
-                fingerprint: normalise_fingerprint(pin),
-            }))
-            .with_no_client_auth()
     } else {
-        tracing::warn!("tls.insecure_skip_verify is on: the node trusts any server as its core; use tls.ca_file or tls.ca_fingerprint");
+        let pinned_ca = tls.ca_fingerprint.as_deref().map(normalise_fingerprint);
+        if pinned_ca.is_none() {
+            tracing::warn!("tls.insecure_skip_verify is on: the node trusts any server as its core; use tls.ca_file or tls.ca_fingerprint");
+        }
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer))
+            .with_custom_certificate_verifier(Arc::new(CoreVerifier { pinned_ca }))
             .with_no_client_auth()
     };
     Ok(Some(TlsConnector::from(Arc::new(config))))
@@ -77,14 +73,16 @@ pub(crate) fn normalise_fingerprint(text: &str) -> String {
         .collect()
 }
 
-/// Trusts the chain whose CA has the pinned fingerprint, then verifies the server
-/// certificate against that CA like any CA file.
+/// Verifies the Core without a CA file: with `pinned_ca`, trusts the chain whose CA has that
+/// fingerprint and then checks the server certificate against that CA like any CA file;
+/// without (`insecure_skip_verify`), trusts any certificate. Handshake signatures are always
+/// checked.
 #[derive(Debug)]
-struct PinnedCa {
-    fingerprint: String,
+struct CoreVerifier {
+    pinned_ca: Option<String>,
 }
 
-impl ServerCertVerifier for PinnedCa {
+impl ServerCertVerifier for CoreVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -93,17 +91,19 @@ impl ServerCertVerifier for PinnedCa {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = &self.pinned_ca else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let pinned = intermediates.iter().find(|certificate| {
             let digest: String = Sha256::digest(certificate.as_ref())
                 .iter()
                 .map(|byte| format!("{byte:02x}"))
                 .collect();
-            digest == self.fingerprint
+            &digest == pin
         });
         let Some(ca) = pinned else {
             return Err(rustls::Error::General(format!(
-                "the core's certificate chain has no CA with the pinned fingerprint {} (tls.ca_fingerprint)",
-                self.fingerprint
+                "the core's certificate chain has no CA with the pinned fingerprint {pin} (tls.ca_fingerprint)"
             )));
         };
         let mut roots = RootCertStore::empty();
@@ -112,57 +112,6 @@ impl ServerCertVerifier for PinnedCa {
             .build()
             .map_err(|error| rustls::Error::General(error.to_string()))?;
         verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            certificate,
-            signature,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            certificate,
-            signature,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `insecure_skip_verify`: encryption without knowing who is at the other end.
-#[derive(Debug)]
-struct AnyServer;
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -11,21 +11,32 @@ pub const DEFAULT_EVENT_PAGE: u32 = 100;
 /// Largest page a query may ask for.
 pub const MAX_EVENT_PAGE: u32 = 1000;
 
+/// An enum stored as text: each variant is written as its name, or as the literal given
+/// with `= "text"`. Variants are ordered as declared.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident $(= $text:literal)?),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name { $($variant),* }
 
         impl $name {
             pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => stringify!($variant)),* }
+                match self { $($name::$variant => variant_text!($variant $($text)?)),* }
             }
 
             pub fn parse(text: &str) -> Option<Self> {
-                match text { $(stringify!($variant) => Some($name::$variant),)* _ => None }
+                match text { $(variant_text!($variant $($text)?) => Some($name::$variant),)* _ => None }
             }
         }
+    };
+}
+
+macro_rules! variant_text {
+    ($variant:ident) => {
+        stringify!($variant)
+    };
+    ($variant:ident $text:literal) => {
+        $text
     };
 }
 
@@ -42,31 +53,10 @@ text_enum!(
     PotState { Installing, Running, Stopped, Failed }
 );
 
-/// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ApiRole {
-    /// `GET` requests.
-    Read,
-    /// Everything: commands to nodes and every `GET`.
-    Admin,
-}
-
-impl ApiRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiRole::Read => "read",
-            ApiRole::Admin => "admin",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "read" => Some(ApiRole::Read),
-            "admin" => Some(ApiRole::Admin),
-            _ => None,
-        }
-    }
-}
+text_enum!(
+    /// What an API token may do: `read` for `GET` requests, `admin` for everything.
+    ApiRole { Read = "read", Admin = "admin" }
+);
 
 /// An API token as stored: only a hash of the secret is kept.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use crate::tokens::sha256_hex;
 use crate::CoreError;
 
 pub(crate) struct TlsSetup {
@@ -22,14 +22,6 @@ pub(crate) struct TlsSetup {
 
 fn tls_error(what: impl std::fmt::Display) -> CoreError {
     CoreError::Tls(what.to_string())
-}
-
-/// SHA-256 of a certificate, lowercase hex.
-pub(crate) fn fingerprint(certificate: &[u8]) -> String {
-    Sha256::digest(certificate)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 /// Loads the configured chain, or the generated one under `<data_dir>/tls/` (generating it
@@ -61,7 +53,7 @@ pub(crate) fn load_or_generate(
     let ca = chain
         .last()
         .ok_or_else(|| tls_error(format!("{} holds no certificate", chain_file.display())))?;
-    let ca_fingerprint = fingerprint(ca.as_ref());
+    let ca_fingerprint = sha256_hex(ca.as_ref());
     // Next to the chain, for operators to copy into their nodes' tls.ca_fingerprint.
     if let Some(directory) = chain_file.parent() {
         write_file(

@@ -1,5 +1,6 @@
 //! HoneyBee wire contracts, without any I/O: Protocol v2 message types, the streaming
-//! envelope decoder, the ingest line framer and the normalisation of honeypot event lines.
+//! envelope decoder, the ingest line framer, the normalisation of honeypot event lines and
+//! the TOTP codes nodes authenticate with.
 //!
 //! Everything here is pure: callers feed bytes in and get typed values (or typed errors)
 //! out, so the same code serves the Core, the Node, tests and benchmarks.
@@ -10,6 +11,7 @@ mod ingest;
 mod line_framer;
 mod message;
 mod timestamp;
+mod totp;
 mod variant;
 
 pub use decoder::{decode_envelope, EnvelopeDecoder, DEFAULT_MAX_ENVELOPE_BYTES};
@@ -23,3 +25,7 @@ pub use message::{
     PROTOCOL_VERSION,
 };
 pub use timestamp::{format_timestamp, parse_timestamp_text};
+pub use totp::{
+    base32_decode, base32_encode, totp_code, totp_matching_step, totp_step_at, TOTP_DIGITS,
+    TOTP_SECRET_BYTES, TOTP_STEP_SECONDS,
+};

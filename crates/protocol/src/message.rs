@@ -119,6 +119,11 @@ pub struct NodeRegistration {
     pub node_type: NodeType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_code: Option<String>,
+    /// Extension: the enrollment token a node without a TOTP secret presents to enroll.
+    /// Sent before any announcement (there is none yet); a Core that does not know the field
+    /// ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_token: Option<String>,
     /// Extension announcement: the extensions this node speaks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,

@@ -24,6 +24,7 @@ fn extension_fields_and_messages_round_trip() {
         port: 0,
         node_type: NodeType::Full,
         totp_code: None,
+        enrollment_token: None,
         capabilities: vec![
             CAPABILITY_COMMAND_ANSWERS.into(),
             CAPABILITY_UNINSTALL_POT.into(),

@@ -12,7 +12,8 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    ApiRole, ApiTokenRecord, EventCursor, EventPage, EventQuery, NewEvent, NodeKind, NodeRecord,
+    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventPage,
+    EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
     NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, DEFAULT_EVENT_PAGE,
     MAX_EVENT_PAGE,
 };

@@ -68,6 +68,56 @@ pub struct ApiTokenRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A node enrollment token to store: only a hash of the secret is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEnrollmentToken {
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    pub name: String,
+    /// How many nodes may enroll with it.
+    pub uses: u32,
+    /// After this instant the token enrolls nobody. `None`: never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored enrollment token, without its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentTokenRecord {
+    pub id: u64,
+    pub name: String,
+    pub uses_total: u32,
+    pub uses_left: u32,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// How a node authenticates: its TOTP secret and the newest step it already used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeCredential {
+    pub node_id: u64,
+    /// Base32, as sent in `RegistrationAck.totp_key`.
+    pub totp_secret: String,
+    /// Codes of this step or older are refused (no replay).
+    pub last_totp_step: u64,
+    pub enrolled_at: DateTime<Utc>,
+    /// A revoked node is refused for good.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The result of an enrollment attempt; only `Enrolled` stored the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentOutcome {
+    Enrolled,
+    /// The node id already has a credential (enrolled, or revoked).
+    AlreadyEnrolled,
+    TokenUnknown,
+    TokenUsedUp,
+    TokenExpired,
+    TokenRevoked,
+}
+
 /// What the Core learns from an accepted registration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRegistrationRecord {

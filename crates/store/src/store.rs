@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiRole, ApiTokenRecord, EventPage, EventQuery, NewEvent, NodeRecord, NodeRegistrationRecord,
-    NodeState, PotRecord,
+    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventPage, EventQuery,
+    NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord, NodeRegistrationRecord, NodeState,
+    PotRecord,
 };
 
 /// Everything the Core persists. Implementations must be safe to call from many tasks at
@@ -58,6 +59,40 @@ pub trait Store: Send + Sync + 'static {
     async fn api_token_role(&self, token_hash: String) -> Result<Option<ApiRole>, StoreError>;
 
     async fn count_api_tokens(&self) -> Result<u64, StoreError>;
+
+    /// Stores a new enrollment token; returns its id.
+    async fn create_enrollment_token(&self, token: NewEnrollmentToken) -> Result<u64, StoreError>;
+
+    async fn list_enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenRecord>, StoreError>;
+
+    /// Revokes an enrollment token; `false` if no token has this id.
+    async fn revoke_enrollment_token(&self, id: u64, at: DateTime<Utc>)
+        -> Result<bool, StoreError>;
+
+    /// Enrolls a node in one transaction: when `token_hash` is given, one use of that valid
+    /// token is consumed; the credential is stored only if the node id has none yet.
+    async fn enroll_node(
+        &self,
+        node_id: u64,
+        totp_secret: String,
+        token_hash: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<EnrollmentOutcome, StoreError>;
+
+    async fn node_credential(&self, node_id: u64) -> Result<Option<NodeCredential>, StoreError>;
+
+    /// Records that the node used the code of `step`, only if that step is newer than every
+    /// step it used before and the node is not revoked; returns whether it was. Atomic, so
+    /// two connections replaying one code cannot both succeed.
+    async fn use_totp_step(&self, node_id: u64, step: u64) -> Result<bool, StoreError>;
+
+    /// Revokes a node for good (a node id never registered before is revoked too, so it can
+    /// never enroll); returns the instant of the (first) revocation.
+    async fn revoke_node(
+        &self,
+        node_id: u64,
+        at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError>;
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
 

@@ -300,3 +300,113 @@ async fn api_tokens_are_kept_by_hash_with_their_role() {
     assert_eq!(store.api_token_role("other".into()).await.unwrap(), None);
     assert_eq!(store.count_api_tokens().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn enrollment_tokens_are_consumed_once_per_use_and_honour_expiry_and_revocation() {
+    use honeybee_store::{EnrollmentOutcome, NewEnrollmentToken};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let token = |hash: &str, uses, expires_at| NewEnrollmentToken {
+        token_hash: hash.into(),
+        name: hash.into(),
+        uses,
+        expires_at,
+        created_at: base_time(),
+    };
+    let now = base_time();
+    store
+        .create_enrollment_token(token("two", 2, None))
+        .await
+        .unwrap();
+    let expired = Some(now - Duration::seconds(1));
+    store
+        .create_enrollment_token(token("old", 5, expired))
+        .await
+        .unwrap();
+    let revoked = store
+        .create_enrollment_token(token("gone", 5, None))
+        .await
+        .unwrap();
+    assert!(store.revoke_enrollment_token(revoked, now).await.unwrap());
+    assert!(!store.revoke_enrollment_token(9999, now).await.unwrap());
+
+    let enroll = |node_id: u64, hash: Option<&str>| {
+        store.enroll_node(
+            node_id,
+            format!("SECRET{node_id}"),
+            hash.map(Into::into),
+            now,
+        )
+    };
+    assert_eq!(
+        enroll(1, Some("two")).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    assert_eq!(
+        enroll(1, Some("two")).await.unwrap(),
+        EnrollmentOutcome::AlreadyEnrolled
+    );
+    assert_eq!(
+        enroll(2, Some("two")).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    assert_eq!(
+        enroll(3, Some("two")).await.unwrap(),
+        EnrollmentOutcome::TokenUsedUp
+    );
+    assert_eq!(
+        enroll(3, Some("old")).await.unwrap(),
+        EnrollmentOutcome::TokenExpired
+    );
+    assert_eq!(
+        enroll(3, Some("gone")).await.unwrap(),
+        EnrollmentOutcome::TokenRevoked
+    );
+    assert_eq!(
+        enroll(3, Some("nope")).await.unwrap(),
+        EnrollmentOutcome::TokenUnknown
+    );
+    assert_eq!(enroll(3, None).await.unwrap(), EnrollmentOutcome::Enrolled);
+
+    let listed = store.list_enrollment_tokens().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!((listed[0].uses_total, listed[0].uses_left), (2, 0));
+    assert_eq!(listed[2].revoked_at, Some(now));
+    let credential = store.node_credential(1).await.unwrap().unwrap();
+    assert_eq!(credential.totp_secret, "SECRET1");
+    assert_eq!(credential.last_totp_step, 0);
+    assert_eq!(store.node_credential(4).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_totp_step_is_used_once_and_a_revoked_node_uses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let now = base_time();
+    store.enroll_node(7, "S".into(), None, now).await.unwrap();
+    assert!(store.use_totp_step(7, 100).await.unwrap());
+    assert!(!store.use_totp_step(7, 100).await.unwrap(), "replayed step");
+    assert!(!store.use_totp_step(7, 99).await.unwrap(), "older step");
+    assert!(store.use_totp_step(7, 101).await.unwrap());
+    assert!(!store.use_totp_step(8, 101).await.unwrap(), "unknown node");
+
+    let revoked_at = store.revoke_node(7, now).await.unwrap();
+    assert_eq!(revoked_at, now);
+    let later = now + Duration::seconds(5);
+    assert_eq!(
+        store.revoke_node(7, later).await.unwrap(),
+        now,
+        "first revocation kept"
+    );
+    assert!(!store.use_totp_step(7, 200).await.unwrap());
+    assert_eq!(
+        store.node_credential(7).await.unwrap().unwrap().revoked_at,
+        Some(now)
+    );
+    // An id that never enrolled is revoked too and can no longer enroll.
+    store.revoke_node(9, now).await.unwrap();
+    assert_eq!(
+        store.enroll_node(9, "S".into(), None, now).await.unwrap(),
+        honeybee_store::EnrollmentOutcome::AlreadyEnrolled
+    );
+}

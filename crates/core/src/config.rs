@@ -111,6 +111,19 @@ pub struct ServerConfig {
     /// Node connections served at once; further connections wait in the accept backlog.
     /// Default 10000.
     pub max_node_connections: usize,
+    /// How a node id the Core has never seen gets its TOTP secret. `token`: it must present
+    /// an enrollment token (`honeybee enroll create`). `open`: any node that reaches the
+    /// port enrolls; allowed on loopback only. Default: `open` when `host` is a loopback
+    /// address, `token` otherwise. Enrolled nodes always prove themselves with TOTP codes.
+    pub enrollment: Option<EnrollmentPolicy>,
+}
+
+/// Who may enroll a new node: see [`ServerConfig::enrollment`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollmentPolicy {
+    Token,
+    Open,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +138,7 @@ impl Default for ServerConfig {
             max_envelope_bytes: honeybee_protocol::DEFAULT_MAX_ENVELOPE_BYTES,
             handshake_timeout: 10.0,
             max_node_connections: 10_000,
+            enrollment: None,
         }
     }
 }
@@ -136,6 +150,22 @@ impl ServerConfig {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.handshake_timeout)
+    }
+
+    /// Whether `host` is a loopback address (nothing beyond this machine can connect).
+    pub fn is_loopback(&self) -> bool {
+        self.host
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+    }
+
+    /// The enrollment policy in force: the configured one, or the default for `host`.
+    pub fn enrollment_policy(&self) -> EnrollmentPolicy {
+        self.enrollment.unwrap_or(if self.is_loopback() {
+            EnrollmentPolicy::Open
+        } else {
+            EnrollmentPolicy::Token
+        })
     }
 
     /// How long a node may stay silent before it is shown offline.
@@ -336,11 +366,14 @@ impl CoreConfig {
                 "must be at least storage.batch_max_events",
             ));
         }
-        let loopback = self
-            .server
-            .host
-            .parse::<IpAddr>()
-            .is_ok_and(|address| address.is_loopback());
+        let loopback = self.server.is_loopback();
+        if !loopback && self.server.enrollment == Some(EnrollmentPolicy::Open) {
+            return Err(invalid(
+                "server.enrollment",
+                "open".into(),
+                "open enrollment lets anyone who reaches the node port enroll; it is allowed only when server.host is loopback (use enrollment tokens with several uses instead)",
+            ));
+        }
         if !loopback && !self.tls.enabled && !self.tls.allow_plaintext {
             return Err(invalid(
                 "tls.enabled",
@@ -445,6 +478,17 @@ port = 9003
         assert!(error.contains("tls.allow_plaintext"), "{error}");
         config.tls.enabled = true;
         config.validate().unwrap();
+        assert_eq!(config.server.enrollment_policy(), EnrollmentPolicy::Token);
+        config.server.enrollment = Some(EnrollmentPolicy::Open);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("server.enrollment"), "{error}");
+
+        let config = CoreConfig::from_toml("[server]\nenrollment = \"token\"\n").unwrap();
+        assert_eq!(config.server.enrollment_policy(), EnrollmentPolicy::Token);
+        assert_eq!(
+            CoreConfig::default().server.enrollment_policy(),
+            EnrollmentPolicy::Open
+        );
 
         let mut config = CoreConfig::default();
         config.server.heartbeat_interval = 0.0;

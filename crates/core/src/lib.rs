@@ -9,6 +9,7 @@
 mod api;
 mod commands;
 pub mod config;
+mod enrollment;
 mod event_writer;
 mod metrics;
 mod node_link;
@@ -101,6 +102,10 @@ pub async fn start(
         _ => None,
     };
 
+    tracing::info!(
+        enrollment = ?config.server.enrollment_policy(),
+        "new node ids enroll with this policy; enrolled nodes prove themselves with TOTP codes"
+    );
     let registry = MetricsRegistry::new();
     let metrics = Arc::new(CoreMetrics::new(registry.clone()));
     let node_listener = bind(&config.server.host, config.server.node_port, "node port").await?;
@@ -151,6 +156,10 @@ pub async fn start(
         events: events_sender,
         sessions: sessions.clone(),
         commands: commands.clone(),
+        authenticator: enrollment::NodeAuthenticator::new(
+            store.clone(),
+            config.server.enrollment_policy(),
+        ),
         metrics: metrics.clone(),
         max_envelope_bytes: config.server.max_envelope_bytes,
         handshake_timeout: config.server.handshake_timeout(),
@@ -169,7 +178,7 @@ pub async fn start(
         sessions,
         commands,
         auth: config.api.auth,
-        metrics: registry,
+        metrics: metrics.clone(),
         offline_after: config.server.offline_after(),
     });
     let api_shutdown = shutdown.clone();

@@ -16,6 +16,8 @@ pub(crate) struct CoreMetrics {
     pub event_queue_depth: Arc<Gauge>,
     pub store_write_failures: Arc<Counter>,
     pub events_bad_timestamp: Arc<Counter>,
+    pub nodes_enrolled: Arc<Counter>,
+    pub nodes_revoked: Arc<Counter>,
 }
 
 impl CoreMetrics {
@@ -64,6 +66,16 @@ impl CoreMetrics {
             events_bad_timestamp: registry.counter(
                 "honeybee_core_events_bad_timestamp_total",
                 "PotEvents whose timestamp could not be parsed; stored with the receive time.",
+                &[],
+            ),
+            nodes_enrolled: registry.counter(
+                "honeybee_core_nodes_enrolled_total",
+                "Nodes that enrolled and received a TOTP secret.",
+                &[],
+            ),
+            nodes_revoked: registry.counter(
+                "honeybee_core_nodes_revoked_total",
+                "Node revocations by an operator.",
                 &[],
             ),
             registry,

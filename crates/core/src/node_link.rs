@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::{CommandOutcome, CommandTracker};
+use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
 use crate::sessions::{OutgoingCommand, SessionHandle, SessionRegistry};
 
@@ -53,6 +54,7 @@ pub(crate) struct LinkContext {
     pub events: mpsc::Sender<NewEvent>,
     pub sessions: Arc<SessionRegistry>,
     pub commands: Arc<CommandTracker>,
+    pub authenticator: NodeAuthenticator,
     pub metrics: Arc<CoreMetrics>,
     pub max_envelope_bytes: usize,
     pub handshake_timeout: Duration,
@@ -136,6 +138,7 @@ struct Session {
     session_id: u64,
     commands: mpsc::Receiver<OutgoingCommand>,
     replaced: CancellationToken,
+    revoked: CancellationToken,
     last_touch: Instant,
     /// The last node state written and when, to skip repeats within [`TOUCH_INTERVAL`].
     last_state_write: Option<(NodeState, Instant)>,
@@ -211,6 +214,11 @@ impl NodeLink {
                 }
                 signal = session_signal(&mut self.session), if drain_deadline.is_none() => match signal {
                     SessionSignal::Replaced => break "replaced by a newer connection of the same node",
+                    SessionSignal::Revoked => {
+                        let node_id = self.session.as_ref().map_or(0, |session| session.node_id);
+                        let _ = self.send_refusal(node_id, format!("node {node_id} was revoked by an operator")).await;
+                        break "node revoked by an operator";
+                    }
                     SessionSignal::CommandsClosed => break "command channel closed",
                     SessionSignal::Command(command) => {
                         if self.send_command(command).await.is_err() {
@@ -361,10 +369,38 @@ impl NodeLink {
                 .await;
             return Flow::Close;
         }
+        let authenticated = match self
+            .context
+            .authenticator
+            .authenticate(&registration, Utc::now())
+            .await
+        {
+            Ok(authenticated) => authenticated,
+            Err(refusal) => {
+                self.context.metrics.registration_refused(refusal.reason);
+                if let Some(suppressed) = self.context.log_limiter.allow() {
+                    tracing::warn!(
+                        node_id,
+                        remote = %self.remote,
+                        reason = refusal.reason,
+                        detail = %refusal.message,
+                        suppressed,
+                        "refused a node registration"
+                    );
+                }
+                let _ = self.send_refusal(node_id, refusal.message).await;
+                return Flow::Close;
+            }
+        };
+        if authenticated.new_totp_key.is_some() {
+            self.context.metrics.nodes_enrolled.increment();
+            tracing::info!(node_id, remote = %self.remote, "node enrolled; its TOTP secret is in the registration ack");
+        }
         // The registry first: from here on an older connection of this node is no longer
         // current. The store then records this session as the one that may disconnect it.
         let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let replaced = CancellationToken::new();
+        let revoked = CancellationToken::new();
         let session_id = self.context.sessions.new_session_id();
         let capabilities: Vec<String> = registration
             .capabilities
@@ -378,6 +414,7 @@ impl NodeLink {
                 session_id,
                 commands: commands_sender,
                 replaced: replaced.clone(),
+                revoked: revoked.clone(),
                 capabilities: capabilities.clone(),
             },
         );
@@ -411,6 +448,7 @@ impl NodeLink {
             session_id,
             commands,
             replaced,
+            revoked,
             last_touch: Instant::now(),
             last_state_write: None,
             pot_statuses: HashMap::new(),
@@ -428,7 +466,7 @@ impl NodeLink {
             node_id,
             accepted: true,
             message: Some("registration accepted".into()),
-            totp_key: None,
+            totp_key: authenticated.new_totp_key,
             capabilities,
         });
         match self.write_message(&ack).await {
@@ -672,6 +710,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 /// What the rest of the Core wants from a registered session.
 enum SessionSignal {
     Replaced,
+    Revoked,
     Command(OutgoingCommand),
     CommandsClosed,
 }
@@ -681,7 +720,11 @@ async fn session_signal(session: &mut Option<Session>) -> SessionSignal {
     let Some(session) = session else {
         return std::future::pending().await;
     };
+    // Biased: removing a session from the registry also closes its command channel, and
+    // the reason it was removed must win over that consequence.
     tokio::select! {
+        biased;
+        _ = session.revoked.cancelled() => SessionSignal::Revoked,
         _ = session.replaced.cancelled() => SessionSignal::Replaced,
         command = session.commands.recv() => match command {
             Some(command) => SessionSignal::Command(command),

@@ -25,6 +25,8 @@ pub(crate) struct SessionHandle {
     pub commands: mpsc::Sender<OutgoingCommand>,
     /// Cancelled when a newer connection of the same node replaces this one.
     pub replaced: CancellationToken,
+    /// Cancelled when an operator revokes the node: the session tells the node and ends.
+    pub revoked: CancellationToken,
     /// Protocol extensions both sides speak on this session.
     pub capabilities: Vec<String>,
 }
@@ -69,6 +71,22 @@ impl SessionRegistry {
             .insert(node_id, handle);
         if let Some(previous) = previous {
             previous.replaced.cancel();
+        }
+    }
+
+    /// Ends the session of a revoked node at once; returns whether this Core held one.
+    pub fn revoke(&self, node_id: u64) -> bool {
+        let removed = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node_id);
+        match removed {
+            Some(handle) => {
+                handle.revoked.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -136,6 +154,7 @@ mod tests {
             session_id: registry.new_session_id(),
             commands: sender,
             replaced: CancellationToken::new(),
+            revoked: CancellationToken::new(),
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         };
         (handle, receiver)
@@ -151,6 +170,10 @@ mod tests {
         assert!(old.replaced.is_cancelled());
         assert!(!registry.remove_if_current(5, old.session_id));
         assert!(registry.remove_if_current(5, new.session_id));
+        assert!(!registry.revoke(5));
+        registry.insert(5, old.clone());
+        assert!(registry.revoke(5));
+        assert!(old.revoked.is_cancelled());
         assert_eq!(
             registry.send_command(5, Command::Restart, 1),
             Err(SendCommandError::NotConnected)

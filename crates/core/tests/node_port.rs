@@ -2,18 +2,26 @@
 //! the way other implementations (the Go node) and hostile peers do, plus the REST API's
 //! answers to bad requests.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use honeybee_core::CoreConfig;
-use honeybee_protocol::{EnvelopeDecoder, Message};
+use honeybee_protocol::{
+    base32_decode, totp_code, totp_step_at, EnvelopeDecoder, Message,
+};
 use honeybee_store::{EventQuery, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// What a test node remembers of its enrollment: the secret and the newest TOTP step used.
+type NodeSecrets = Arc<Mutex<HashMap<u64, (Vec<u8>, u64)>>>;
+
 struct TestCore {
     node_address: std::net::SocketAddr,
+    secrets: NodeSecrets,
     api_base: String,
     shutdown: CancellationToken,
     running: Option<honeybee_core::RunningCore>,
@@ -36,6 +44,7 @@ impl TestCore {
             .unwrap();
         TestCore {
             node_address: running.node_address,
+            secrets: NodeSecrets::default(),
             api_base: format!("http://{}", running.api_address),
             shutdown,
             running: Some(running),
@@ -62,6 +71,17 @@ impl TestCore {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.api_base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Every event in the Core's database, read with a store of its own (after a stop).
@@ -113,6 +133,29 @@ impl TestCore {
 struct RawPeer {
     stream: TcpStream,
     decoder: EnvelopeDecoder,
+    secrets: NodeSecrets,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A TOTP code for a step the node has not used yet: the oldest still accepted (one step
+/// back), so three registrations fit in one step; a fourth waits for the next step.
+async fn next_totp_code(secrets: &NodeSecrets, node_id: u64) -> Option<String> {
+    loop {
+        let (secret, last_step) = secrets.lock().unwrap().get(&node_id).cloned()?;
+        let now_step = totp_step_at(unix_now());
+        let step = (now_step - 1).max(last_step + 1);
+        if step <= now_step + 1 {
+            secrets.lock().unwrap().get_mut(&node_id).unwrap().1 = step;
+            return Some(totp_code(&secret, step));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 impl RawPeer {
@@ -120,6 +163,7 @@ impl RawPeer {
         RawPeer {
             stream: TcpStream::connect(core.node_address).await.unwrap(),
             decoder: EnvelopeDecoder::default(),
+            secrets: core.secrets.clone(),
         }
     }
 
@@ -144,15 +188,40 @@ impl RawPeer {
         }
     }
 
+    /// Registers with a TOTP code when this node enrolled before, and remembers the secret
+    /// the Core issues on enrollment.
     async fn register(&mut self, node_id: u64, name: &str) {
-        self.send(&registration(node_id, name)).await;
+        let code = next_totp_code(&self.secrets, node_id).await;
+        self.send(&registration_with(node_id, name, code.as_deref(), None))
+            .await;
+        self.expect_accepted(node_id).await;
+    }
+
+    async fn expect_accepted(&mut self, node_id: u64) {
         match self.receive().await {
             Some(Message::RegistrationAck(ack)) => {
                 assert!(ack.accepted, "{ack:?}");
                 assert_eq!(ack.node_id, node_id);
+                if let Some(key) = ack.totp_key {
+                    let secret = base32_decode(&key).expect("totp_key is base32");
+                    self.secrets.lock().unwrap().insert(node_id, (secret, 0));
+                }
             }
             other => panic!("expected an accepting RegistrationAck, got {other:?}"),
         }
+    }
+
+    /// Expects a refusal whose message contains `needle`, then the connection's end.
+    async fn expect_refused(&mut self, needle: &str) {
+        match self.receive().await {
+            Some(Message::RegistrationAck(ack)) => {
+                assert!(!ack.accepted, "{ack:?}");
+                let message = ack.message.unwrap_or_default();
+                assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            }
+            other => panic!("expected a refusing RegistrationAck, got {other:?}"),
+        }
+        self.expect_closed().await;
     }
 
     async fn expect_closed(&mut self) {
@@ -166,9 +235,26 @@ impl RawPeer {
 }
 
 fn registration(node_id: u64, name: &str) -> String {
-    format!(
-        r#"{{"version":2,"message":{{"NodeRegistration":{{"node_id":{node_id},"node_name":"{name}","address":"10.0.0.5","port":0,"node_type":"Agent"}}}}}}"#
-    ) + "\n"
+    registration_with(node_id, name, None, None)
+}
+
+fn registration_with(
+    node_id: u64,
+    name: &str,
+    totp_code: Option<&str>,
+    enrollment_token: Option<&str>,
+) -> String {
+    let mut fields = json!({
+        "node_id": node_id, "node_name": name, "address": "10.0.0.5", "port": 0,
+        "node_type": "Agent",
+    });
+    if let Some(code) = totp_code {
+        fields["totp_code"] = json!(code);
+    }
+    if let Some(token) = enrollment_token {
+        fields["enrollment_token"] = json!(token);
+    }
+    json!({"version": 2, "message": {"NodeRegistration": fields}}).to_string() + "\n"
 }
 
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -547,6 +633,31 @@ async fn the_api_needs_a_token_with_the_right_role() {
         (get.clone(), "/api/v1/events", Some(reader.as_str()), 200),
         (get.clone(), "/metrics", None, 401),
         (get.clone(), "/api/v1/nodes", Some(admin.as_str()), 200),
+        // Enrollment tokens admit nodes: admin only, even to list them.
+        (
+            get.clone(),
+            "/api/v1/enrollment-tokens",
+            Some(reader.as_str()),
+            403,
+        ),
+        (
+            get.clone(),
+            "/api/v1/enrollment-tokens",
+            Some(admin.as_str()),
+            200,
+        ),
+        (
+            post.clone(),
+            "/api/v1/nodes/1/revoke",
+            Some(reader.as_str()),
+            403,
+        ),
+        (
+            post.clone(),
+            "/api/v1/nodes/1/revoke",
+            Some(admin.as_str()),
+            404,
+        ),
         (post.clone(), "/api/v1/nodes/1/commands", None, 401),
         (
             post.clone(),
@@ -591,4 +702,177 @@ async fn the_api_needs_a_token_with_the_right_role() {
         (response.status().as_u16(), ())
     };
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn nodes_enroll_with_a_token_then_prove_themselves_with_unreplayable_totp_codes() {
+    let core = TestCore::start(|config| {
+        config.server.enrollment = Some(honeybee_core::config::EnrollmentPolicy::Token);
+    })
+    .await;
+    let post = reqwest::Method::POST;
+
+    let mut stranger = RawPeer::connect(&core).await;
+    stranger.send(&registration(501, "no-token")).await;
+    stranger
+        .expect_refused("requires an enrollment token")
+        .await;
+
+    let (status, created) = core
+        .send_json(
+            post.clone(),
+            "/api/v1/enrollment-tokens",
+            json!({"uses": 1, "ttl_seconds": 600, "name": "sensor-a"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("hbe_"), "{token}");
+    assert_eq!(created["status"], "usable");
+
+    let mut first = RawPeer::connect(&core).await;
+    first
+        .send(&registration_with(501, "sensor-a", None, Some(&token)))
+        .await;
+    first.expect_accepted(501).await;
+    assert!(
+        core.secrets.lock().unwrap().contains_key(&501),
+        "the ack carried a totp_key"
+    );
+
+    // A one-time token enrolls one node only.
+    let mut second = RawPeer::connect(&core).await;
+    second
+        .send(&registration_with(502, "sensor-b", None, Some(&token)))
+        .await;
+    second.expect_refused("used up").await;
+    let (_, listed) = core.get("/api/v1/enrollment-tokens").await;
+    let listed = &listed["enrollment_tokens"][0];
+    assert_eq!(
+        (listed["status"].as_str(), listed["uses_left"].as_u64()),
+        (Some("used_up"), Some(0))
+    );
+    assert!(
+        listed.get("token").is_none(),
+        "a token's secret is shown once: {listed}"
+    );
+
+    // An enrolled node needs a code: none, a wrong one, or a replayed one are refused.
+    let mut no_code = RawPeer::connect(&core).await;
+    no_code.send(&registration(501, "sensor-a")).await;
+    no_code.expect_refused("needs a totp_code").await;
+    let mut wrong_code = RawPeer::connect(&core).await;
+    wrong_code
+        .send(&registration_with(501, "sensor-a", Some("12345x"), None))
+        .await;
+    wrong_code.expect_refused("not valid").await;
+    let code = next_totp_code(&core.secrets, 501).await.unwrap();
+    let mut reconnected = RawPeer::connect(&core).await;
+    reconnected
+        .send(&registration_with(501, "sensor-a", Some(&code), None))
+        .await;
+    reconnected.expect_accepted(501).await;
+    let mut replay = RawPeer::connect(&core).await;
+    replay
+        .send(&registration_with(501, "sensor-a", Some(&code), None))
+        .await;
+    replay.expect_refused("already used").await;
+    // The replay did not disturb the node's live session.
+    reconnected
+        .send(r#"{"version":2,"message":{"NodeStatusUpdate":{"node_id":501,"status":"Running"}}}"#)
+        .await;
+    reconnected.send("\n").await;
+    eventually("the node online and running", || async {
+        let node = core.node(501).await;
+        (node["status"] == "Running").then_some(())
+    })
+    .await;
+
+    let refused = core
+        .metric("honeybee_core_registrations_refused_total{reason=\"totp_replayed\"}")
+        .await;
+    assert!(
+        refused.is_some_and(|line| line.ends_with(" 1")),
+        "replays are counted"
+    );
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_node_is_cut_off_within_a_second_and_refused_afterwards() {
+    let core = TestCore::start(|_| {}).await;
+    let post = reqwest::Method::POST;
+    let mut node = RawPeer::connect(&core).await;
+    node.register(601, "doomed").await;
+    let mut bystander = RawPeer::connect(&core).await;
+    bystander.register(602, "bystander").await;
+
+    let started = Instant::now();
+    let (status, body) = core
+        .send_json(post.clone(), "/api/v1/nodes/601/revoke", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["disconnected"], true);
+    node.expect_refused("revoked").await;
+    let cut_off_after = started.elapsed();
+    assert!(
+        cut_off_after < Duration::from_secs(1),
+        "cut off after {cut_off_after:?}"
+    );
+
+    let mut again = RawPeer::connect(&core).await;
+    let code = next_totp_code(&core.secrets, 601).await;
+    again
+        .send(&registration_with(601, "doomed", code.as_deref(), None))
+        .await;
+    again.expect_refused("revoked").await;
+    let shown = core.node(601).await;
+    assert_eq!(
+        (shown["revoked"].as_bool(), shown["connected"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        core.node(602).await["connected"],
+        true,
+        "other nodes are untouched"
+    );
+    let (status, _) = core
+        .send_json(post.clone(), "/api/v1/nodes/999/revoke", json!({}))
+        .await;
+    assert_eq!(status, 404);
+
+    // Enrollment tokens can be revoked too; bad requests are refused with the value.
+    let (_, created) = core
+        .send_json(
+            post.clone(),
+            "/api/v1/enrollment-tokens",
+            json!({"uses": 5}),
+        )
+        .await;
+    let id = created["id"].as_u64().unwrap();
+    let (status, _) = core
+        .send_json(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = core
+        .send_json(
+            reqwest::Method::DELETE,
+            "/api/v1/enrollment-tokens/777",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = core
+        .send_json(post, "/api/v1/enrollment-tokens", json!({"uses": 0}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid uses 0"),
+        "{body}"
+    );
+    core.stop().await;
 }

@@ -147,6 +147,8 @@ pub struct NodeRecord {
     pub connected: bool,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// Revoked by an operator (see [`NodeCredential::revoked_at`]).
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

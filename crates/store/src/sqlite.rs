@@ -250,7 +250,9 @@ fn parse_text<T>(
 }
 
 const NODE_COLUMNS: &str =
-    "node_id, name, address, port, kind, remote_address, state, connected, first_seen, last_seen";
+    "node_id, name, address, port, kind, remote_address, state, connected, first_seen, last_seen, \
+     EXISTS (SELECT 1 FROM node_credentials AS credential \
+             WHERE credential.node_id = nodes.node_id AND credential.revoked_at IS NOT NULL)";
 
 fn node_from_row(row: &Row<'_>) -> Result<NodeRecord, StoreError> {
     Ok(NodeRecord {
@@ -264,6 +266,7 @@ fn node_from_row(row: &Row<'_>) -> Result<NodeRecord, StoreError> {
         connected: row.get(7)?,
         first_seen: from_micros(row.get(8)?)?,
         last_seen: from_micros(row.get(9)?)?,
+        revoked: row.get(10)?,
     })
 }
 

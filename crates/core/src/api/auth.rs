@@ -1,5 +1,6 @@
 //! Bearer-token authentication of the REST API: `GET` needs a `read` (or `admin`) token,
-//! every other method an `admin` token; `GET /health` stays open.
+//! every other method (and anything about enrollment tokens) an `admin` token; `GET /health`
+//! stays open.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use honeybee_store::ApiRole;
 
+use super::enrollment::ENROLLMENT_TOKENS_PATH;
 use super::{ApiError, ApiState};
 use crate::config::ApiAuth;
 use crate::tokens::token_hash;
@@ -21,7 +23,9 @@ pub(super) async fn require_token(
     if state.auth == ApiAuth::None || request.uri().path() == "/health" {
         return next.run(request).await;
     }
-    let needed = if matches!(*request.method(), Method::GET | Method::HEAD) {
+    // Enrollment tokens admit nodes: even listing them is for admins.
+    let admin_only = request.uri().path().starts_with(ENROLLMENT_TOKENS_PATH);
+    let needed = if !admin_only && matches!(*request.method(), Method::GET | Method::HEAD) {
         ApiRole::Read
     } else {
         ApiRole::Admin

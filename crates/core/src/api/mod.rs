@@ -3,6 +3,7 @@
 
 mod auth;
 mod commands;
+mod enrollment;
 mod error;
 mod events;
 mod honeypots;
@@ -16,13 +17,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use honeybee_store::Store;
-use honeybee_telemetry::MetricsRegistry;
 use serde_json::json;
 
 pub(crate) use error::ApiError;
 
 use crate::commands::CommandTracker;
 use crate::config::ApiAuth;
+use crate::metrics::CoreMetrics;
 use crate::sessions::SessionRegistry;
 
 /// The contract of this API, served at `/api/v1/openapi.json`.
@@ -34,7 +35,7 @@ pub(crate) struct ApiState {
     pub sessions: Arc<SessionRegistry>,
     pub commands: Arc<CommandTracker>,
     pub auth: ApiAuth,
-    pub metrics: Arc<MetricsRegistry>,
+    pub metrics: Arc<CoreMetrics>,
     /// A connected node silent for longer than this is shown offline.
     pub offline_after: Duration,
 }
@@ -48,6 +49,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .merge(commands::router())
         .merge(honeypots::router())
         .merge(events::router())
+        .merge(enrollment::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -65,7 +67,7 @@ async fn metrics(
 ) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render_prometheus(),
+        state.metrics.registry.render_prometheus(),
     )
 }
 

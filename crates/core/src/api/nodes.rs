@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use honeybee_protocol::format_timestamp;
@@ -17,6 +17,7 @@ pub(super) fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{node_id}", get(get_node))
+        .route("/api/v1/nodes/{node_id}/revoke", post(revoke_node))
 }
 
 /// A node as the API shows it.
@@ -31,6 +32,8 @@ struct NodeView {
     online: bool,
     /// A Core holds a connection from the node (it may still be silent).
     connected: bool,
+    /// Revoked by an operator: refused at every registration.
+    revoked: bool,
     /// The last status the node reported, even when it is offline now.
     reported_status: &'static str,
     address: String,
@@ -60,6 +63,7 @@ impl NodeView {
             node_type: record.kind.as_str(),
             online,
             connected: record.connected,
+            revoked: record.revoked,
             reported_status: record.reported_state.as_str(),
             address: record.address,
             port: record.port,
@@ -99,6 +103,37 @@ async fn get_node(
     let mut view = NodeView::from_record(record, &state);
     view.honeypots = Some(pots.into_iter().map(PotView::from).collect());
     Ok(Json(view))
+}
+
+/// The answer to a revocation.
+#[derive(Debug, Serialize)]
+struct Revocation {
+    node_id: u64,
+    revoked_at: String,
+    /// Whether this Core held a connection of the node and closed it.
+    disconnected: bool,
+}
+
+/// Revokes a node: its connection is closed at once and every later registration refused.
+async fn revoke_node(
+    State(state): State<Arc<ApiState>>,
+    Path(node_id): Path<String>,
+) -> Result<Json<Revocation>, ApiError> {
+    let node_id = parse_node_id(&node_id)?;
+    let known = state.store.get_node(node_id).await?.is_some()
+        || state.store.node_credential(node_id).await?.is_some();
+    if !known {
+        return Err(ApiError::NotFound(format!("node {node_id} not found")));
+    }
+    let revoked_at = state.store.revoke_node(node_id, Utc::now()).await?;
+    let disconnected = state.sessions.revoke(node_id);
+    state.metrics.nodes_revoked.increment();
+    tracing::warn!(node_id, disconnected, "node revoked by an operator");
+    Ok(Json(Revocation {
+        node_id,
+        revoked_at: format_timestamp(revoked_at),
+        disconnected,
+    }))
 }
 
 pub(super) fn parse_node_id(text: &str) -> Result<u64, ApiError> {

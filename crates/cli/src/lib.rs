@@ -4,7 +4,7 @@
 
 mod operator;
 
-pub use operator::Operator;
+pub use operator::{parse_duration_seconds, Operator};
 
 use std::io::IsTerminal;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! The operator commands of the `honeybee` CLI (`pots`, `install`, `start`, `stop`,
-//! `restart`, `logs`, `metrics`): thin clients of the Core's REST API.
+//! `restart`, `logs`, `metrics`, `nodes`, `enroll`): thin clients of the Core's REST API.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,14 +39,124 @@ impl Operator {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.api);
-        let response = self
-            .client
-            .get(&url)
+        let mut request = self.client.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("reaching the core API at {url}"))?;
         answer_body(response).await
+    }
+
+    /// `honeybee nodes`: every node with its state.
+    pub async fn list_nodes(&self) -> anyhow::Result<()> {
+        let nodes = self.get("/api/v1/nodes").await?;
+        println!(
+            "{:<18} {:<20} {:<7} {:<10} {:<8} LAST SEEN",
+            "NODE", "NAME", "TYPE", "STATUS", "REVOKED"
+        );
+        for node in nodes["nodes"].as_array().into_iter().flatten() {
+            println!(
+                "{:<18} {:<20} {:<7} {:<10} {:<8} {}",
+                node["node_id"],
+                text(&node["node_name"]),
+                text(&node["node_type"]),
+                text(&node["status"]),
+                if node["revoked"] == true { "yes" } else { "no" },
+                text(&node["last_seen"]),
+            );
+        }
+        Ok(())
+    }
+
+    /// `honeybee nodes revoke`: cuts the node off and refuses it from now on.
+    pub async fn revoke_node(&self, node: &str) -> anyhow::Result<()> {
+        let node_id = self.node_id(node).await?;
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/api/v1/nodes/{node_id}/revoke"),
+                None,
+            )
+            .await?;
+        let connection = if answer["disconnected"] == true {
+            "its connection was closed"
+        } else {
+            "it was not connected to this core"
+        };
+        println!(
+            "node {node_id} revoked at {}; {connection}",
+            text(&answer["revoked_at"])
+        );
+        Ok(())
+    }
+
+    /// `honeybee enroll create`: prints a new enrollment token (shown only this once).
+    pub async fn create_enrollment_token(
+        &self,
+        name: &str,
+        uses: u32,
+        ttl_seconds: u64,
+    ) -> anyhow::Result<()> {
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/enrollment-tokens",
+                Some(json!({"name": name, "uses": uses, "ttl_seconds": ttl_seconds})),
+            )
+            .await?;
+        println!(
+            "Enrollment token {} for {} node(s), valid until {} (shown once):\n  {}\nOn the node: HONEYBEE_ENROLLMENT_TOKEN=<token> honeybee-node ... (or auth.enrollment_token in config.yaml)",
+            answer["id"],
+            answer["uses_total"],
+            text(&answer["expires_at"]),
+            text(&answer["token"]),
+        );
+        Ok(())
+    }
+
+    /// `honeybee enroll list`: every enrollment token, without secrets.
+    pub async fn list_enrollment_tokens(&self) -> anyhow::Result<()> {
+        let tokens = self.get("/api/v1/enrollment-tokens").await?;
+        println!(
+            "{:<6} {:<20} {:<9} {:<10} EXPIRES",
+            "ID", "NAME", "USES LEFT", "STATUS"
+        );
+        for token in tokens["enrollment_tokens"].as_array().into_iter().flatten() {
+            println!(
+                "{:<6} {:<20} {:<9} {:<10} {}",
+                token["id"],
+                text(&token["name"]),
+                format!("{}/{}", token["uses_left"], token["uses_total"]),
+                text(&token["status"]),
+                text(&token["expires_at"]),
+            );
+        }
+        Ok(())
+    }
+
+    /// `honeybee enroll revoke`: the token enrolls nobody from now on.
+    pub async fn revoke_enrollment_token(&self, token_id: u64) -> anyhow::Result<()> {
+        self.send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{token_id}"),
+            None,
+        )
+        .await?;
+        println!("enrollment token {token_id} revoked");
+        Ok(())
     }
 
     /// The node id for an id or a node name.
@@ -283,5 +393,45 @@ fn text(value: &Value) -> String {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
+    }
+}
+
+/// A duration such as `90s`, `30m`, `24h`, `7d` or plain seconds, in seconds.
+pub fn parse_duration_seconds(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|character: char| !character.is_ascii_digit()) {
+        Some(index) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let multiplier = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("invalid duration {text:?}: use a number with s, m, h or d, e.g. 24h"),
+    };
+    let value: u64 = number.parse().map_err(|_| {
+        anyhow!("invalid duration {text:?}: use a number with s, m, h or d, e.g. 24h")
+    })?;
+    value
+        .checked_mul(multiplier)
+        .filter(|seconds| *seconds > 0)
+        .ok_or_else(|| anyhow!("invalid duration {text:?}: must be positive"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_seconds;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration_seconds("24h").unwrap(), 86_400);
+        assert_eq!(parse_duration_seconds("7d").unwrap(), 604_800);
+        assert_eq!(parse_duration_seconds("90").unwrap(), 90);
+        assert_eq!(parse_duration_seconds("30m").unwrap(), 1800);
+        for bad in ["", "0h", "5w", "h", "-1s"] {
+            let error = parse_duration_seconds(bad).unwrap_err().to_string();
+            assert!(error.contains("invalid duration"), "{bad}: {error}");
+        }
     }
 }

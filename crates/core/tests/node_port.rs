@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use honeybee_core::CoreConfig;
-use honeybee_protocol::{
-    base32_decode, totp_code, totp_step_at, EnvelopeDecoder, Message,
-};
+use honeybee_protocol::{base32_decode, totp_code, totp_step_at, EnvelopeDecoder, Message};
 use honeybee_store::{EventQuery, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -151,13 +151,31 @@ pub struct TlsSection {
     pub insecure_skip_verify: bool,
 }
 
-/// `auth:` accepted so documented files load; TOTP enrollment is not implemented by this
-/// version, so `totp_enabled` has no effect yet.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `auth:` how the node proves itself to the Core: an enrollment token the first time, then
+/// TOTP codes from the secret the Core issued.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSection {
+    /// Keep the secret the Core issues and send a code with every registration. Default
+    /// true. False only for a Core that authenticates no node (HoneyBee's Core always does,
+    /// so a node with `false` registers once and is refused afterwards).
     pub totp_enabled: bool,
+    /// Where the TOTP secret is kept (mode 0600). Default `<node.data_dir>/totp.key`.
+    /// Losing it means enrolling again under a new node id.
     pub totp_secret_file: Option<PathBuf>,
+    /// The enrollment token (`honeybee enroll create`) presented while the node has no
+    /// secret yet. Also read from `HONEYBEE_ENROLLMENT_TOKEN` or `--enrollment-token`.
+    pub enrollment_token: Option<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            totp_enabled: true,
+            totp_secret_file: None,
+            enrollment_token: None,
+        }
+    }
 }
 
 /// `honeypot:` running honeypots on a `Full` node.
@@ -311,6 +329,14 @@ impl IngestSection {
 }
 
 impl NodeConfig {
+    /// Where the TOTP secret is kept.
+    pub fn totp_secret_file(&self) -> PathBuf {
+        self.auth
+            .totp_secret_file
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("totp.key"))
+    }
+
     /// Reads and validates a `config.yaml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

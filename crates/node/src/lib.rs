@@ -6,6 +6,7 @@
 //! the shutdown token stops ingest, forwards what is queued and sends `NodeDrop`.
 
 pub mod config;
+mod credentials;
 mod embedded;
 mod identity;
 mod ingest;
@@ -58,6 +59,8 @@ pub enum NodeError {
     },
     #[error("setting up TLS to the core: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialError),
     #[error("setting up honeypot management: {0}")]
     Pots(String),
     #[error("node task failed: {0}")]
@@ -91,6 +94,19 @@ pub async fn start(
 ) -> Result<RunningNode, NodeError> {
     config.validate()?;
     let node_id = identity::load_or_create_node_id(&config.node.data_dir)?;
+    let credentials = if config.auth.totp_enabled {
+        let credentials = credentials::NodeCredentials::load(
+            config.totp_secret_file(),
+            config.auth.enrollment_token.clone(),
+        )?;
+        if !credentials.is_enrolled() && config.auth.enrollment_token.is_none() {
+            tracing::info!("not enrolled yet and no enrollment token set: only a core with open enrollment will accept this node");
+        }
+        Some(Arc::new(credentials))
+    } else {
+        tracing::warn!("auth.totp_enabled is false: this node keeps no TOTP secret and a HoneyBee core will refuse it after its first registration");
+        None
+    };
     let registry = MetricsRegistry::new();
     let metrics = Arc::new(NodeMetrics::new(registry.clone()));
 
@@ -169,6 +185,7 @@ pub async fn start(
         log_limiter: LogRateLimiter::default(),
         pots,
         pots_unavailable,
+        credentials,
         tls: match tls::connector(&config.tls).map_err(NodeError::Tls)? {
             Some(connector) => Some((
                 connector,

@@ -22,6 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSection;
+use crate::credentials::{NodeCredentials, RegistrationProof};
 use crate::metrics::NodeMetrics;
 use crate::pots::PotManager;
 
@@ -48,6 +49,8 @@ pub enum UplinkError {
     Tls { address: String, reason: String },
     #[error("the core refused the registration: {message}")]
     Refused { message: String },
+    #[error("keeping the TOTP secret the core issued failed: {0}")]
+    Credentials(#[from] crate::credentials::CredentialError),
     #[error("connection to the core lost: {reason}")]
     Lost { reason: String },
 }
@@ -63,6 +66,8 @@ pub(crate) struct UplinkContext {
     pub pots: Option<Arc<PotManager>>,
     /// Why a Full node cannot run pots, when it should but cannot.
     pub pots_unavailable: Option<String>,
+    /// The node's enrollment token and TOTP secret; `None` with `auth.totp_enabled: false`.
+    pub credentials: Option<Arc<NodeCredentials>>,
     /// The TLS connector and the name the Core's certificate must carry, when TLS is on.
     pub tls: Option<(
         tokio_rustls::TlsConnector,
@@ -196,6 +201,12 @@ struct CoreSession {
 }
 
 async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, UplinkError> {
+    // Before connecting: finding an unused TOTP step may wait, and the Core's handshake
+    // timeout must not run meanwhile.
+    let proof = match &context.credentials {
+        Some(credentials) => credentials.next_proof().await,
+        None => RegistrationProof::default(),
+    };
     let address = context.server.address.clone();
     let timeout = context.server.connect_timeout();
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(&address)).await {
@@ -257,7 +268,8 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         address: local_ip,
         port: 0,
         node_type: context.node_type,
-        totp_code: None,
+        totp_code: proof.totp_code,
+        enrollment_token: proof.enrollment_token,
         capabilities: context.capabilities(),
     });
     session
@@ -276,6 +288,21 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         };
         match message {
             Message::RegistrationAck(ack) if ack.accepted => {
+                if let Some(totp_key) = ack.totp_key.as_deref() {
+                    match &context.credentials {
+                        Some(credentials) => {
+                            credentials.store_issued_key(totp_key)?;
+                            tracing::info!(
+                                node_id = context.node_id,
+                                secret_file = %credentials.secret_file().display(),
+                                "enrolled with the core; the TOTP secret is kept for later registrations"
+                            );
+                        }
+                        None => tracing::warn!(
+                            "the core issued a TOTP secret but auth.totp_enabled is false: this node will be refused when it registers again"
+                        ),
+                    }
+                }
                 session.capabilities = ack.capabilities;
                 break;
             }

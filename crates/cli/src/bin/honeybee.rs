@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use honeybee::{init_tracing, shutdown_on_signals, LogSettings, Operator};
+use honeybee::{init_tracing, parse_duration_seconds, shutdown_on_signals, LogSettings, Operator};
 use honeybee_core::CoreConfig;
 use honeybee_node::NodeConfig;
 
@@ -87,6 +87,42 @@ enum OperatorCommand {
     Logs { node: String, pot_id: String },
     /// Show a pot's CPU, memory, uptime and restarts.
     Metrics { node: String, pot_id: String },
+    /// List nodes, or revoke one.
+    Nodes {
+        #[command(subcommand)]
+        action: Option<NodesAction>,
+    },
+    /// Enrollment tokens that let new nodes join (admin token needed).
+    Enroll {
+        #[command(subcommand)]
+        action: EnrollAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesAction {
+    /// Disconnect a node at once and refuse it from now on (NODE is an id or a name).
+    Revoke { node: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollAction {
+    /// Create a token; it is printed once.
+    Create {
+        /// How many nodes may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid: 90s, 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = parse_duration_seconds)]
+        ttl: u64,
+        /// A label for the token.
+        #[arg(long, default_value = "enrollment")]
+        name: String,
+    },
+    /// List tokens (without their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { token_id: u64 },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -156,6 +192,17 @@ async fn run_operator(operator: Operator, command: OperatorCommand) -> anyhow::R
         }
         OperatorCommand::Logs { node, pot_id } => operator.logs(&node, &pot_id).await,
         OperatorCommand::Metrics { node, pot_id } => operator.metrics(&node, &pot_id).await,
+        OperatorCommand::Nodes { action: None } => operator.list_nodes().await,
+        OperatorCommand::Nodes {
+            action: Some(NodesAction::Revoke { node }),
+        } => operator.revoke_node(&node).await,
+        OperatorCommand::Enroll { action } => match action {
+            EnrollAction::Create { uses, ttl, name } => {
+                operator.create_enrollment_token(&name, uses, ttl).await
+            }
+            EnrollAction::List => operator.list_enrollment_tokens().await,
+            EnrollAction::Revoke { token_id } => operator.revoke_enrollment_token(token_id).await,
+        },
     }
 }
 

@@ -1,0 +1,173 @@
+//! Node enrollment with the real binaries: an operator creates a one-time token with the
+//! CLI, a node enrolls with it over TLS and comes back later with TOTP codes only, a second
+//! node with the same token is refused, and a revoked node is cut off within a second.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Runs the operator CLI against the Core; returns stdout, or panics with all output.
+fn honeybee(ports: &CorePorts, token: &str, arguments: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee"))
+        .args(["--api", &ports.api_base(), "--token", token])
+        .args(arguments)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "honeybee {arguments:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+async fn read_file_when_written(path: std::path::PathBuf, what: &str) -> String {
+    eventually(Duration::from_secs(15), what, || {
+        let path = path.clone();
+        async move {
+            let text = std::fs::read_to_string(path).ok()?;
+            let text = text.trim().to_owned();
+            (!text.is_empty()).then_some(text)
+        }
+    })
+    .await
+}
+
+async fn node_view(client: &reqwest::Client, ports: &CorePorts, node_id: u64) -> serde_json::Value {
+    get_json(
+        client,
+        &format!("{}/api/v1/nodes/{node_id}", ports.api_base()),
+    )
+    .await
+    .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_node_enrolls_over_tls_with_a_token_returns_with_totp_and_is_cut_off_when_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let _core = start_core(
+        dir.path(),
+        &ports,
+        "[api]\nauth = \"tokens\"\n[server]\nenrollment = \"token\"\n[tls]\nenabled = true\n",
+    );
+    let admin =
+        read_file_when_written(dir.path().join("core-data/admin-token"), "the admin token").await;
+    let fingerprint = read_file_when_written(
+        dir.path().join("core-data/tls/ca.fingerprint"),
+        "the CA fingerprint",
+    )
+    .await;
+    let client = authorized_client(&admin);
+
+    let created = honeybee(
+        &ports,
+        &admin,
+        &[
+            "enroll", "create", "--uses", "1", "--ttl", "1h", "--name", "sensor-a",
+        ],
+    );
+    let token = created
+        .split_whitespace()
+        .find(|word| word.starts_with("hbe_"))
+        .unwrap_or_else(|| panic!("no token in {created:?}"))
+        .to_owned();
+    let tls = format!("tls:\n  enabled: true\n  ca_fingerprint: \"{fingerprint}\"\n");
+    let with_token = format!("{tls}auth:\n  enrollment_token: \"{token}\"\n");
+
+    let first_dir = dir.path().join("first");
+    std::fs::create_dir_all(&first_dir).unwrap();
+    let mut first = start_node_with(&first_dir, &ports, free_port(), &with_token);
+    let node_id = wait_for_online_node(&client, &ports.api_base()).await;
+    let secret_file = first_dir.join("node-data/totp.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&secret_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600,
+        "the TOTP secret is private"
+    );
+    assert!(
+        first.log().contains("enrolled with the core"),
+        "{}",
+        first.log()
+    );
+
+    // The one-time token is spent: a second node is refused, and its log says why.
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let second = start_node_with(&second_dir, &ports, free_port(), &with_token);
+    eventually(Duration::from_secs(15), "the second node's refusal", || {
+        let log = second.log();
+        async move {
+            log.contains("enrollment token presented by node")
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(second.log().contains("is used up"), "{}", second.log());
+    drop(second);
+    let listed = honeybee(&ports, &admin, &["enroll", "list"]);
+    assert!(
+        listed.contains("0/1") && listed.contains("used_up"),
+        "{listed}"
+    );
+
+    // Restarted without any token: the stored secret is enough.
+    first.stop_with("TERM").await;
+    eventually(Duration::from_secs(15), "the node seen disconnected", || {
+        let client = client.clone();
+        let ports = &ports;
+        async move { (node_view(&client, ports, node_id).await["connected"] == false).then_some(()) }
+    })
+    .await;
+    let mut first = start_node_with(&first_dir, &ports, free_port(), &tls);
+    eventually(Duration::from_secs(15), "the node back online with TOTP only", || {
+        let client = client.clone();
+        let ports = &ports;
+        async move { (node_view(&client, ports, node_id).await["online"] == true).then_some(()) }
+    })
+    .await;
+
+    // Revoked: cut off within a second, and refused when it tries again.
+    let listed = honeybee(&ports, &admin, &["nodes"]);
+    assert!(listed.contains(&node_id.to_string()), "{listed}");
+    let revoked = honeybee(&ports, &admin, &["nodes", "revoke", &node_id.to_string()]);
+    let revoked_at = Instant::now();
+    assert!(revoked.contains("its connection was closed"), "{revoked}");
+    eventually(
+        Duration::from_secs(5),
+        "the revocation in the node's log",
+        || {
+            let log = first.log();
+            async move { log.contains("was revoked by an operator").then_some(()) }
+        },
+    )
+    .await;
+    let noticed_after = revoked_at.elapsed();
+    assert!(
+        noticed_after < Duration::from_secs(1),
+        "the node noticed after {noticed_after:?}"
+    );
+    eventually(Duration::from_secs(15), "a refused re-registration", || {
+        let log = first.log();
+        async move {
+            log.contains("is revoked; it may not register again")
+                .then_some(())
+        }
+    })
+    .await;
+    let view = node_view(&client, &ports, node_id).await;
+    assert_eq!(
+        (view["revoked"].as_bool(), view["online"].as_bool()),
+        (Some(true), Some(false)),
+        "{view}"
+    );
+    first.stop_with("TERM").await;
+}

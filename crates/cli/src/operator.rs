@@ -2,6 +2,7 @@
 //! `restart`, `logs`, `metrics`, `nodes`, `enroll`): thin clients of the Core's REST API.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -21,21 +22,33 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// A client of the API at `api`, sending `token` as a bearer token when given.
-    pub fn new(api: &str, token: Option<&str>) -> Self {
+    /// A client of the API at `api`, sending `token` as a bearer token when given and
+    /// trusting the CA certificates in `ca_file` for an `https://` API.
+    pub fn new(api: &str, token: Option<&str>, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(value) = token.and_then(|token| {
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()
-        }) {
+        if let Some(token) = token {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the API token contains characters not allowed in a header")?;
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        Operator {
-            client: reqwest::Client::builder()
-                .default_headers(headers)
-                .build()
-                .unwrap_or_default(),
-            api: api.trim_end_matches('/').to_owned(),
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .min_tls_version(reqwest::tls::Version::TLS_1_3);
+        if let Some(ca_file) = ca_file {
+            let pem = std::fs::read(ca_file)
+                .with_context(|| format!("reading --ca-file {}", ca_file.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("parsing --ca-file {}", ca_file.display()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        } else if api.starts_with("https://") {
+            bail!("an https:// API needs --ca-file (the core's tls/ca.pem) to verify the core");
         }
+        Ok(Operator {
+            client: builder.build().context("building the HTTP client")?,
+            api: api.trim_end_matches('/').to_owned(),
+        })
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -117,3 +117,139 @@ async fn nodes_trust_the_core_by_ca_file_or_pinned_fingerprint_and_nothing_else(
     assert!(!String::from_utf8_lossy(&answer).contains("RegistrationAck"));
     assert!(Path::new(&tls_dir.join("server.pem")).exists());
 }
+
+/// A CA of the operator's and a node certificate signed by it, as PEM files in `dir`;
+/// returns (ca.pem, node.pem, node.key.pem).
+fn operator_client_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Sensor fleet CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let node_key = rcgen::KeyPair::generate().unwrap();
+    let node_params = rcgen::CertificateParams::new(vec!["sensor-1".to_owned()]).unwrap();
+    let node = node_params.signed_by(&node_key, &ca, &ca_key).unwrap();
+    let paths = (
+        dir.join("fleet-ca.pem"),
+        dir.join("node.pem"),
+        dir.join("node.key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, node.pem()).unwrap();
+    std::fs::write(&paths.2, node_key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_nodes_with_a_client_certificate_and_the_api_speaks_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fleet_ca, node_cert, node_key) = operator_client_ca(dir.path());
+    let ports = CorePorts::free();
+    let _core = start_core(
+        dir.path(),
+        &ports,
+        &format!(
+            "[api]\nauth = \"tokens\"\n[tls]\nenabled = true\napi = true\nclient_ca_file = \"{}\"\n",
+            fleet_ca.display()
+        ),
+    );
+    let core_ca = dir.path().join("core-data/tls/ca.pem");
+    let admin_file = dir.path().join("core-data/admin-token");
+    let admin = eventually(Duration::from_secs(15), "the admin token", || {
+        let file = admin_file.clone();
+        async move {
+            std::fs::read_to_string(file)
+                .ok()
+                .map(|text| text.trim().to_owned())
+        }
+    })
+    .await;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&core_ca).unwrap()).unwrap(),
+        )
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {admin}").parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let api = format!("https://localhost:{}", ports.api_port);
+
+    let with_certificate = dir.path().join("with-certificate");
+    std::fs::create_dir_all(&with_certificate).unwrap();
+    let _admitted = start_node_with(
+        &with_certificate,
+        &ports,
+        free_port(),
+        &format!(
+            "tls:\n  enabled: true\n  ca_file: {}\n  server_name: localhost\n  cert_file: {}\n  key_file: {}\n",
+            core_ca.display(),
+            node_cert.display(),
+            node_key.display()
+        ),
+    );
+    let without_certificate = dir.path().join("without-certificate");
+    std::fs::create_dir_all(&without_certificate).unwrap();
+    let refused = start_node_with(
+        &without_certificate,
+        &ports,
+        free_port(),
+        &format!(
+            "tls:\n  enabled: true\n  ca_file: {}\n  server_name: localhost\n",
+            core_ca.display()
+        ),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the node with a certificate online over https",
+        || {
+            let https = https.clone();
+            let api = api.clone();
+            async move { (online_nodes(&https, &api).await == 1).then_some(()) }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the refusal in the other node's log",
+        || {
+            let log = refused.log();
+            async move { log.contains("CertificateRequired").then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        online_nodes(&https, &api).await,
+        1,
+        "the node without a certificate stays out"
+    );
+
+    // Plain HTTP on the https port gets no API answer.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/health", ports.api_port)).await;
+    assert!(plain.map_or(true, |response| !response.status().is_success()));
+    // The CLI speaks https with the core's CA, and says what it needs without it.
+    let cli = |ca_file: Option<&Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee"));
+        command.args(["--api", &api, "--token", &admin]);
+        if let Some(ca_file) = ca_file {
+            command.arg("--ca-file").arg(ca_file);
+        }
+        let output = command.arg("nodes").output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, output) = cli(Some(&core_ca));
+    assert!(ok && output.contains("e2e-node"), "{output}");
+    let (ok, output) = cli(None);
+    assert!(!ok && output.contains("--ca-file"), "{output}");
+}

@@ -59,6 +59,14 @@ pub struct TlsConfig {
     /// Let a Core that listens beyond loopback run without TLS (on a network you trust
     /// entirely). Default false: such a Core refuses to start.
     pub allow_plaintext: bool,
+    /// Serve the REST API over TLS 1.3 too, with the same certificate (clients trust
+    /// `ca.pem`, e.g. `honeybee --ca-file`). Default false. API tokens cross the network in
+    /// clear text without it.
+    pub api: bool,
+    /// Mutual TLS on the node port: nodes must present a client certificate signed by a CA
+    /// in this PEM file (node `tls.cert_file`/`tls.key_file`). Default: no client
+    /// certificates (nodes prove themselves with TOTP).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `[api]`: who may use the REST API.
@@ -379,6 +387,13 @@ impl CoreConfig {
                 "tls.enabled",
                 "false".into(),
                 "server.host is reachable beyond this machine: enable [tls] (or, on a network you trust entirely, set tls.allow_plaintext = true)",
+            ));
+        }
+        if !self.tls.enabled && (self.tls.api || self.tls.client_ca_file.is_some()) {
+            return Err(invalid(
+                "tls.enabled",
+                "false".into(),
+                "tls.api and tls.client_ca_file need tls.enabled = true",
             ));
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {

@@ -135,12 +135,24 @@ pub async fn start(
             tls::load_or_generate(&config.tls, &config.storage.data_dir, &config.server.host)?;
         tracing::info!(
             ca_fingerprint = %setup.ca_fingerprint,
+            client_certificates = config.tls.client_ca_file.is_some(),
+            api_tls = config.tls.api,
             "the node port speaks TLS 1.3 only; nodes pin this CA fingerprint (tls.ca_fingerprint) or trust ca.pem"
         );
-        Some(setup.acceptor)
+        Some(setup)
     } else {
         None
     };
+    if !loopback && !config.tls.api {
+        tracing::warn!(
+            "the REST API is reachable beyond this machine without TLS: API tokens cross the network in clear text (set [tls] api = true)"
+        );
+    }
+    let api_tls = tls
+        .as_ref()
+        .filter(|_| config.tls.api)
+        .map(|setup| setup.api_acceptor.clone());
+    let tls = tls.map(|setup| setup.node_acceptor);
     let (events_sender, events_receiver) = mpsc::channel(config.storage.queue_capacity);
     let writer = tokio::spawn(event_writer::run_event_writer(
         store.clone(),
@@ -182,14 +194,19 @@ pub async fn start(
         offline_after: config.server.offline_after(),
     });
     let api_shutdown = shutdown.clone();
-    let api = tokio::spawn(async move {
-        let served = axum::serve(api_listener, api::router(api_state))
-            .with_graceful_shutdown(api_shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "REST API server failed");
+    let api_router = api::router(api_state);
+    let api = match api_tls {
+        Some(acceptor) => {
+            let listener = tls::TlsApiListener::start(api_listener, acceptor, shutdown.clone())
+                .map_err(|source| CoreError::Bind {
+                    what: "REST API",
+                    address: api_address.to_string(),
+                    source,
+                })?;
+            tokio::spawn(serve_api(listener, api_router, api_shutdown))
         }
-    });
+        None => tokio::spawn(serve_api(api_listener, api_router, api_shutdown)),
+    };
     tracing::info!(%node_address, %api_address, data_dir = %config.storage.data_dir.display(), "core started");
     // The node listener finishes after every session (and with them every event sender)
     // is gone; only then can the writer drain the queue and finish.
@@ -199,6 +216,20 @@ pub async fn start(
         initial_admin_token,
         tasks: vec![nodes, writer, api],
     })
+}
+
+/// Serves the REST API on `listener` (plain or TLS) until `shutdown`.
+async fn serve_api<L>(listener: L, router: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "REST API server failed");
+    }
 }
 
 /// Opens the configured store.

@@ -1,5 +1,6 @@
-//! TLS 1.3 on the node port: the Core's certificate chain (a CA and a server certificate it
-//! generates on first start when none is configured) and the acceptor built from it.
+//! TLS 1.3 on the node port (optionally with client certificates) and on the REST API: the
+//! Core's certificate chain (a CA and a server certificate it generates on first start when
+//! none is configured), the acceptors built from it, and the API's TLS listener.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,7 +16,10 @@ use crate::tokens::sha256_hex;
 use crate::CoreError;
 
 pub(crate) struct TlsSetup {
-    pub acceptor: TlsAcceptor,
+    /// For the node port; requires client certificates when `client_ca_file` is set.
+    pub node_acceptor: TlsAcceptor,
+    /// For the REST API (no client certificates: it has bearer tokens).
+    pub api_acceptor: TlsAcceptor,
     /// SHA-256 of the CA certificate, hex: what nodes pin with `tls.ca_fingerprint`.
     pub ca_fingerprint: String,
 }
@@ -62,24 +66,60 @@ pub(crate) fn load_or_generate(
             0o644,
         )?;
     }
-    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .map_err(tls_error)?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|error| {
-        tls_error(format!(
-            "using {} with {}: {error}",
-            chain_file.display(),
-            key_file.display()
-        ))
-    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = || {
+        rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)
+    };
+    let with_certificate =
+        |builder: rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>| {
+            builder
+                .with_single_cert(chain.clone(), key.clone_key())
+                .map_err(|error| {
+                    tls_error(format!(
+                        "using {} with {}: {error}",
+                        chain_file.display(),
+                        key_file.display()
+                    ))
+                })
+        };
+    let node_config = match &config.client_ca_file {
+        None => with_certificate(builder()?.with_no_client_auth())?,
+        Some(client_ca_file) => {
+            let verifier = client_verifier(client_ca_file, provider.clone())?;
+            with_certificate(builder()?.with_client_cert_verifier(verifier))?
+        }
+    };
+    let mut api_config = with_certificate(builder()?.with_no_client_auth())?;
+    api_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsSetup {
-        acceptor: TlsAcceptor::from(Arc::new(server_config)),
+        node_acceptor: TlsAcceptor::from(Arc::new(node_config)),
+        api_acceptor: TlsAcceptor::from(Arc::new(api_config)),
         ca_fingerprint,
     })
+}
+
+/// Accepts client certificates signed by a CA of `client_ca_file`, and requires one.
+fn client_verifier(
+    client_ca_file: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, CoreError> {
+    let reading = |error: &dyn std::fmt::Display| {
+        tls_error(format!(
+            "reading tls.client_ca_file {}: {error}",
+            client_ca_file.display()
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(client_ca_file).map_err(|e| reading(&e))? {
+        roots
+            .add(certificate.map_err(|e| reading(&e))?)
+            .map_err(|e| reading(&e))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| reading(&e))
 }
 
 fn server_names(config: &TlsConfig, host: &str) -> Vec<String> {
@@ -147,4 +187,91 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), CoreError> {
         .open(path)
         .and_then(|mut file| file.write_all(content.as_bytes()))
         .map_err(|error| tls_error(format!("writing {}: {error}", path.display())))
+}
+
+/// The REST API's listener when `[tls] api` is on: TCP connections are accepted here and
+/// their TLS handshakes run in tasks of their own, so a client that stalls its handshake
+/// delays nobody; finished handshakes queue for axum.
+pub(crate) struct TlsApiListener {
+    local_address: std::net::SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+}
+
+/// Handshakes in progress at once on the API port; more connections wait to be accepted.
+const API_HANDSHAKES_IN_FLIGHT: usize = 256;
+/// A client that has not finished its handshake by then is dropped.
+const API_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl TlsApiListener {
+    /// Starts accepting on `listener` until `shutdown`.
+    pub fn start(
+        listener: tokio::net::TcpListener,
+        acceptor: TlsAcceptor,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<Self> {
+        let local_address = listener.local_addr()?;
+        let (sender, ready) = tokio::sync::mpsc::channel(API_HANDSHAKES_IN_FLIGHT);
+        let slots = Arc::new(tokio::sync::Semaphore::new(API_HANDSHAKES_IN_FLIGHT));
+        tokio::spawn(async move {
+            loop {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                };
+                let (stream, remote) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::warn!(%error, "accepting an API connection failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(API_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send((tls, remote)).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "TLS handshake on the API port failed")
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake on the API port timed out")
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Ok(TlsApiListener {
+            local_address,
+            ready,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsApiListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept task ended (shutdown): axum stops serving through its own
+            // graceful-shutdown signal, so there is nothing more to hand out.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local_address)
+    }
 }

@@ -141,9 +141,10 @@ pub struct TlsSection {
     pub ca_file: Option<PathBuf>,
     /// SHA-256 of the Core's CA certificate, hex (colons allowed), as the Core logs it.
     pub ca_fingerprint: Option<String>,
-    /// Accepted for documented files; client certificates are not used yet.
+    /// PEM client certificate (chain) presented to a Core that requires mutual TLS
+    /// (`[tls] client_ca_file`). Goes with `key_file`.
     pub cert_file: Option<PathBuf>,
-    /// Accepted for documented files; client certificates are not used yet.
+    /// PEM private key of `cert_file`.
     pub key_file: Option<PathBuf>,
     /// The name the Core's certificate must carry. Default: the host of `server.address`.
     pub server_name: Option<String>,
@@ -425,6 +426,13 @@ impl NodeConfig {
                 "tls.enabled",
                 "true".into(),
                 "needs tls.ca_file or tls.ca_fingerprint to know the core (or, insecurely, tls.insecure_skip_verify)",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls.cert_file",
+                format!("{:?} / {:?}", self.tls.cert_file, self.tls.key_file),
+                "tls.cert_file and tls.key_file go together",
             ));
         }
         if self.ingest.host.parse::<IpAddr>().is_err() {

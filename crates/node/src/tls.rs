@@ -9,7 +9,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsConnector;
 
@@ -37,18 +37,43 @@ pub(crate) fn connector(tls: &TlsSection) -> Result<Option<TlsConnector>, String
                 .add(certificate)
                 .map_err(|error| format!("using tls.ca_file {}: {error}", ca_file.display()))?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        with_client_certificate(builder.with_root_certificates(roots), tls)?
     } else {
         let pinned_ca = tls.ca_fingerprint.as_deref().map(normalise_fingerprint);
         if pinned_ca.is_none() {
             tracing::warn!("tls.insecure_skip_verify is on: the node trusts any server as its core; use tls.ca_file or tls.ca_fingerprint");
         }
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(CoreVerifier { pinned_ca }))
-            .with_no_client_auth()
+        with_client_certificate(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(CoreVerifier { pinned_ca })),
+            tls,
+        )?
     };
     Ok(Some(TlsConnector::from(Arc::new(config))))
+}
+
+/// Presents `tls.cert_file` / `tls.key_file` to a Core that asks for client certificates
+/// (mutual TLS); without them the node presents none.
+fn with_client_certificate(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    tls: &TlsSection,
+) -> Result<rustls::ClientConfig, String> {
+    let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("reading tls.cert_file {}: {error}", cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|error| format!("reading tls.key_file {}: {error}", key_file.display()))?;
+    builder.with_client_auth_cert(chain, key).map_err(|error| {
+        format!(
+            "using tls.cert_file {} with tls.key_file {}: {error}",
+            cert_file.display(),
+            key_file.display()
+        )
+    })
 }
 
 /// The name the Core's certificate must carry: `tls.server_name`, else the host of

@@ -24,6 +24,9 @@ struct Arguments {
     /// An API token (`admin` for commands, `read` is enough for `pots`).
     #[arg(long, global = true, env = "HONEYBEE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate(s) to trust for an https:// API (the core's `tls/ca.pem`).
+    #[arg(long, global = true, env = "HONEYBEE_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: CliCommand,
 }
@@ -157,7 +160,11 @@ fn main() -> anyhow::Result<()> {
         CliCommand::Operator(operator_command) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run_operator(
-                Operator::new(&arguments.api, arguments.token.as_deref()),
+                Operator::new(
+                    &arguments.api,
+                    arguments.token.as_deref(),
+                    arguments.ca_file.as_deref(),
+                )?,
                 operator_command,
             ))
         }

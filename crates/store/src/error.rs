@@ -18,6 +18,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("restricting database file {path} to its owner: {source}")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("database query failed: {0}")]
     Query(#[from] rusqlite::Error),
     #[error("stored value {value:?} in column {column} is not valid")]

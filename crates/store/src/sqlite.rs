@@ -131,6 +131,7 @@ impl SqliteStore {
                 source,
             })?;
         }
+        restrict_to_owner(&options.path)?;
         let open_error = |source| StoreError::Open {
             path: options.path.clone(),
             source,
@@ -177,6 +178,29 @@ impl SqliteStore {
     {
         run_blocking(self.reader.clone(), work).await
     }
+}
+
+/// The database holds node TOTP secrets and every captured credential: it is created (or
+/// kept) readable by its owner only. SQLite gives its `-wal` and `-shm` files the database
+/// file's mode.
+fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |source| StoreError::Permissions {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    let mode = file.metadata().map_err(failed)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 async fn run_blocking<T, F>(connection: Arc<Mutex<Connection>>, work: F) -> Result<T, StoreError>

@@ -379,6 +379,25 @@ async fn enrollment_tokens_are_consumed_once_per_use_and_honour_expiry_and_revoc
 }
 
 #[tokio::test]
+async fn the_database_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = SqliteStore::path_in(dir.path());
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    store
+        .enroll_node(1, "S".into(), None, base_time())
+        .await
+        .unwrap();
+    for suffix in ["", "-wal"] {
+        let file = format!("{}{suffix}", path.display());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+}
+
+#[tokio::test]
 async fn a_totp_step_is_used_once_and_a_revoked_node_uses_none() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&options(&dir)).unwrap();

@@ -4,7 +4,8 @@
 //! `batch_max_events`) and commits it in one transaction. Under load batches grow by
 //! themselves; when idle, an event is written as soon as it arrives. When the store fails,
 //! the same batch is retried with backoff and the queue fills, which stops the
-//! connections from reading: backpressure instead of memory growth or loss.
+//! connections from reading: backpressure instead of memory growth or loss. After a commit,
+//! the sessions whose events it held learn how far they are stored (acknowledged delivery).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use honeybee_store::{NewEvent, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::{stored_positions, QueuedEvent};
 use crate::metrics::CoreMetrics;
 
 const RETRY_DELAY_START: Duration = Duration::from_millis(100);
@@ -24,7 +26,7 @@ const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
 /// before shutdown are still written.
 pub(crate) async fn run_event_writer(
     store: Arc<dyn Store>,
-    mut queue: mpsc::Receiver<NewEvent>,
+    mut queue: mpsc::Receiver<QueuedEvent>,
     batch_max_events: usize,
     metrics: Arc<CoreMetrics>,
     shutdown: CancellationToken,
@@ -32,26 +34,33 @@ pub(crate) async fn run_event_writer(
     let mut pending = Vec::with_capacity(batch_max_events);
     while queue.recv_many(&mut pending, batch_max_events).await > 0 {
         metrics.event_queue_depth.set(queue.len() as i64);
-        let batch: Arc<[NewEvent]> = pending.drain(..).collect();
-        write_with_retry(store.as_ref(), batch, &metrics, &shutdown).await;
+        let positions = stored_positions(&pending);
+        let batch: Arc<[NewEvent]> = pending.drain(..).map(|queued| queued.event).collect();
+        if write_with_retry(store.as_ref(), batch, &metrics, &shutdown).await {
+            for (progress, seq) in positions {
+                progress.record_stored(seq);
+            }
+        }
     }
     tracing::debug!("event writer finished: queue closed and drained");
 }
 
+/// Commits `batch`, retrying; returns whether it was stored.
 async fn write_with_retry(
     store: &dyn Store,
     batch: Arc<[NewEvent]>,
     metrics: &CoreMetrics,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     let mut delay = RETRY_DELAY_START;
     let mut attempts_after_shutdown = 0;
     loop {
         match store.insert_events(batch.clone()).await {
-            Ok(()) => {
-                metrics.events_stored.add(batch.len() as u64);
+            Ok(inserted) => {
+                metrics.events_stored.add(inserted);
+                metrics.events_duplicate.add(batch.len() as u64 - inserted);
                 metrics.event_batches_stored.increment();
-                return;
+                return true;
             }
             Err(error) => {
                 metrics.store_write_failures.increment();
@@ -61,9 +70,9 @@ async fn write_with_retry(
                         tracing::error!(
                             %error,
                             events = batch.len(),
-                            "giving up on an event batch during shutdown: the store keeps failing"
+                            "giving up on an event batch during shutdown: the store keeps failing (nodes with acknowledged delivery send it again)"
                         );
-                        return;
+                        return false;
                     }
                 }
                 tracing::warn!(%error, events = batch.len(), retry_in_ms = delay.as_millis() as u64, "storing an event batch failed; retrying");

@@ -9,6 +9,7 @@
 mod api;
 mod commands;
 pub mod config;
+mod delivery;
 mod enrollment;
 mod event_writer;
 mod metrics;

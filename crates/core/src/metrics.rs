@@ -16,6 +16,8 @@ pub(crate) struct CoreMetrics {
     pub event_queue_depth: Arc<Gauge>,
     pub store_write_failures: Arc<Counter>,
     pub events_bad_timestamp: Arc<Counter>,
+    pub events_duplicate: Arc<Counter>,
+    pub event_acks_sent: Arc<Counter>,
     pub nodes_enrolled: Arc<Counter>,
     pub nodes_revoked: Arc<Counter>,
 }
@@ -66,6 +68,16 @@ impl CoreMetrics {
             events_bad_timestamp: registry.counter(
                 "honeybee_core_events_bad_timestamp_total",
                 "PotEvents whose timestamp could not be parsed; stored with the receive time.",
+                &[],
+            ),
+            events_duplicate: registry.counter(
+                "honeybee_core_events_duplicate_total",
+                "Events a node sent again that were already stored (skipped).",
+                &[],
+            ),
+            event_acks_sent: registry.counter(
+                "honeybee_core_event_acks_sent_total",
+                "EventAck messages sent to nodes.",
                 &[],
             ),
             nodes_enrolled: registry.counter(

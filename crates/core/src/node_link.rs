@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use honeybee_protocol::{
-    encode_envelope, parse_timestamp_text, CommandAnswer, DecodeError, EnvelopeDecoder, Message,
-    NodeCommand, NodeEventKind, NodeRegistration, NodeStatus, NodeType, PotEvent, PotStatus,
-    PotStatusUpdate, RegistrationAck, CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
+    encode_envelope, parse_timestamp_text, CommandAnswer, DecodeError, EnvelopeDecoder, EventAck,
+    Message, NodeCommand, NodeEventKind, NodeRegistration, NodeStatus, NodeType, PotEvent,
+    PotStatus, PotStatusUpdate, RegistrationAck, CAPABILITY_ACKED_DELIVERY,
+    CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
 };
 use honeybee_store::{
     NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord, PotState, Store,
@@ -28,12 +29,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::{CommandOutcome, CommandTracker};
+use crate::delivery::{DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
 use crate::sessions::{OutgoingCommand, SessionHandle, SessionRegistry};
 
 /// The protocol extensions this Core speaks; a session uses those the node announced too.
-const SUPPORTED_CAPABILITIES: [&str; 2] = [CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT];
+const SUPPORTED_CAPABILITIES: [&str; 3] = [
+    CAPABILITY_COMMAND_ANSWERS,
+    CAPABILITY_UNINSTALL_POT,
+    CAPABILITY_ACKED_DELIVERY,
+];
 
 /// A write to a node that takes longer than this ends the session: a node that does not
 /// read must not hold a Core task forever.
@@ -51,7 +57,7 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// What every session needs from the Core.
 pub(crate) struct LinkContext {
     pub store: Arc<dyn Store>,
-    pub events: mpsc::Sender<NewEvent>,
+    pub events: mpsc::Sender<QueuedEvent>,
     pub sessions: Arc<SessionRegistry>,
     pub commands: Arc<CommandTracker>,
     pub authenticator: NodeAuthenticator,
@@ -139,6 +145,10 @@ struct Session {
     commands: mpsc::Receiver<OutgoingCommand>,
     replaced: CancellationToken,
     revoked: CancellationToken,
+    /// With acknowledged delivery: how far this session's events are stored, and the last
+    /// position told to the node.
+    delivery: Option<Arc<DeliveryProgress>>,
+    acknowledged_seq: u64,
     last_touch: Instant,
     /// The last node state written and when, to skip repeats within [`TOUCH_INTERVAL`].
     last_state_write: Option<(NodeState, Instant)>,
@@ -188,6 +198,10 @@ impl NodeLink {
         let mut drain_deadline: Option<Instant> = None;
         let close_reason: &str = loop {
             let registered = self.session.is_some();
+            let delivery = self
+                .session
+                .as_ref()
+                .and_then(|session| session.delivery.clone());
             let idle_deadline = last_read + self.context.idle_timeout;
             // Biased: every branch before the read is ready only on a deadline or a signal,
             // so a node that never stops sending cannot starve them.
@@ -211,6 +225,11 @@ impl NodeLink {
                 _ = tokio::time::sleep_until(idle_deadline), if registered => {
                     self.context.metrics.rejected("idle_timeout");
                     break "no traffic from the node within the idle timeout";
+                }
+                _ = stored_signal(delivery.as_deref()) => {
+                    if self.acknowledge_stored().await.is_err() {
+                        break "writing to the node failed";
+                    }
                 }
                 signal = session_signal(&mut self.session), if drain_deadline.is_none() => match signal {
                     SessionSignal::Replaced => break "replaced by a newer connection of the same node",
@@ -302,7 +321,14 @@ impl NodeLink {
                 if event.node_id != node_id {
                     return self.drop_foreign(node_id, event.node_id, "PotEvent");
                 }
-                let event = self.to_new_event(event, now);
+                let progress = event
+                    .seq
+                    .and(self.session.as_ref())
+                    .and_then(|session| session.delivery.clone());
+                let event = QueuedEvent {
+                    event: self.to_new_event(event, now),
+                    progress,
+                };
                 // Awaiting here is the backpressure: a full queue stops this read loop.
                 if self.context.events.send(event).await.is_err() {
                     return Flow::Close;
@@ -352,7 +378,7 @@ impl NodeLink {
                 }
                 self.record_answer(answer, now).await;
             }
-            Message::RegistrationAck(_) | Message::NodeCommand(_) => {
+            Message::RegistrationAck(_) | Message::NodeCommand(_) | Message::EventAck(_) => {
                 self.context.metrics.rejected("wrong_direction");
                 self.warn_limited("ignored a core-to-node message sent by a node", &node_id);
             }
@@ -418,6 +444,22 @@ impl NodeLink {
                 capabilities: capabilities.clone(),
             },
         );
+        let acked_delivery = capabilities
+            .iter()
+            .any(|capability| capability == CAPABILITY_ACKED_DELIVERY);
+        // Where the node resumes: the highest seq already stored (events of an older
+        // session still queued are simply sent again and skipped as repeats).
+        let acked_seq = if acked_delivery {
+            match self.context.store.last_event_seq(node_id).await {
+                Ok(seq) => Some(seq.unwrap_or(0)),
+                Err(error) => {
+                    tracing::warn!(node_id, %error, "reading the node's last stored seq failed; it resends from its own position");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let record = NodeRegistrationRecord {
             node_id,
             name: registration.node_name.clone(),
@@ -449,6 +491,8 @@ impl NodeLink {
             commands,
             replaced,
             revoked,
+            delivery: acked_delivery.then(|| Arc::new(DeliveryProgress::default())),
+            acknowledged_seq: acked_seq.unwrap_or(0),
             last_touch: Instant::now(),
             last_state_write: None,
             pot_statuses: HashMap::new(),
@@ -468,6 +512,7 @@ impl NodeLink {
             message: Some("registration accepted".into()),
             totp_key: authenticated.new_totp_key,
             capabilities,
+            acked_seq,
         });
         match self.write_message(&ack).await {
             Ok(()) => Flow::Continue,
@@ -492,6 +537,7 @@ impl NodeLink {
             timestamp,
             received_at,
             data: event.data,
+            seq: event.seq,
         }
     }
 
@@ -634,6 +680,31 @@ impl NodeLink {
 
     /// A `RegistrationAck` with `accepted: false` tells the node why the Core closes the
     /// session; it is the only error-carrying message the contract gives the Core.
+    /// Tells the node how far its events are stored, if that moved since the last ack.
+    async fn acknowledge_stored(&mut self) -> Result<(), ()> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let Some(stored) = session
+            .delivery
+            .as_ref()
+            .map(|progress| progress.stored_seq())
+        else {
+            return Ok(());
+        };
+        if stored <= session.acknowledged_seq {
+            return Ok(());
+        }
+        session.acknowledged_seq = stored;
+        let ack = Message::EventAck(EventAck {
+            node_id: session.node_id,
+            seq: stored,
+        });
+        self.write_message(&ack).await?;
+        self.context.metrics.event_acks_sent.increment();
+        Ok(())
+    }
+
     async fn send_refusal(&mut self, node_id: u64, reason: String) -> Result<(), ()> {
         tracing::info!(remote = %self.remote, node_id, reason, "refusing node session");
         self.write_message(&Message::RegistrationAck(RegistrationAck {
@@ -642,6 +713,7 @@ impl NodeLink {
             message: Some(reason),
             totp_key: None,
             capabilities: Vec::new(),
+            acked_seq: None,
         }))
         .await
     }
@@ -713,6 +785,15 @@ enum SessionSignal {
     Revoked,
     Command(OutgoingCommand),
     CommandsClosed,
+}
+
+/// Resolves when more of the session's events are stored; pends without acknowledged
+/// delivery.
+async fn stored_signal(delivery: Option<&DeliveryProgress>) {
+    match delivery {
+        Some(progress) => progress.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next signal for the session; pends forever before registration.

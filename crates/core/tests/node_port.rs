@@ -874,3 +874,67 @@ async fn a_revoked_node_is_cut_off_within_a_second_and_refused_afterwards() {
     );
     core.stop().await;
 }
+
+#[tokio::test]
+async fn numbered_events_are_acknowledged_once_stored_and_repeats_are_stored_once() {
+    let core = TestCore::start(|_| {}).await;
+    let register = |code: Option<String>| {
+        let mut fields = json!({
+            "node_id": 701, "node_name": "spooler", "address": "10.0.0.5", "port": 0,
+            "node_type": "Agent", "capabilities": ["acked_delivery"],
+        });
+        if let Some(code) = code {
+            fields["totp_code"] = json!(code);
+        }
+        json!({"version": 2, "message": {"NodeRegistration": fields}}).to_string() + "\n"
+    };
+    let event = |seq: u64| {
+        json!({"version": 2, "message": {"PotEvent": {
+            "node_id": 701, "pot_id": "p", "pot_type": "cowrie", "event_type": "login",
+            "timestamp": "2024-01-15T10:30:00Z", "data": {"n": seq}, "seq": seq,
+        }}})
+        .to_string()
+            + "\n"
+    };
+    let mut peer = RawPeer::connect(&core).await;
+    peer.send(&register(None)).await;
+    match peer.receive().await {
+        Some(Message::RegistrationAck(ack)) => {
+            assert!(ack.accepted, "{ack:?}");
+            assert!(ack.capabilities.contains(&"acked_delivery".to_owned()));
+            assert_eq!(ack.acked_seq, Some(0));
+            let secret = base32_decode(&ack.totp_key.unwrap()).unwrap();
+            core.secrets.lock().unwrap().insert(701, (secret, 0));
+        }
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    // 1..=100, then 50..=100 again (a resend after a lost ack).
+    let batch: String = (1..=100).chain(50..=100).map(event).collect();
+    peer.send(&batch).await;
+    let acknowledged = loop {
+        match peer.receive().await {
+            Some(Message::EventAck(ack)) if ack.seq == 100 => break ack,
+            Some(Message::EventAck(ack)) => assert!(ack.seq < 100 && ack.node_id == 701),
+            other => panic!("expected EventAcks, got {other:?}"),
+        }
+    };
+    assert_eq!(acknowledged.node_id, 701);
+    let duplicates = core.metric("honeybee_core_events_duplicate_total").await;
+    assert!(
+        duplicates.is_some_and(|line| line.ends_with(" 51")),
+        "51 repeats counted"
+    );
+
+    // A new session learns where to resume.
+    let code = next_totp_code(&core.secrets, 701).await;
+    let mut again = RawPeer::connect(&core).await;
+    again.send(&register(code)).await;
+    match again.receive().await {
+        Some(Message::RegistrationAck(ack)) => assert_eq!(ack.acked_seq, Some(100), "{ack:?}"),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    drop((peer, again));
+    let mut core = core;
+    core.stop_in_place().await;
+    assert_eq!(core.stored_event_count().await, 100);
+}

@@ -402,6 +402,7 @@ impl CoreSession {
                 event_type: event.event_type.clone(),
                 timestamp: event.timestamp.clone(),
                 data: event.data.clone(),
+                seq: None,
             });
             let envelope_start = self.outgoing.len();
             encode_envelope(&message, &mut self.outgoing);

@@ -20,8 +20,9 @@ pub struct PotContext {
     pub pot_type: Option<String>,
 }
 
-/// A normalised honeypot event, ready to become a `PotEvent`.
-#[derive(Debug, Clone, PartialEq)]
+/// A normalised honeypot event, ready to become a `PotEvent`. Serialisable so a node can
+/// keep it on disk until the Core has stored it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IngestEvent {
     pub pot_id: String,
     pub pot_type: String,

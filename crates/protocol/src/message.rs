@@ -19,6 +19,10 @@ pub const PROTOCOL_VERSION: u64 = 2;
 pub const CAPABILITY_COMMAND_ANSWERS: &str = "command_answers";
 /// Extension: the node understands the `UninstallPot` command.
 pub const CAPABILITY_UNINSTALL_POT: &str = "uninstall_pot";
+/// Extension: acknowledged delivery. `PotEvent`s carry a per-node `seq`; the Core answers
+/// with cumulative `EventAck`s once events are durably stored, stores each (node, seq)
+/// once, and tells a registering node the highest seq it holds (`RegistrationAck.acked_seq`).
+pub const CAPABILITY_ACKED_DELIVERY: &str = "acked_delivery";
 
 /// `{"version": 2, "message": {…}}`: the unit of framing on the node ↔ core wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +72,9 @@ pub enum Message {
     NodeCommand(NodeCommand),
     /// Extension ([`CAPABILITY_COMMAND_ANSWERS`]): the outcome of one command.
     CommandAnswer(CommandAnswer),
+    /// Extension ([`CAPABILITY_ACKED_DELIVERY`]): every event of the node up to `seq` is
+    /// stored.
+    EventAck(EventAck),
 }
 
 externally_tagged_enum!(
@@ -82,6 +89,7 @@ externally_tagged_enum!(
         RegistrationAck,
         NodeCommand,
         CommandAnswer,
+        EventAck,
     },
     unit { NodeDrop }
 );
@@ -99,6 +107,7 @@ impl Message {
             Message::RegistrationAck(_) => "RegistrationAck",
             Message::NodeCommand(_) => "NodeCommand",
             Message::CommandAnswer(_) => "CommandAnswer",
+            Message::EventAck(_) => "EventAck",
         }
     }
 }
@@ -177,6 +186,18 @@ pub struct PotEvent {
     pub timestamp: String,
     #[serde(default)]
     pub data: Map<String, Value>,
+    /// Extension ([`CAPABILITY_ACKED_DELIVERY`]): the node's sequence number of this event,
+    /// increasing by one per accepted event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// Extension ([`CAPABILITY_ACKED_DELIVERY`]): cumulative acknowledgement of stored events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventAck {
+    pub node_id: u64,
+    /// Every event of this node with a `seq` up to this one is stored.
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +307,10 @@ pub struct RegistrationAck {
     /// Extension announcement: the extensions of the node's list this core speaks too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
+    /// Extension ([`CAPABILITY_ACKED_DELIVERY`]): the highest `seq` of this node the Core
+    /// has stored, so the node resumes right after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,9 +2,9 @@
 //! that uses none of them is byte-for-byte what a peer without extensions expects.
 
 use honeybee_protocol::{
-    decode_envelope, encode_envelope, Command, CommandAnswer, Message, NodeCommand,
-    NodeRegistration, NodeType, PotStatus, PotStatusUpdate, RegistrationAck,
-    CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
+    decode_envelope, encode_envelope, Command, CommandAnswer, EventAck, Message, NodeCommand,
+    NodeRegistration, NodeType, PotEvent, PotStatus, PotStatusUpdate, RegistrationAck,
+    CAPABILITY_ACKED_DELIVERY, CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
 };
 use serde_json::{json, Value};
 
@@ -71,6 +71,7 @@ fn without_extensions_nothing_extra_is_written() {
         message: None,
         totp_key: None,
         capabilities: Vec::new(),
+        acked_seq: None,
     }));
     assert_eq!(
         ack["message"],
@@ -84,5 +85,42 @@ fn without_extensions_nothing_extra_is_written() {
     assert_eq!(
         command["message"],
         json!({"NodeCommand": {"node_id": 7, "command": {"StopPot": "p1"}}})
+    );
+}
+
+#[test]
+fn acked_delivery_fields_and_the_event_ack_round_trip() {
+    let event = round_trip(Message::PotEvent(PotEvent {
+        node_id: 7,
+        pot_id: "p".into(),
+        pot_type: "cowrie".into(),
+        event_type: "login".into(),
+        timestamp: "2024-01-15T10:30:00Z".into(),
+        data: serde_json::Map::new(),
+        seq: Some(1_700_000_000_000_001),
+    }));
+    assert_eq!(
+        event["message"]["PotEvent"]["seq"],
+        1_700_000_000_000_001u64
+    );
+    let ack = round_trip(Message::EventAck(EventAck {
+        node_id: 7,
+        seq: 42,
+    }));
+    assert_eq!(
+        ack["message"],
+        json!({"EventAck": {"node_id": 7, "seq": 42}})
+    );
+    let registration_ack = round_trip(Message::RegistrationAck(RegistrationAck {
+        node_id: 7,
+        accepted: true,
+        message: None,
+        totp_key: None,
+        capabilities: vec![CAPABILITY_ACKED_DELIVERY.into()],
+        acked_seq: Some(41),
+    }));
+    assert_eq!(
+        registration_ack["message"]["RegistrationAck"]["acked_seq"],
+        41
     );
 }

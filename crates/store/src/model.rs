@@ -171,6 +171,9 @@ pub struct NewEvent {
     pub timestamp: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub data: Map<String, Value>,
+    /// The node's sequence number (acknowledged delivery): the store keeps one event per
+    /// (node, seq) and ignores repeats. `None` for nodes without the extension.
+    pub seq: Option<u64>,
 }
 
 impl NewEvent {

@@ -115,6 +115,10 @@ CREATE TABLE node_credentials (
     revoked_at     INTEGER
 );
 "#,
+    r#"
+ALTER TABLE events ADD COLUMN seq INTEGER;
+CREATE UNIQUE INDEX events_by_node_seq ON events (node_id, seq) WHERE seq IS NOT NULL;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -446,13 +450,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<(), StoreError> {
+    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<u64, StoreError> {
         self.with_writer(move |connection| {
             let transaction = connection.transaction()?;
+            let mut inserted = 0u64;
             {
+                // `OR IGNORE` meets only the (node_id, seq) unique index: a resent event.
                 let mut insert = transaction.prepare_cached(
-                    "INSERT INTO events (node_id, pot_id, pot_type, event_type, ts, received_at, src_ip, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT OR IGNORE INTO events (node_id, pot_id, pot_type, event_type, ts, received_at, src_ip, data, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 // One reusable buffer for the JSON text of every payload in the batch.
                 let mut data_json = Vec::with_capacity(1024);
@@ -461,7 +467,7 @@ impl Store for SqliteStore {
                     serde_json::to_writer(&mut data_json, &event.data)
                         .expect("JSON values always serialise");
                     let data_text = std::str::from_utf8(&data_json).expect("serde_json writes UTF-8");
-                    insert.execute(params![
+                    inserted += insert.execute(params![
                         node_id_to_sql(event.node_id),
                         event.pot_id,
                         event.pot_type,
@@ -470,11 +476,24 @@ impl Store for SqliteStore {
                         micros(event.received_at),
                         event.source_ip(),
                         data_text,
-                    ])?;
+                        event.seq.map(|seq| seq as i64),
+                    ])? as u64;
                 }
             }
             transaction.commit()?;
-            Ok(())
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn last_event_seq(&self, node_id: u64) -> Result<Option<u64>, StoreError> {
+        self.with_reader(move |connection| {
+            let seq: Option<i64> = connection.query_row(
+                "SELECT MAX(seq) FROM events WHERE node_id = ?1 AND seq IS NOT NULL",
+                [node_id_to_sql(node_id)],
+                |row| row.get(0),
+            )?;
+            Ok(seq.map(|seq| seq as u64))
         })
         .await
     }

@@ -49,8 +49,12 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets an uninstalled pot (its events are kept).
     async fn delete_pot(&self, node_id: u64, pot_id: String) -> Result<(), StoreError>;
 
-    /// Stores a batch of events in one transaction.
-    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<(), StoreError>;
+    /// Stores a batch of events in one transaction; an event whose (node, seq) is already
+    /// stored is skipped. Returns how many events were new.
+    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<u64, StoreError>;
+
+    /// The highest `seq` stored for the node, if any.
+    async fn last_event_seq(&self, node_id: u64) -> Result<Option<u64>, StoreError>;
 
     /// Stores a new API token (its hash only).
     async fn create_api_token(&self, token: ApiTokenRecord) -> Result<(), StoreError>;

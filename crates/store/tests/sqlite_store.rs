@@ -35,6 +35,7 @@ fn event(node_id: u64, pot_id: &str, event_type: &str, seconds: i64, data: Value
         timestamp: base_time() + Duration::seconds(seconds),
         received_at: Utc::now(),
         data,
+        seq: None,
     }
 }
 
@@ -428,4 +429,34 @@ async fn a_totp_step_is_used_once_and_a_revoked_node_uses_none() {
         store.enroll_node(9, "S".into(), None, now).await.unwrap(),
         honeybee_store::EnrollmentOutcome::AlreadyEnrolled
     );
+}
+
+#[tokio::test]
+async fn an_event_resent_with_the_same_node_and_seq_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let numbered = |node_id, seq| NewEvent {
+        seq: Some(seq),
+        ..event(node_id, "p", "login", seq as i64, json!({}))
+    };
+    assert_eq!(store.last_event_seq(1).await.unwrap(), None);
+    let first: Vec<NewEvent> = (1..=3).map(|seq| numbered(1, seq)).collect();
+    assert_eq!(store.insert_events(Arc::from(first)).await.unwrap(), 3);
+    // A resend overlapping the first batch, another node's same numbers, and events
+    // without a seq (never de-duplicated).
+    let mut second: Vec<NewEvent> = (2..=5).map(|seq| numbered(1, seq)).collect();
+    second.push(numbered(2, 2));
+    second.push(event(1, "p", "login", 0, json!({})));
+    second.push(event(1, "p", "login", 0, json!({})));
+    assert_eq!(store.insert_events(Arc::from(second)).await.unwrap(), 5);
+    assert_eq!(store.last_event_seq(1).await.unwrap(), Some(5));
+    assert_eq!(store.last_event_seq(2).await.unwrap(), Some(2));
+    let page = store
+        .query_events(EventQuery {
+            limit: 100,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 8);
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use crate::spool::SpoolFullPolicy;
 use thiserror::Error;
 
 /// Room reserved for the envelope around an event line (version, node id, field names).
@@ -40,6 +42,8 @@ pub struct NodeConfig {
     pub honeypot: HoneypotSection,
     pub log: LogSection,
     pub ingest: IngestSection,
+    pub spool: SpoolSection,
+    pub metrics: MetricsSection,
 }
 
 /// `node:` who this node is.
@@ -283,6 +287,44 @@ pub enum LogFormat {
     Json,
 }
 
+/// `spool:` the durable on-disk queue between the honeypots and the Core.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Where segment files live. Default `<node.data_dir>/spool`.
+    pub directory: Option<PathBuf>,
+    /// Most bytes of unacknowledged events kept on disk. Default 1 GiB (about 3 million
+    /// Cowrie events).
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started; acknowledged segments
+    /// are deleted whole. Default 16 MiB.
+    pub segment_bytes: u64,
+    /// When the spool is full: `refuse` (default) refuses new events, `drop_oldest` deletes
+    /// the oldest unacknowledged segment. Either way the count is a metric and a
+    /// `NodeEvent` Alarm to the Core.
+    pub full_policy: SpoolFullPolicy,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            directory: None,
+            max_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
+            full_policy: SpoolFullPolicy::Refuse,
+        }
+    }
+}
+
+/// `metrics:` an HTTP endpoint with the node's metrics in Prometheus text format.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `HOST:PORT` to serve `GET /metrics` on, e.g. `127.0.0.1:9101`. Default: not served
+    /// (the node still logs a summary every minute).
+    pub listen: Option<String>,
+}
+
 /// `ingest:` the listener honeypots write their events to.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -296,8 +338,9 @@ pub struct IngestSection {
     pub max_line_bytes: usize,
     /// Honeypot connections served at once. Default 1024.
     pub max_connections: usize,
-    /// Events held in memory while the Core is slow or unreachable; when full, the node
-    /// stops reading from honeypots (backpressure) instead of dropping events. Default 100000.
+    /// Events held in memory on their way into the spool; when full (the disk is slower
+    /// than the honeypots), the node stops reading from honeypots (backpressure) instead of
+    /// dropping events. Default 16384.
     pub queue_capacity: usize,
     /// A honeypot connection silent this many seconds is closed (the kits reconnect by
     /// themselves). Default 300.
@@ -316,7 +359,7 @@ impl Default for IngestSection {
             port: 9100,
             max_line_bytes: honeybee_protocol::DEFAULT_MAX_LINE_BYTES,
             max_connections: 1024,
-            queue_capacity: 100_000,
+            queue_capacity: 16_384,
             idle_timeout: 300.0,
             max_events_per_second: 100_000,
         }
@@ -330,6 +373,13 @@ impl IngestSection {
 }
 
 impl NodeConfig {
+    /// Where the spool's segment files live.
+    pub fn spool_directory(&self) -> PathBuf {
+        self.spool
+            .directory
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("spool"))
+    }
     /// Where the TOTP secret is kept.
     pub fn totp_secret_file(&self) -> PathBuf {
         self.auth
@@ -500,6 +550,29 @@ impl NodeConfig {
                 self.ingest.idle_timeout.to_string(),
                 "must be between 0 and 86400 seconds",
             ));
+        }
+        if self.spool.segment_bytes < 4096 {
+            return Err(invalid(
+                "spool.segment_bytes",
+                self.spool.segment_bytes.to_string(),
+                "must be at least 4096",
+            ));
+        }
+        if self.spool.max_bytes < 2 * self.spool.segment_bytes {
+            return Err(invalid(
+                "spool.max_bytes",
+                self.spool.max_bytes.to_string(),
+                "must be at least twice spool.segment_bytes",
+            ));
+        }
+        if let Some(listen) = &self.metrics.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "metrics.listen",
+                    listen.clone(),
+                    "must be an address with a port, such as 127.0.0.1:9101",
+                ));
+            }
         }
         if self.ingest.max_events_per_second == 0 {
             return Err(invalid(

@@ -246,7 +246,7 @@ async fn accept(
 }
 
 /// Resolves at `deadline`; pends forever when there is none.
-async fn sleep_until_some(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

@@ -1,9 +1,11 @@
 //! HoneyBee Node: receives honeypot events on the ingest port (127.0.0.1:9100), normalises
 //! them and forwards them to the Core over Protocol v2.
 //!
-//! [`start`] loads the node's identity, binds the ingest port and connects to the Core in
-//! the background (the node works, and buffers, while the Core is unreachable). Cancelling
-//! the shutdown token stops ingest, forwards what is queued and sends `NodeDrop`.
+//! [`start`] loads the node's identity, opens its durable spool, binds the ingest port and
+//! connects to the Core in the background (the node accepts events into the spool while
+//! the Core is unreachable). Cancelling the shutdown token stops ingest, spools what was
+//! read, forwards the spool and waits for the Core's acknowledgement (bounded), and sends
+//! `NodeDrop`.
 
 pub mod config;
 mod credentials;
@@ -11,7 +13,9 @@ mod embedded;
 mod identity;
 mod ingest;
 mod metrics;
+mod metrics_endpoint;
 mod pots;
+mod spool;
 mod tls;
 mod uplink;
 
@@ -61,6 +65,8 @@ pub enum NodeError {
     Tls(String),
     #[error(transparent)]
     Credentials(#[from] credentials::CredentialError),
+    #[error("opening the spool: {0}")]
+    Spool(#[from] spool::SpoolError),
     #[error("setting up honeypot management: {0}")]
     Pots(String),
     #[error("node task failed: {0}")]
@@ -109,6 +115,19 @@ pub async fn start(
     };
     let registry = MetricsRegistry::new();
     let metrics = Arc::new(NodeMetrics::new(registry.clone()));
+    let (spool, spool_writer, recovery) = spool::Spool::open(spool::SpoolOptions {
+        directory: config.spool_directory(),
+        max_bytes: config.spool.max_bytes,
+        segment_bytes: config.spool.segment_bytes,
+        full_policy: config.spool.full_policy,
+    })?;
+    tracing::info!(
+        directory = %config.spool_directory().display(),
+        unacknowledged = recovery.unacknowledged_events,
+        torn_bytes_cut = recovery.torn_bytes_cut,
+        "spool opened"
+    );
+    metrics.spool_size_bytes.set(spool.size_bytes() as i64);
 
     let address = format!("{}:{}", config.ingest.host, config.ingest.port);
     let listener = TcpListener::bind(&address)
@@ -124,6 +143,15 @@ pub async fn start(
 
     let (queue_sender, queue_receiver) = mpsc::channel(config.ingest.queue_capacity);
     let (outbox_sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
+    // Ends when ingest has stopped and everything it read is spooled.
+    let spool_writer = tokio::spawn(spool::run_spool_writer(
+        spool_writer,
+        queue_receiver,
+        spool::WriterContext {
+            metrics: metrics.clone(),
+            alarms: outbox_sender.clone(),
+        },
+    ));
     let ingest_context = Arc::new(IngestContext {
         queue: queue_sender,
         metrics: metrics.clone(),
@@ -185,6 +213,7 @@ pub async fn start(
         log_limiter: LogRateLimiter::default(),
         pots,
         pots_unavailable,
+        spool,
         credentials,
         tls: match tls::connector(&config.tls).map_err(NodeError::Tls)? {
             Some(connector) => Some((
@@ -194,12 +223,20 @@ pub async fn start(
             None => None,
         },
     });
-    let uplink = tokio::spawn(uplink::run_uplink(
-        uplink_context,
-        queue_receiver,
-        outbox,
-        shutdown.clone(),
-    ));
+    let uplink = tokio::spawn(uplink::run_uplink(uplink_context, outbox, shutdown.clone()));
+    if let Some(listen) = &config.metrics.listen {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                address: listen.clone(),
+                source,
+            })?;
+        tasks.push(tokio::spawn(metrics_endpoint::serve_metrics(
+            listener,
+            registry.clone(),
+            shutdown.clone(),
+        )));
+    }
     let summary = tokio::spawn(log_summaries(metrics.clone(), shutdown));
     tracing::info!(node_id, %ingest_address, core = %config.server.address, "node started");
     Ok(RunningNode {
@@ -207,7 +244,7 @@ pub async fn start(
         ingest_address,
         metrics,
         tasks: {
-            tasks.extend([ingest, uplink, summary]);
+            tasks.extend([ingest, spool_writer, uplink, summary]);
             tasks
         },
     })
@@ -313,7 +350,11 @@ async fn log_summaries(metrics: Arc<NodeMetrics>, shutdown: CancellationToken) {
 fn log_counters(metrics: &NodeMetrics, what: &str) {
     tracing::info!(
         events_accepted = metrics.events_accepted.get(),
+        events_spooled = metrics.spool_appended.get(),
+        spool_refused = metrics.spool_refused.get(),
+        spool_dropped = metrics.spool_dropped.get(),
         events_forwarded = metrics.events_forwarded.get(),
+        events_acknowledged = metrics.events_acknowledged.get(),
         lines_rejected = metrics.lines_rejected.get(),
         events_too_large = metrics.events_too_large.get(),
         commands_received = metrics.commands_received.get(),

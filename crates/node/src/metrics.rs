@@ -17,11 +17,41 @@ pub(crate) struct NodeMetrics {
     pub lines_rejected: Arc<Counter>,
     pub ingest_idle_closed: Arc<Counter>,
     pub ingest_events_delayed: Arc<Counter>,
+    pub spool_appended: Arc<Counter>,
+    pub spool_refused: Arc<Counter>,
+    pub spool_dropped: Arc<Counter>,
+    pub spool_size_bytes: Arc<Gauge>,
+    pub events_acknowledged: Arc<Counter>,
 }
 
 impl NodeMetrics {
     pub fn new(registry: Arc<MetricsRegistry>) -> Self {
         NodeMetrics {
+            spool_appended: registry.counter(
+                "honeybee_node_spool_appended_total",
+                "Events written durably to the spool (accepted).",
+                &[],
+            ),
+            spool_refused: registry.counter(
+                "honeybee_node_spool_refused_total",
+                "Events refused because the spool was full (or its write failed).",
+                &[],
+            ),
+            spool_dropped: registry.counter(
+                "honeybee_node_spool_dropped_total",
+                "Unacknowledged events deleted to make room (policy drop_oldest).",
+                &[],
+            ),
+            spool_size_bytes: registry.gauge(
+                "honeybee_node_spool_size_bytes",
+                "Bytes of spool segments on disk.",
+                &[],
+            ),
+            events_acknowledged: registry.counter(
+                "honeybee_node_events_acknowledged_total",
+                "Events the Core acknowledged as stored.",
+                &[],
+            ),
             ingest_connections: registry.counter(
                 "honeybee_node_ingest_connections_total",
                 "Honeypot connections accepted on the ingest port.",

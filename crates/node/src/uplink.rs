@@ -1,8 +1,10 @@
-//! The uplink to the Core: connect, register, heartbeat, forward queued events in batches,
+//! The uplink to the Core: connect, register, heartbeat, forward spooled events in batches,
 //! answer commands, and reconnect with exponential backoff and jitter when the link drops.
 //!
-//! Events taken from the queue but not yet written stay in `pending` across reconnects,
-//! so a dropped link does not drop them (delivery is at-least-once per written batch).
+//! Events are read from the durable spool and deleted from it only when the Core
+//! acknowledges them (acknowledged delivery); each session starts again at the first
+//! unacknowledged event, and the Core stores each (node, seq) once. Against a Core without
+//! the extension, an event counts as delivered once written to the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,8 @@ use std::time::Duration;
 use honeybee_protocol::{
     encode_envelope, Command, CommandAnswer, EnvelopeDecoder, IngestEvent, Message, NodeEvent,
     NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus,
-    PotStatusUpdate, CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
+    PotStatusUpdate, CAPABILITY_ACKED_DELIVERY, CAPABILITY_COMMAND_ANSWERS,
+    CAPABILITY_UNINSTALL_POT,
 };
 use honeybee_telemetry::LogRateLimiter;
 use rand::Rng;
@@ -25,6 +28,7 @@ use crate::config::ServerSection;
 use crate::credentials::{NodeCredentials, RegistrationProof};
 use crate::metrics::NodeMetrics;
 use crate::pots::PotManager;
+use crate::spool::{Spool, SpoolReader};
 
 /// Most events sent in one write.
 const BATCH_MAX_EVENTS: usize = 1024;
@@ -53,6 +57,8 @@ pub enum UplinkError {
     Credentials(#[from] crate::credentials::CredentialError),
     #[error("connection to the core lost: {reason}")]
     Lost { reason: String },
+    #[error("reading the spool failed: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 pub(crate) struct UplinkContext {
@@ -66,6 +72,8 @@ pub(crate) struct UplinkContext {
     pub pots: Option<Arc<PotManager>>,
     /// Why a Full node cannot run pots, when it should but cannot.
     pub pots_unavailable: Option<String>,
+    /// The durable queue of events to forward.
+    pub spool: Arc<Spool>,
     /// The node's enrollment token and TOTP secret; `None` with `auth.totp_enabled: false`.
     pub credentials: Option<Arc<NodeCredentials>>,
     /// The TLS connector and the name the Core's certificate must carry, when TLS is on.
@@ -78,7 +86,10 @@ pub(crate) struct UplinkContext {
 impl UplinkContext {
     /// The extensions this node announces.
     fn capabilities(&self) -> Vec<String> {
-        let mut capabilities = vec![CAPABILITY_COMMAND_ANSWERS.to_owned()];
+        let mut capabilities = vec![
+            CAPABILITY_COMMAND_ANSWERS.to_owned(),
+            CAPABILITY_ACKED_DELIVERY.to_owned(),
+        ];
         if self.pots.is_some() {
             capabilities.push(CAPABILITY_UNINSTALL_POT.to_owned());
         }
@@ -118,11 +129,9 @@ impl Backoff {
 /// Runs until shutdown: keeps a session with the Core and forwards every queued event.
 pub(crate) async fn run_uplink(
     context: Arc<UplinkContext>,
-    mut queue: mpsc::Receiver<IngestEvent>,
     mut outbox: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
 ) {
-    let mut pending: Vec<IngestEvent> = Vec::with_capacity(BATCH_MAX_EVENTS);
     let mut backoff = Backoff::new(
         context.server.reconnect_delay(),
         context.server.max_reconnect_delay(),
@@ -152,14 +161,11 @@ pub(crate) async fn run_uplink(
                         tracing::warn!(%error, "announcing the start to the core failed");
                     }
                 }
-                match session
-                    .run(&context, &mut queue, &mut outbox, &mut pending, &shutdown)
-                    .await
-                {
+                match session.run(&context, &mut outbox, &shutdown).await {
                     Ok(()) => return,
                     Err(error) => {
                         context.metrics.core_connection_failures.increment();
-                        tracing::warn!(%error, pending = pending.len(), "session with the core ended; reconnecting");
+                        tracing::warn!(%error, unacknowledged = context.spool.unacknowledged_events(), "session with the core ended; reconnecting");
                     }
                 }
             }
@@ -178,11 +184,11 @@ pub(crate) async fn run_uplink(
             _ = tokio::time::sleep(delay) => {}
         }
     }
-    let unsent = pending.len() + queue.len();
-    if unsent > 0 {
-        tracing::error!(
-            unsent,
-            "shutting down without a core connection: queued events were not forwarded"
+    let unacknowledged = context.spool.unacknowledged_events();
+    if unacknowledged > 0 {
+        tracing::warn!(
+            unacknowledged,
+            "stopping with events the core has not stored yet: they stay in the spool and are sent after the next start"
         );
     }
 }
@@ -198,6 +204,10 @@ struct CoreSession {
     address: String,
     /// Extensions the Core accepted in its registration ack.
     capabilities: Vec<String>,
+    /// Where this session reads the spool.
+    spool_reader: SpoolReader,
+    /// The seq of the last event written to the Core.
+    last_sent_seq: u64,
 }
 
 async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, UplinkError> {
@@ -261,6 +271,8 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         outgoing: Vec::new(),
         address: address.clone(),
         capabilities: Vec::new(),
+        spool_reader: context.spool.reader(),
+        last_sent_seq: 0,
     };
     let registration = Message::NodeRegistration(NodeRegistration {
         node_id: context.node_id,
@@ -304,6 +316,13 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
                     }
                 }
                 session.capabilities = ack.capabilities;
+                if let Some(stored) = ack.acked_seq {
+                    // The Core holds everything up to there: never send it again, and never
+                    // number a new event at or below it.
+                    context.spool.ack(stored);
+                    context.spool.raise_seq_floor(stored);
+                }
+                session.spool_reader = context.spool.reader();
                 break;
             }
             Message::RegistrationAck(ack) => {
@@ -334,30 +353,41 @@ impl CoreSession {
         })
     }
 
+    /// Whether the Core acknowledges stored events on this session.
+    fn acked_delivery(&self) -> bool {
+        self.capabilities
+            .iter()
+            .any(|capability| capability == CAPABILITY_ACKED_DELIVERY)
+    }
+
     /// Serves the session until it fails (`Err`) or shutdown completes (`Ok`).
     async fn run(
         &mut self,
         context: &UplinkContext,
-        queue: &mut mpsc::Receiver<IngestEvent>,
         outbox: &mut mpsc::Receiver<Message>,
-        pending: &mut Vec<IngestEvent>,
         shutdown: &CancellationToken,
     ) -> Result<(), UplinkError> {
-        // Events left over from a lost session go first.
-        self.forward(context, pending).await?;
         self.report_pots(context, outbox).await?;
+        let mut durable = context.spool.subscribe_durable();
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + context.server.heartbeat_interval(),
             context.server.heartbeat_interval(),
         );
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut writer_finished = false;
         loop {
-            // Biased: what the Core said (a closed connection, a refusal) is handled before
-            // more events are written, so they are not written into a dead connection.
+            let caught_up = self.spool_reader.caught_up(&context.spool);
+            if caught_up && writer_finished {
+                // Ingest and the spool writer are done: the node is stopping.
+                self.drain_and_leave(context).await;
+                return Ok(());
+            }
+            // Biased: what the Core said (acks, a refusal, a closed connection) is handled
+            // before more events are written.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    self.drain_and_leave(context, queue, pending).await;
+                    self.drain_and_leave(context).await;
                     return Ok(());
                 }
                 message = self.next_message(context) => {
@@ -371,30 +401,48 @@ impl CoreSession {
                 _ = heartbeat.tick() => {
                     self.write_messages(&[self.status(NodeStatus::Running)]).await?;
                 }
-                received = queue.recv_many(pending, BATCH_MAX_EVENTS) => {
-                    if received == 0 {
-                        // Every ingest sender is gone: the node is stopping.
-                        self.drain_and_leave(context, queue, pending).await;
-                        return Ok(());
-                    }
-                    self.forward(context, pending).await?;
+                changed = durable.changed(), if caught_up => {
+                    writer_finished = changed.is_err();
+                }
+                // Last: ready whenever there is more to send, after everything above.
+                _ = std::future::ready(()), if !caught_up => {
+                    self.forward_next_batch(context).await?;
                 }
             }
         }
     }
 
-    /// Writes `pending` as PotEvents in one write; they are cleared only once written.
+    /// Reads the next batch from the spool and writes it as PotEvents in one write.
+    async fn forward_next_batch(&mut self, context: &UplinkContext) -> Result<(), UplinkError> {
+        let spool = context.spool.clone();
+        let mut spool_reader = std::mem::replace(&mut self.spool_reader, spool.reader());
+        let (spool_reader, read) = tokio::task::spawn_blocking(move || {
+            let read = spool_reader.read_batch(&spool, BATCH_MAX_EVENTS);
+            (spool_reader, read)
+        })
+        .await
+        .map_err(|error| UplinkError::Lost {
+            reason: format!("spool reader task failed: {error}"),
+        })?;
+        self.spool_reader = spool_reader;
+        let events = read?;
+        self.forward(context, &events).await
+    }
+
+    /// Writes `events` as PotEvents in one write. Without acknowledged delivery, a written
+    /// event counts as delivered.
     async fn forward(
         &mut self,
         context: &UplinkContext,
-        pending: &mut Vec<IngestEvent>,
+        events: &[(u64, IngestEvent)],
     ) -> Result<(), UplinkError> {
-        if pending.is_empty() {
+        let Some(&(last_seq, _)) = events.last() else {
             return Ok(());
-        }
+        };
+        let numbered = self.acked_delivery();
         self.outgoing.clear();
         let mut forwarded = 0;
-        for event in pending.iter() {
+        for (seq, event) in events {
             let message = Message::PotEvent(PotEvent {
                 node_id: self.node_id,
                 pot_id: event.pot_id.clone(),
@@ -402,12 +450,12 @@ impl CoreSession {
                 event_type: event.event_type.clone(),
                 timestamp: event.timestamp.clone(),
                 data: event.data.clone(),
-                seq: None,
+                seq: numbered.then_some(*seq),
             });
             let envelope_start = self.outgoing.len();
             encode_envelope(&message, &mut self.outgoing);
-            // The Core would end the session on an envelope over its cap, losing the rest
-            // of the batch with it: drop just this one, loudly.
+            // The Core would end the session on an envelope over its cap, and the node
+            // would send it again forever: drop just this one, loudly.
             if self.outgoing.len() - envelope_start > context.server.max_envelope_bytes {
                 self.outgoing.truncate(envelope_start);
                 context.metrics.events_too_large.increment();
@@ -423,23 +471,39 @@ impl CoreSession {
         }
         self.flush_outgoing().await?;
         context.metrics.events_forwarded.add(forwarded);
-        pending.clear();
+        self.last_sent_seq = last_seq;
+        if !numbered {
+            let acknowledged = context.spool.ack(last_seq);
+            context.metrics.events_acknowledged.add(acknowledged);
+        }
         Ok(())
     }
 
-    /// Forwards what is still queued (bounded by a deadline), then says goodbye.
-    async fn drain_and_leave(
-        &mut self,
-        context: &UplinkContext,
-        queue: &mut mpsc::Receiver<IngestEvent>,
-        pending: &mut Vec<IngestEvent>,
-    ) {
+    /// Forwards what the spool still holds and waits for the Core's acknowledgement, both
+    /// within [`SHUTDOWN_DRAIN_DEADLINE`], then says goodbye. What is not acknowledged by
+    /// then stays in the spool for the next start.
+    async fn drain_and_leave(&mut self, context: &UplinkContext) {
         let deadline = Instant::now() + SHUTDOWN_DRAIN_DEADLINE;
+        let mut durable = context.spool.subscribe_durable();
         let drained = tokio::time::timeout_at(deadline, async {
+            let mut writer_finished = false;
             loop {
-                self.forward(context, pending).await?;
-                if queue.recv_many(pending, BATCH_MAX_EVENTS).await == 0 {
+                if !self.spool_reader.caught_up(&context.spool) {
+                    self.forward_next_batch(context).await?;
+                    continue;
+                }
+                let all_acknowledged =
+                    !self.acked_delivery() || context.spool.acked_seq() >= self.last_sent_seq;
+                if writer_finished && all_acknowledged {
                     return Ok::<(), UplinkError>(());
+                }
+                tokio::select! {
+                    changed = durable.changed(), if !writer_finished => {
+                        writer_finished = changed.is_err();
+                    }
+                    message = self.next_message(context) => {
+                        self.handle_core_message(context, message?).await?;
+                    }
                 }
             }
         })
@@ -447,11 +511,11 @@ impl CoreSession {
         match drained {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                tracing::warn!(%error, "forwarding queued events during shutdown failed")
+                tracing::warn!(%error, "forwarding spooled events during shutdown failed")
             }
             Err(_) => tracing::warn!(
-                unsent = pending.len() + queue.len(),
-                "shutdown deadline reached before every queued event was forwarded"
+                unacknowledged = context.spool.unacknowledged_events(),
+                "shutdown deadline reached before the core acknowledged every event; the rest stays in the spool"
             ),
         }
         let goodbye = [self.status(NodeStatus::Stopped), Message::NodeDrop];
@@ -491,6 +555,11 @@ impl CoreSession {
                     .filter_map(|message| self.adapt(message))
                     .collect();
                 self.write_messages(&answer).await
+            }
+            Message::EventAck(ack) => {
+                let acknowledged = context.spool.ack(ack.seq);
+                context.metrics.events_acknowledged.add(acknowledged);
+                Ok(())
             }
             Message::RegistrationAck(ack) if !ack.accepted => Err(UplinkError::Refused {
                 message: ack.message.unwrap_or_else(|| "no reason given".into()),

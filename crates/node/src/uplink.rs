@@ -319,7 +319,8 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
                 if let Some(stored) = ack.acked_seq {
                     // The Core holds everything up to there: never send it again, and never
                     // number a new event at or below it.
-                    context.spool.ack(stored);
+                    let acknowledged = context.spool.ack(stored);
+                    context.metrics.events_acknowledged.add(acknowledged);
                     context.spool.raise_seq_floor(stored);
                 }
                 session.spool_reader = context.spool.reader();
@@ -374,10 +375,9 @@ impl CoreSession {
             context.server.heartbeat_interval(),
         );
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut writer_finished = false;
         loop {
             let caught_up = self.spool_reader.caught_up(&context.spool);
-            if caught_up && writer_finished {
+            if caught_up && context.spool.writer_finished() {
                 // Ingest and the spool writer are done: the node is stopping.
                 self.drain_and_leave(context).await;
                 return Ok(());
@@ -401,9 +401,7 @@ impl CoreSession {
                 _ = heartbeat.tick() => {
                     self.write_messages(&[self.status(NodeStatus::Running)]).await?;
                 }
-                changed = durable.changed(), if caught_up => {
-                    writer_finished = changed.is_err();
-                }
+                _ = durable.changed(), if caught_up => {}
                 // Last: ready whenever there is more to send, after everything above.
                 _ = std::future::ready(()), if !caught_up => {
                     self.forward_next_batch(context).await?;
@@ -486,7 +484,6 @@ impl CoreSession {
         let deadline = Instant::now() + SHUTDOWN_DRAIN_DEADLINE;
         let mut durable = context.spool.subscribe_durable();
         let drained = tokio::time::timeout_at(deadline, async {
-            let mut writer_finished = false;
             loop {
                 if !self.spool_reader.caught_up(&context.spool) {
                     self.forward_next_batch(context).await?;
@@ -494,13 +491,12 @@ impl CoreSession {
                 }
                 let all_acknowledged =
                     !self.acked_delivery() || context.spool.acked_seq() >= self.last_sent_seq;
+                let writer_finished = context.spool.writer_finished();
                 if writer_finished && all_acknowledged {
                     return Ok::<(), UplinkError>(());
                 }
                 tokio::select! {
-                    changed = durable.changed(), if !writer_finished => {
-                        writer_finished = changed.is_err();
-                    }
+                    _ = durable.changed(), if !writer_finished => {}
                     message = self.next_message(context) => {
                         self.handle_core_message(context, message?).await?;
                     }

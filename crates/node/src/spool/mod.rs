@@ -104,6 +104,8 @@ pub(crate) struct Spool {
     durable: watch::Sender<u64>,
     /// See [`Spool::raise_seq_floor`].
     seq_floor: std::sync::atomic::AtomicU64,
+    /// Set when the writer has appended its last batch (the node is stopping).
+    writer_finished: std::sync::atomic::AtomicBool,
 }
 
 /// How an [`Spool::open`] went: what recovery found.
@@ -176,6 +178,7 @@ impl Spool {
             }),
             durable,
             seq_floor: std::sync::atomic::AtomicU64::new(0),
+            writer_finished: std::sync::atomic::AtomicBool::new(false),
         });
         let writer = SpoolWriter::new(spool.clone(), next_seq);
         Ok((spool, writer, recovery))
@@ -185,9 +188,23 @@ impl Spool {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Follows the last durable sequence number; closed when the writer is gone.
+    /// Follows the last durable sequence number (and wakes up once more when the writer
+    /// finishes).
     pub fn subscribe_durable(&self) -> watch::Receiver<u64> {
         self.durable.subscribe()
+    }
+
+    /// Whether the writer has appended its last batch: nothing more will be spooled.
+    pub fn writer_finished(&self) -> bool {
+        self.writer_finished
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called by the writer after its last batch; wakes every reader.
+    fn finish_writing(&self) {
+        self.writer_finished
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.durable.send_modify(|_| {});
     }
 
     pub fn durable_seq(&self) -> u64 {

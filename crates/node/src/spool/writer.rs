@@ -286,8 +286,8 @@ impl LossReport {
     }
 }
 
-/// Appends what the ingest queue delivers until every ingest sender is gone, then returns
-/// (dropping the writer, which tells readers that nothing more will come).
+/// Appends what the ingest queue delivers until every ingest sender is gone, then tells
+/// readers that nothing more will come.
 pub(crate) async fn run_spool_writer(
     mut writer: SpoolWriter,
     mut queue: mpsc::Receiver<IngestEvent>,
@@ -317,6 +317,7 @@ pub(crate) async fn run_spool_writer(
         .await;
         let Ok((returned_writer, mut events, report)) = appended else {
             tracing::error!("the spool writer panicked; no more events are accepted");
+            spool.finish_writing();
             return;
         };
         writer = returned_writer;
@@ -338,5 +339,6 @@ pub(crate) async fn run_spool_writer(
     if losses.unreported {
         losses.send(&context, &spool);
     }
+    spool.finish_writing();
     tracing::debug!(durable_seq = spool.durable_seq(), "spool writer finished");
 }

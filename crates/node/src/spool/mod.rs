@@ -127,6 +127,12 @@ impl Spool {
             source,
         };
         std::fs::create_dir_all(&directory).map_err(directory_error)?;
+        // Spooled events hold what attackers typed, captured credentials included.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o700))
+                .map_err(directory_error)?;
+        }
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(&directory)
             .map_err(directory_error)?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))

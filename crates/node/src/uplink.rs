@@ -375,8 +375,11 @@ impl CoreSession {
             context.server.heartbeat_interval(),
         );
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Set when a read found nothing although the durable position says there is more
+        // (it should not happen): wait for the next append instead of spinning.
+        let mut stalled = false;
         loop {
-            let caught_up = self.spool_reader.caught_up(&context.spool);
+            let caught_up = stalled || self.spool_reader.caught_up(&context.spool);
             if caught_up && context.spool.writer_finished() {
                 // Ingest and the spool writer are done: the node is stopping.
                 self.drain_and_leave(context).await;
@@ -401,17 +404,23 @@ impl CoreSession {
                 _ = heartbeat.tick() => {
                     self.write_messages(&[self.status(NodeStatus::Running)]).await?;
                 }
-                _ = durable.changed(), if caught_up => {}
+                _ = durable.changed(), if caught_up => {
+                    stalled = false;
+                }
                 // Last: ready whenever there is more to send, after everything above.
                 _ = std::future::ready(()), if !caught_up => {
-                    self.forward_next_batch(context).await?;
+                    stalled = !self.forward_next_batch(context).await?;
+                    if stalled {
+                        tracing::warn!(durable_seq = context.spool.durable_seq(), "the spool reader found no event where one should be; waiting for the next append");
+                    }
                 }
             }
         }
     }
 
     /// Reads the next batch from the spool and writes it as PotEvents in one write.
-    async fn forward_next_batch(&mut self, context: &UplinkContext) -> Result<(), UplinkError> {
+    /// Returns whether there was anything to read.
+    async fn forward_next_batch(&mut self, context: &UplinkContext) -> Result<bool, UplinkError> {
         let spool = context.spool.clone();
         let mut spool_reader = std::mem::replace(&mut self.spool_reader, spool.reader());
         let (spool_reader, read) = tokio::task::spawn_blocking(move || {
@@ -424,7 +433,8 @@ impl CoreSession {
         })?;
         self.spool_reader = spool_reader;
         let events = read?;
-        self.forward(context, &events).await
+        self.forward(context, &events).await?;
+        Ok(!events.is_empty())
     }
 
     /// Writes `events` as PotEvents in one write. Without acknowledged delivery, a written
@@ -485,8 +495,9 @@ impl CoreSession {
         let mut durable = context.spool.subscribe_durable();
         let drained = tokio::time::timeout_at(deadline, async {
             loop {
-                if !self.spool_reader.caught_up(&context.spool) {
-                    self.forward_next_batch(context).await?;
+                if !self.spool_reader.caught_up(&context.spool)
+                    && self.forward_next_batch(context).await?
+                {
                     continue;
                 }
                 let all_acknowledged =

@@ -219,17 +219,32 @@ pub async fn start(
     })
 }
 
-/// Serves the REST API on `listener` (plain or TLS) until `shutdown`.
+/// How long open API requests may run on after shutdown began. A client that never
+/// finishes its request would otherwise hold the Core open forever.
+const API_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves the REST API on `listener` (plain or TLS) until `shutdown` (plus a grace period
+/// for requests in progress).
 async fn serve_api<L>(listener: L, router: axum::Router, shutdown: CancellationToken)
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "REST API server failed");
+    let served =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(API_SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = served => {
+            if let Err(error) = served {
+                tracing::error!(%error, "REST API server failed");
+            }
+        }
+        _ = grace_over => {
+            tracing::warn!("API connections still open after the shutdown grace period were dropped");
+        }
     }
 }
 

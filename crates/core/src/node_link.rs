@@ -398,7 +398,7 @@ impl NodeLink {
         let authenticated = match self
             .context
             .authenticator
-            .authenticate(&registration, Utc::now())
+            .authenticate(&registration, self.remote.ip(), Utc::now())
             .await
         {
             Ok(authenticated) => authenticated,
@@ -434,7 +434,7 @@ impl NodeLink {
             .filter(|capability| SUPPORTED_CAPABILITIES.contains(&capability.as_str()))
             .cloned()
             .collect();
-        self.context.sessions.insert(
+        let inserted = self.context.sessions.insert(
             node_id,
             SessionHandle {
                 session_id,
@@ -444,6 +444,16 @@ impl NodeLink {
                 capabilities: capabilities.clone(),
             },
         );
+        if inserted.is_err() {
+            self.context.metrics.registration_refused("revoked");
+            let _ = self
+                .send_refusal(
+                    node_id,
+                    format!("node {node_id} was revoked by an operator"),
+                )
+                .await;
+            return Flow::Close;
+        }
         let acked_delivery = capabilities
             .iter()
             .any(|capability| capability == CAPABILITY_ACKED_DELIVERY);

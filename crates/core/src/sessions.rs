@@ -52,7 +52,14 @@ pub(crate) struct CommandDelivery {
 #[derive(Debug, Default)]
 pub(crate) struct SessionRegistry {
     sessions: Mutex<HashMap<u64, SessionHandle>>,
+    /// Nodes revoked while this Core runs: a registration that passed authentication just
+    /// before the revocation is still refused here, under the same lock.
+    revoked: Mutex<std::collections::HashSet<u64>>,
 }
+
+/// The node was revoked; its session must not start.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NodeRevoked;
 
 impl SessionRegistry {
     /// A session id unique across Core restarts (and, later, across Cores sharing a store):
@@ -62,25 +69,35 @@ impl SessionRegistry {
     }
 
     /// Makes `handle` the session of `node_id`. A previous session of the same node (a
-    /// reconnect whose old TCP connection is not dead yet) is told to close.
-    pub fn insert(&self, node_id: u64, handle: SessionHandle) {
+    /// reconnect whose old TCP connection is not dead yet) is told to close. Refused for a
+    /// node revoked since this Core started.
+    pub fn insert(&self, node_id: u64, handle: SessionHandle) -> Result<(), NodeRevoked> {
+        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        if revoked.contains(&node_id) {
+            return Err(NodeRevoked);
+        }
         let previous = self
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(node_id, handle);
+        drop(revoked);
         if let Some(previous) = previous {
             previous.replaced.cancel();
         }
+        Ok(())
     }
 
     /// Ends the session of a revoked node at once; returns whether this Core held one.
     pub fn revoke(&self, node_id: u64) -> bool {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        revoked.insert(node_id);
         let removed = self
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&node_id);
+        drop(revoked);
         match removed {
             Some(handle) => {
                 handle.revoked.cancel();
@@ -165,15 +182,17 @@ mod tests {
         let registry = SessionRegistry::default();
         let (old, _old_commands) = handle(&registry, &[]);
         let (new, _new_commands) = handle(&registry, &[]);
-        registry.insert(5, old.clone());
-        registry.insert(5, new.clone());
+        registry.insert(5, old.clone()).unwrap();
+        registry.insert(5, new.clone()).unwrap();
         assert!(old.replaced.is_cancelled());
         assert!(!registry.remove_if_current(5, old.session_id));
         assert!(registry.remove_if_current(5, new.session_id));
-        assert!(!registry.revoke(5));
-        registry.insert(5, old.clone());
-        assert!(registry.revoke(5));
+        registry.insert(6, old.clone()).unwrap();
+        assert!(registry.revoke(6));
         assert!(old.revoked.is_cancelled());
+        // A registration that raced the revocation cannot start its session.
+        assert!(!registry.revoke(5));
+        assert_eq!(registry.insert(5, new), Err(NodeRevoked));
         assert_eq!(
             registry.send_command(5, Command::Restart, 1),
             Err(SendCommandError::NotConnected)
@@ -184,7 +203,7 @@ mod tests {
     fn commands_reach_the_current_session_until_its_queue_is_full() {
         let registry = SessionRegistry::default();
         let (session, mut receiver) = handle(&registry, &[CAPABILITY_COMMAND_ANSWERS]);
-        registry.insert(9, session);
+        registry.insert(9, session).unwrap();
         assert_eq!(
             registry.send_command(9, Command::Restart, 41),
             Ok(CommandDelivery { correlated: true })
@@ -202,7 +221,7 @@ mod tests {
     fn extensions_are_used_only_with_nodes_that_speak_them() {
         let registry = SessionRegistry::default();
         let (session, mut receiver) = handle(&registry, &[]);
-        registry.insert(3, session);
+        registry.insert(3, session).unwrap();
         assert_eq!(
             registry.send_command(3, Command::UninstallPot("p".into()), 1),
             Err(SendCommandError::Unsupported {

@@ -189,9 +189,10 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), CoreError> {
         .map_err(|error| tls_error(format!("writing {}: {error}", path.display())))
 }
 
-/// The REST API's listener when `[tls] api` is on: TCP connections are accepted here and
-/// their TLS handshakes run in tasks of their own, so a client that stalls its handshake
-/// delays nobody; finished handshakes queue for axum.
+/// The REST API's listener when `[tls] api` is on: TCP connections are accepted here at
+/// once and their TLS handshakes run in tasks of their own (bounded in time, in number, and
+/// per peer address), so clients that stall their handshake cannot hold the accept loop or
+/// crowd out other addresses; finished handshakes queue for axum.
 pub(crate) struct TlsApiListener {
     local_address: std::net::SocketAddr,
     ready: tokio::sync::mpsc::Receiver<(
@@ -200,10 +201,41 @@ pub(crate) struct TlsApiListener {
     )>,
 }
 
-/// Handshakes in progress at once on the API port; more connections wait to be accepted.
-const API_HANDSHAKES_IN_FLIGHT: usize = 256;
+/// Handshakes in progress at once on the API port; a connection beyond it is closed.
+const API_HANDSHAKES_IN_FLIGHT: usize = 1024;
+/// Handshakes in progress at once from one address; a connection beyond it is closed.
+const API_HANDSHAKES_PER_ADDRESS: usize = 16;
 /// A client that has not finished its handshake by then is dropped.
-const API_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const API_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Handshakes in progress, in all and per address.
+#[derive(Default)]
+struct HandshakesInFlight {
+    total: usize,
+    per_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+impl HandshakesInFlight {
+    fn try_begin(&mut self, address: std::net::IpAddr) -> bool {
+        let from_address = self.per_address.entry(address).or_default();
+        if self.total >= API_HANDSHAKES_IN_FLIGHT || *from_address >= API_HANDSHAKES_PER_ADDRESS {
+            return false;
+        }
+        *from_address += 1;
+        self.total += 1;
+        true
+    }
+
+    fn end(&mut self, address: std::net::IpAddr) {
+        self.total -= 1;
+        if let Some(count) = self.per_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&address);
+            }
+        }
+    }
+}
 
 impl TlsApiListener {
     /// Starts accepting on `listener` until `shutdown`.
@@ -214,13 +246,9 @@ impl TlsApiListener {
     ) -> std::io::Result<Self> {
         let local_address = listener.local_addr()?;
         let (sender, ready) = tokio::sync::mpsc::channel(API_HANDSHAKES_IN_FLIGHT);
-        let slots = Arc::new(tokio::sync::Semaphore::new(API_HANDSHAKES_IN_FLIGHT));
+        let in_flight = Arc::new(std::sync::Mutex::new(HandshakesInFlight::default()));
         tokio::spawn(async move {
             loop {
-                let permit = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                };
                 let (stream, remote) = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     accepted = listener.accept() => match accepted {
@@ -232,11 +260,25 @@ impl TlsApiListener {
                         }
                     },
                 };
+                let admitted = in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .try_begin(remote.ip());
+                if !admitted {
+                    tracing::debug!(%remote, "too many TLS handshakes in progress on the API port; connection closed");
+                    continue;
+                }
                 let acceptor = acceptor.clone();
                 let sender = sender.clone();
+                let in_flight = in_flight.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(API_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
+                    let handshake =
+                        tokio::time::timeout(API_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .end(remote.ip());
+                    match handshake {
                         Ok(Ok(tls)) => {
                             let _ = sender.send((tls, remote)).await;
                         }
@@ -247,7 +289,6 @@ impl TlsApiListener {
                             tracing::debug!(%remote, "TLS handshake on the API port timed out")
                         }
                     }
-                    drop(permit);
                 });
             }
         });
@@ -273,5 +314,24 @@ impl axum::serve::Listener for TlsApiListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local_address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_cannot_take_every_handshake_slot() {
+        let mut in_flight = HandshakesInFlight::default();
+        let stalling: std::net::IpAddr = "203.0.113.5".parse().unwrap();
+        let client: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..API_HANDSHAKES_PER_ADDRESS {
+            assert!(in_flight.try_begin(stalling));
+        }
+        assert!(!in_flight.try_begin(stalling));
+        assert!(in_flight.try_begin(client));
+        in_flight.end(stalling);
+        assert!(in_flight.try_begin(stalling));
     }
 }

@@ -755,10 +755,25 @@ async fn nodes_enroll_with_a_token_then_prove_themselves_with_unreplayable_totp_
         "a token's secret is shown once: {listed}"
     );
 
-    // An enrolled node needs a code: none, a wrong one, or a replayed one are refused.
-    let mut no_code = RawPeer::connect(&core).await;
-    no_code.send(&registration(501, "sensor-a")).await;
-    no_code.expect_refused("needs a totp_code").await;
+    // Until the node has used its secret, a registration without code is asked for one
+    // (or for the token again, in case the acknowledgement carrying the secret was lost).
+    let mut unconfirmed = RawPeer::connect(&core).await;
+    unconfirmed.send(&registration(501, "sensor-a")).await;
+    unconfirmed
+        .expect_refused("has not yet registered with a totp_code")
+        .await;
+    let first_secret = core.secrets.lock().unwrap()[&501].0.clone();
+    let mut enrolls_again = RawPeer::connect(&core).await;
+    enrolls_again
+        .send(&registration_with(501, "sensor-a", None, Some(&token)))
+        .await;
+    enrolls_again.expect_accepted(501).await;
+    assert_ne!(
+        core.secrets.lock().unwrap()[&501].0,
+        first_secret,
+        "a repeated enrollment issues a new secret"
+    );
+    // An enrolled node needs a code: a wrong one, a replayed one, or none are refused.
     let mut wrong_code = RawPeer::connect(&core).await;
     wrong_code
         .send(&registration_with(501, "sensor-a", Some("12345x"), None))
@@ -775,6 +790,9 @@ async fn nodes_enroll_with_a_token_then_prove_themselves_with_unreplayable_totp_
         .send(&registration_with(501, "sensor-a", Some(&code), None))
         .await;
     replay.expect_refused("already used").await;
+    let mut no_code = RawPeer::connect(&core).await;
+    no_code.send(&registration(501, "sensor-a")).await;
+    no_code.expect_refused("needs a totp_code").await;
     // The replay did not disturb the node's live session.
     reconnected
         .send(r#"{"version":2,"message":{"NodeStatusUpdate":{"node_id":501,"status":"Running"}}}"#)

@@ -102,6 +102,8 @@ pub struct NodeCredential {
     /// Codes of this step or older are refused (no replay).
     pub last_totp_step: u64,
     pub enrolled_at: DateTime<Utc>,
+    /// The node registered with a valid code at least once (so it has the secret).
+    pub confirmed: bool,
     /// A revoked node is refused for good.
     pub revoked_at: Option<DateTime<Utc>>,
 }

@@ -119,6 +119,9 @@ CREATE TABLE node_credentials (
 ALTER TABLE events ADD COLUMN seq INTEGER;
 CREATE UNIQUE INDEX events_by_node_seq ON events (node_id, seq) WHERE seq IS NOT NULL;
 "#,
+    r#"
+ALTER TABLE node_credentials ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -185,24 +188,41 @@ impl SqliteStore {
 }
 
 /// The database holds node TOTP secrets and every captured credential: it is created (or
-/// kept) readable by its owner only. SQLite gives its `-wal` and `-shm` files the database
-/// file's mode.
+/// kept) readable by its owner only. SQLite gives new `-wal` and `-shm` files the database
+/// file's mode, but side files left by an older run keep theirs, so those are fixed too.
 fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let failed = |source| StoreError::Permissions {
-        path: path.to_path_buf(),
-        source,
-    };
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)
-        .map_err(failed)?;
-    let mode = file.metadata().map_err(failed)?.permissions().mode() & 0o777;
-    if mode != 0o600 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(failed)?;
+        .map_err(|source| StoreError::Permissions {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    drop(file);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut side_file = path.as_os_str().to_owned();
+        side_file.push(suffix);
+        make_private_if_present(Path::new(&side_file))?;
+    }
+    Ok(())
+}
+
+fn make_private_if_present(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source| StoreError::Permissions {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(failed(error)),
+    };
+    if metadata.permissions().mode() & 0o777 != 0o600 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
     }
     Ok(())
 }
@@ -596,16 +616,16 @@ impl Store for SqliteStore {
     ) -> Result<EnrollmentOutcome, StoreError> {
         self.with_writer(move |connection| {
             let transaction = connection.transaction()?;
-            let enrolled: bool = transaction.query_row(
-                "SELECT EXISTS (SELECT 1 FROM node_credentials WHERE node_id = ?1)",
-                [node_id_to_sql(node_id)],
-                |row| row.get(0),
-            )?;
-            if enrolled {
-                return Ok(EnrollmentOutcome::AlreadyEnrolled);
-            }
+            // (enrolled with which token, confirmed by a first TOTP code, revoked)
+            let existing: Option<(Option<i64>, bool, bool)> = transaction
+                .query_row(
+                    "SELECT enrolled_with, confirmed, revoked_at IS NOT NULL FROM node_credentials WHERE node_id = ?1",
+                    [node_id_to_sql(node_id)],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
             let mut token_id = None;
-            if let Some(token_hash) = token_hash {
+            if let Some(token_hash) = &token_hash {
                 let token: Option<(i64, i64, Option<i64>, Option<i64>)> = transaction
                     .query_row(
                         "SELECT id, uses_left, expires_at, revoked_at FROM enrollment_tokens WHERE token_hash = ?1",
@@ -622,18 +642,30 @@ impl Store for SqliteStore {
                 if expires_at.is_some_and(|expires_at| expires_at <= micros(at)) {
                     return Ok(EnrollmentOutcome::TokenExpired);
                 }
-                if uses_left <= 0 {
-                    return Ok(EnrollmentOutcome::TokenUsedUp);
+                // The enrollment of this very node with this token never reached it (the
+                // ack was lost): issue a new secret without spending another use.
+                let reissue = matches!(existing, Some((Some(enrolled_with), false, false)) if enrolled_with == id);
+                if !reissue {
+                    if existing.is_some() {
+                        return Ok(EnrollmentOutcome::AlreadyEnrolled);
+                    }
+                    if uses_left <= 0 {
+                        return Ok(EnrollmentOutcome::TokenUsedUp);
+                    }
+                    transaction.execute(
+                        "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+                        [id],
+                    )?;
                 }
-                transaction.execute(
-                    "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
-                    [id],
-                )?;
                 token_id = Some(id);
+            } else if !matches!(existing, None | Some((None, false, false))) {
+                return Ok(EnrollmentOutcome::AlreadyEnrolled);
             }
             transaction.execute(
-                "INSERT INTO node_credentials (node_id, totp_secret, last_totp_step, enrolled_at, enrolled_with) \
-                 VALUES (?1, ?2, 0, ?3, ?4)",
+                "INSERT INTO node_credentials (node_id, totp_secret, last_totp_step, enrolled_at, enrolled_with, confirmed) \
+                 VALUES (?1, ?2, 0, ?3, ?4, 0) \
+                 ON CONFLICT (node_id) DO UPDATE SET totp_secret = excluded.totp_secret, \
+                 last_totp_step = 0, enrolled_at = excluded.enrolled_at",
                 params![node_id_to_sql(node_id), totp_secret, micros(at), token_id],
             )?;
             transaction.commit()?;
@@ -646,7 +678,7 @@ impl Store for SqliteStore {
         self.with_reader(move |connection| {
             connection
                 .query_row(
-                    "SELECT totp_secret, last_totp_step, enrolled_at, revoked_at FROM node_credentials WHERE node_id = ?1",
+                    "SELECT totp_secret, last_totp_step, enrolled_at, revoked_at, confirmed FROM node_credentials WHERE node_id = ?1",
                     [node_id_to_sql(node_id)],
                     |row| {
                         Ok((
@@ -654,16 +686,18 @@ impl Store for SqliteStore {
                             row.get::<_, i64>(1)?,
                             row.get::<_, i64>(2)?,
                             row.get::<_, Option<i64>>(3)?,
+                            row.get::<_, bool>(4)?,
                         ))
                     },
                 )
                 .optional()?
-                .map(|(totp_secret, last_totp_step, enrolled_at, revoked_at)| {
+                .map(|(totp_secret, last_totp_step, enrolled_at, revoked_at, confirmed)| {
                     Ok(NodeCredential {
                         node_id,
                         totp_secret,
                         last_totp_step: last_totp_step as u64,
                         enrolled_at: from_micros(enrolled_at)?,
+                        confirmed,
                         revoked_at: optional_micros(revoked_at)?,
                     })
                 })
@@ -675,7 +709,7 @@ impl Store for SqliteStore {
     async fn use_totp_step(&self, node_id: u64, step: u64) -> Result<bool, StoreError> {
         self.with_writer(move |connection| {
             let changed = connection.execute(
-                "UPDATE node_credentials SET last_totp_step = ?2 \
+                "UPDATE node_credentials SET last_totp_step = ?2, confirmed = 1 \
                  WHERE node_id = ?1 AND last_totp_step < ?2 AND revoked_at IS NULL",
                 params![node_id_to_sql(node_id), step as i64],
             )?;

@@ -74,7 +74,10 @@ pub trait Store: Send + Sync + 'static {
         -> Result<bool, StoreError>;
 
     /// Enrolls a node in one transaction: when `token_hash` is given, one use of that valid
-    /// token is consumed; the credential is stored only if the node id has none yet.
+    /// token is consumed; the credential is stored only if the node id has none yet. A node
+    /// whose credential was never confirmed by a TOTP code (the ack carrying its secret was
+    /// lost) may enroll again with the same token (or, enrolled openly, without one): it
+    /// gets a new secret and no further use is spent.
     async fn enroll_node(
         &self,
         node_id: u64,
@@ -85,8 +88,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn node_credential(&self, node_id: u64) -> Result<Option<NodeCredential>, StoreError>;
 
-    /// Records that the node used the code of `step`, only if that step is newer than every
-    /// step it used before and the node is not revoked; returns whether it was. Atomic, so
+    /// Records that the node used the code of `step` (which confirms its credential), only
+    /// if that step is newer than every step it used before and the node is not revoked;
+    /// returns whether it was. Atomic, so
     /// two connections replaying one code cannot both succeed.
     async fn use_totp_step(&self, node_id: u64, step: u64) -> Result<bool, StoreError>;
 

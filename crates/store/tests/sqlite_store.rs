@@ -343,6 +343,18 @@ async fn enrollment_tokens_are_consumed_once_per_use_and_honour_expiry_and_revoc
         enroll(1, Some("two")).await.unwrap(),
         EnrollmentOutcome::Enrolled
     );
+    // The ack with node 1's secret was lost: the same token issues a new one, free of charge;
+    // another token may not.
+    assert_eq!(
+        enroll(1, Some("two")).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    assert_eq!(
+        enroll(1, Some("old")).await.unwrap(),
+        EnrollmentOutcome::TokenExpired
+    );
+    // Once node 1 proved itself with a code, its credential is settled.
+    assert!(store.use_totp_step(1, 10).await.unwrap());
     assert_eq!(
         enroll(1, Some("two")).await.unwrap(),
         EnrollmentOutcome::AlreadyEnrolled
@@ -375,7 +387,7 @@ async fn enrollment_tokens_are_consumed_once_per_use_and_honour_expiry_and_revoc
     assert_eq!(listed[2].revoked_at, Some(now));
     let credential = store.node_credential(1).await.unwrap().unwrap();
     assert_eq!(credential.totp_secret, "SECRET1");
-    assert_eq!(credential.last_totp_step, 0);
+    assert_eq!(credential.last_totp_step, 10);
     assert_eq!(store.node_credential(4).await.unwrap(), None);
 }
 
@@ -384,14 +396,18 @@ async fn the_database_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = SqliteStore::path_in(dir.path());
-    std::fs::write(&path, b"").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A database and a side file left world-readable by an older run are tightened too.
+    let shared_memory = format!("{}-shm", path.display());
+    for file in [path.display().to_string(), shared_memory] {
+        std::fs::write(&file, b"").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let store = SqliteStore::open(&options(&dir)).unwrap();
     store
         .enroll_node(1, "S".into(), None, base_time())
         .await
         .unwrap();
-    for suffix in ["", "-wal"] {
+    for suffix in ["", "-wal", "-shm"] {
         let file = format!("{}{suffix}", path.display());
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file}");

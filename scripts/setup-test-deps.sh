@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, idempotently:
-#   - php-cli (the PHP forwarder's tests), from Debian's packages;
+#   - php-cli (the PHP forwarder's tests) and rsyslog (the benchmark harness's reference,
+#     exercised by its smoke test), from Debian's packages;
 #   - an unprivileged user, honeybee-test: Cowrie refuses to run as root, and CI runs as root;
 #   - a virtualenv with Cowrie and paramiko from PyPI, made with the system interpreter
 #     (/usr/bin/python3) so that user can execute it, plus the HoneyBee kit and plugin.
@@ -21,6 +22,12 @@ if ! command -v php >/dev/null 2>&1; then
     echo "setup: installing php-cli"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli >/dev/null
+fi
+
+if [ ! -x /usr/sbin/rsyslogd ]; then
+    echo "setup: installing rsyslog"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
 fi
 
 if ! id "$test_user" >/dev/null 2>&1; then

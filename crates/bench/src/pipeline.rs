@@ -1,0 +1,209 @@
+//! Scenarios (a), (b) and (c): M nodes × K honeypots writing events that must end up
+//! stored in the Core's SQLite file. Throughput and latency are measured at the store,
+//! not at the sender; loss and duplicates are counted from the stored rows.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::daemons::{self, Daemon, ProcessUsage};
+use crate::events::EventCorpus;
+use crate::load::{self, PotLoad};
+use crate::report::{Latency, PipelineReport, ProcessCost};
+use crate::store_watch::{count_benchmark_events, StoreWatch, WatchOutcome};
+
+/// Latency samples to aim for in a run at full speed (every event in a fixed-rate run).
+const TARGET_LATENCY_SAMPLES: u64 = 200_000;
+
+/// How one pipeline run is shaped.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Directory holding `honeybee-core` and `honeybee-node`.
+    pub bin_dir: PathBuf,
+    pub nodes: usize,
+    pub pots_per_node: usize,
+    /// Events in all, spread evenly over the pots.
+    pub events: u64,
+    /// Events per second in all, or as fast as possible.
+    pub rate: Option<f64>,
+    /// Longest wait for everything to be stored, counted from the first write.
+    pub timeout: Duration,
+    /// Extra `bee_config.toml` text for the Core.
+    pub core_toml: String,
+}
+
+impl PipelineSettings {
+    pub fn pot_count(&self) -> usize {
+        self.nodes * self.pots_per_node
+    }
+
+    /// The per-pot loads against ingest ports `ports` (one per node, or one shared).
+    pub fn pot_loads(&self, ports: &[u16]) -> Vec<PotLoad> {
+        let pot_count = self.pot_count() as u64;
+        let mut loads = Vec::new();
+        let mut first_id = 1;
+        for pot in 0..pot_count {
+            let events = self.events / pot_count + u64::from(pot < self.events % pot_count);
+            loads.push(PotLoad {
+                port: ports[(pot as usize / self.pots_per_node) % ports.len()],
+                pot_index: pot as usize % self.pots_per_node,
+                pot_count: self.pots_per_node,
+                events,
+                first_id,
+                rate: self.rate.map(|rate| rate / pot_count as f64),
+            });
+            first_id += events;
+        }
+        loads
+    }
+
+    fn sample_every(&self) -> u64 {
+        if self.rate.is_some() {
+            1
+        } else {
+            (self.events / TARGET_LATENCY_SAMPLES).max(1)
+        }
+    }
+
+    fn poll_interval(&self) -> Duration {
+        if self.rate.is_some() {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(2)
+        }
+    }
+}
+
+/// Runs HoneyBee: one Core, `nodes` nodes, the load, until everything is stored.
+pub async fn run_honeybee(
+    settings: &PipelineSettings,
+    corpus: Arc<EventCorpus>,
+    dir: &Path,
+) -> anyhow::Result<PipelineReport> {
+    let (mut core, core_ports) = daemons::start_core(&settings.bin_dir, dir, &settings.core_toml)?;
+    let startup = Duration::from_secs(30);
+    daemons::wait_for_port(([127, 0, 0, 1], core_ports.api_port).into(), startup)
+        .await
+        .context("waiting for the core")?;
+    let mut nodes: Vec<Daemon> = Vec::new();
+    let mut ingest_ports = Vec::new();
+    for index in 0..settings.nodes {
+        let (node, port) = daemons::start_node(&settings.bin_dir, dir, index, core_ports)?;
+        nodes.push(node);
+        ingest_ports.push(port);
+    }
+    for port in &ingest_ports {
+        daemons::wait_for_port(([127, 0, 0, 1], *port).into(), startup)
+            .await
+            .context("waiting for a node's ingest port")?;
+    }
+    daemons::wait_for_nodes(
+        core_ports.api_port,
+        settings.nodes,
+        startup + Duration::from_secs(settings.nodes as u64 / 4),
+    )
+    .await?;
+
+    let usage =
+        |core: &Daemon, nodes: &[Daemon]| -> anyhow::Result<(ProcessUsage, Vec<ProcessUsage>)> {
+            Ok((
+                core.usage()?,
+                nodes.iter().map(Daemon::usage).collect::<Result<_, _>>()?,
+            ))
+        };
+    let (core_before, nodes_before) = usage(&core, &nodes)?;
+
+    let database = dir.join("core-data").join("honeybee.sqlite3");
+    let started = Instant::now();
+    let watched = watch_store(database.clone(), settings, started);
+    let sent = load::run(corpus.clone(), settings.pot_loads(&ingest_ports)).await?;
+    let watch = finish_watch(watched, settings.timeout.saturating_sub(started.elapsed())).await?;
+    core.check_running()?;
+    for node in &mut nodes {
+        node.check_running()?;
+    }
+    let (core_after, nodes_after) = usage(&core, &nodes)?;
+    let stored = count_benchmark_events(&database)?;
+    Ok(PipelineReport {
+        system: "honeybee".into(),
+        nodes: settings.nodes,
+        pots_per_node: settings.pots_per_node,
+        events_sent: sent.events,
+        events_stored: stored.rows,
+        duplicates: stored.rows - stored.distinct,
+        lost: sent.events.saturating_sub(stored.distinct),
+        mean_line_bytes: sent.bytes as f64 / sent.events.max(1) as f64,
+        target_rate: settings.rate,
+        events_per_second: rate_of(stored.distinct, watch.all_stored_after, started),
+        latency: Latency::from_micros(watch.latencies_micros),
+        processes: vec![
+            ProcessCost::between(
+                "honeybee-core",
+                &[core_before],
+                &[core_after],
+                stored.distinct,
+            ),
+            ProcessCost::between(
+                "honeybee-node",
+                &nodes_before,
+                &nodes_after,
+                stored.distinct,
+            ),
+        ],
+    })
+}
+
+/// Events per second from the first write to the moment all were seen stored (or now, if
+/// they never all were).
+pub fn rate_of(events: u64, all_stored_after: Option<Duration>, started: Instant) -> f64 {
+    let elapsed = all_stored_after.unwrap_or_else(|| started.elapsed());
+    events as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// A store watcher running on a blocking thread, and the flag that stops it.
+struct WatchedStore {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<anyhow::Result<WatchOutcome>>,
+}
+
+fn watch_store(database: PathBuf, settings: &PipelineSettings, started: Instant) -> WatchedStore {
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = StoreWatch {
+        database,
+        expected_rows: settings.events,
+        sample_every: settings.sample_every(),
+        poll_interval: settings.poll_interval(),
+        started,
+    };
+    let flag = stop.clone();
+    let handle = tokio::task::spawn_blocking(move || watch.run(flag));
+    WatchedStore { stop, handle }
+}
+
+async fn finish_watch(
+    mut watched: WatchedStore,
+    timeout: Duration,
+) -> anyhow::Result<WatchOutcome> {
+    let outcome = match tokio::time::timeout(timeout, &mut watched.handle).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            watched.stop.store(true, Ordering::Relaxed);
+            watched.handle.await
+        }
+    };
+    let outcome = outcome.context("the store watcher panicked")??;
+    if outcome.all_stored_after.is_none() {
+        bail_if_nothing(&outcome)?;
+    }
+    Ok(outcome)
+}
+
+fn bail_if_nothing(outcome: &WatchOutcome) -> anyhow::Result<()> {
+    if outcome.rows == 0 {
+        bail!("no event was stored before the timeout; see the logs in the work directory");
+    }
+    Ok(())
+}

@@ -19,7 +19,8 @@ const TEMPLATE_COUNT: usize = 4096;
 const SIZE_CLASSES: [(f64, std::ops::Range<usize>); 3] =
     [(0.6, 150..400), (0.3, 400..900), (0.1, 900..1500)];
 
-const EVENT_IDS: [&str; 8] = [
+/// The Cowrie event ids the corpus (and the query scenario's store) use.
+pub const EVENT_IDS: [&str; 8] = [
     "cowrie.login.failed",
     "cowrie.login.success",
     "cowrie.command.input",

@@ -16,22 +16,13 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::daemons;
+use crate::events::EVENT_IDS;
 use crate::report::Latency;
 
 const NODES: u64 = 100;
 const POTS_PER_NODE: u64 = 4;
 const SOURCES: u32 = 50_000;
 const SPAN_SECONDS: i64 = 30 * 24 * 3600;
-const EVENT_TYPES: [&str; 8] = [
-    "cowrie.login.failed",
-    "cowrie.login.success",
-    "cowrie.command.input",
-    "cowrie.session.connect",
-    "cowrie.session.closed",
-    "cowrie.client.version",
-    "cowrie.client.kex",
-    "cowrie.session.file_download",
-];
 /// Events per insert transaction while filling.
 const FILL_BATCH: usize = 10_000;
 /// Times each query is repeated; the report gives its percentiles.
@@ -240,7 +231,7 @@ async fn fill(database: &Path, events: u64) -> anyhow::Result<()> {
 
 fn synthetic_event(random: &mut StdRng, timestamp: DateTime<Utc>) -> NewEvent {
     let pot = random.gen_range(0..NODES * POTS_PER_NODE);
-    let event_type = EVENT_TYPES[random.gen_range(0..EVENT_TYPES.len())];
+    let event_type = EVENT_IDS[random.gen_range(0..EVENT_IDS.len())];
     let source = source_ip(random.gen_range(0..SOURCES));
     let mut data = Map::new();
     data.insert("src_ip".into(), Value::String(source.clone()));

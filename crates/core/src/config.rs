@@ -254,7 +254,11 @@ pub struct StorageConfig {
     /// `full` (default: a stored batch survives power loss) or `normal` (survives a crash
     /// of the Core, not of the machine; faster on slow disks).
     pub sqlite_synchronous: Synchronous,
-    /// Most events written in one transaction. Default 4096.
+    /// Most events written in one transaction. Default 16384: under load the writer takes
+    /// whatever waited during the previous commit, and a bigger transaction writes each
+    /// hot index page once for more events (measured: 4096 → 16384 took SQLite from about
+    /// 77k to 92k events/s with the shipped indexes). An idle Core still writes each event
+    /// at once.
     pub batch_max_events: usize,
     /// Events buffered between the node connections and the writer; when full, the Core
     /// stops reading from nodes (backpressure) instead of growing memory. Default 65536.
@@ -267,7 +271,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Sqlite,
             data_dir: PathBuf::from("honeybee-data"),
             sqlite_synchronous: Synchronous::Full,
-            batch_max_events: 4096,
+            batch_max_events: 16_384,
             queue_capacity: 65_536,
         }
     }

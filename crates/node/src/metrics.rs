@@ -21,6 +21,7 @@ pub(crate) struct NodeMetrics {
     pub spool_refused: Arc<Counter>,
     pub spool_dropped: Arc<Counter>,
     pub spool_size_bytes: Arc<Gauge>,
+    pub spool_unreadable: Arc<Counter>,
     pub events_acknowledged: Arc<Counter>,
 }
 
@@ -45,6 +46,11 @@ impl NodeMetrics {
             spool_size_bytes: registry.gauge(
                 "honeybee_node_spool_size_bytes",
                 "Bytes of spool segments on disk.",
+                &[],
+            ),
+            spool_unreadable: registry.counter(
+                "honeybee_node_spool_unreadable_total",
+                "Spooled events skipped because their record could not be read as an event.",
                 &[],
             ),
             events_acknowledged: registry.counter(

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use honeybee_protocol::{
-    encode_envelope, Command, CommandAnswer, EnvelopeDecoder, IngestEvent, Message, NodeEvent,
-    NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent, PotStatus,
-    PotStatusUpdate, CAPABILITY_ACKED_DELIVERY, CAPABILITY_COMMAND_ANSWERS,
+    encode_envelope, encode_pot_event, Command, CommandAnswer, EnvelopeDecoder, IngestEventRef,
+    Message, NodeEvent, NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType,
+    PotEventRef, PotStatus, PotStatusUpdate, CAPABILITY_ACKED_DELIVERY, CAPABILITY_COMMAND_ANSWERS,
     CAPABILITY_UNINSTALL_POT,
 };
 use honeybee_telemetry::LogRateLimiter;
@@ -28,7 +28,7 @@ use crate::config::ServerSection;
 use crate::credentials::{NodeCredentials, RegistrationProof};
 use crate::metrics::NodeMetrics;
 use crate::pots::PotManager;
-use crate::spool::{Spool, SpoolReader};
+use crate::spool::{Spool, SpoolReader, SpooledBatch};
 
 /// Most events sent in one write.
 const BATCH_MAX_EVENTS: usize = 1024;
@@ -206,6 +206,8 @@ struct CoreSession {
     capabilities: Vec<String>,
     /// Where this session reads the spool.
     spool_reader: SpoolReader,
+    /// The batch last read from the spool (its buffer is reused).
+    spooled: SpooledBatch,
     /// The seq of the last event written to the Core.
     last_sent_seq: u64,
 }
@@ -272,6 +274,7 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         address: address.clone(),
         capabilities: Vec::new(),
         spool_reader: context.spool.reader(),
+        spooled: SpooledBatch::default(),
         last_sent_seq: 0,
     };
     let registration = Message::NodeRegistration(NodeRegistration {
@@ -423,45 +426,57 @@ impl CoreSession {
     async fn forward_next_batch(&mut self, context: &UplinkContext) -> Result<bool, UplinkError> {
         let spool = context.spool.clone();
         let mut spool_reader = std::mem::replace(&mut self.spool_reader, spool.reader());
-        let (spool_reader, read) = tokio::task::spawn_blocking(move || {
-            let read = spool_reader.read_batch(&spool, BATCH_MAX_EVENTS);
-            (spool_reader, read)
+        let mut spooled = std::mem::take(&mut self.spooled);
+        let (spool_reader, spooled, read) = tokio::task::spawn_blocking(move || {
+            let read = spool_reader.read_batch(&spool, BATCH_MAX_EVENTS, &mut spooled);
+            (spool_reader, spooled, read)
         })
         .await
         .map_err(|error| UplinkError::Lost {
             reason: format!("spool reader task failed: {error}"),
         })?;
         self.spool_reader = spool_reader;
-        let events = read?;
-        self.forward(context, &events).await?;
-        Ok(!events.is_empty())
+        self.spooled = spooled;
+        read?;
+        self.forward(context).await?;
+        Ok(!self.spooled.is_empty())
     }
 
-    /// Writes `events` as PotEvents in one write. Without acknowledged delivery, a written
-    /// event counts as delivered.
-    async fn forward(
-        &mut self,
-        context: &UplinkContext,
-        events: &[(u64, IngestEvent)],
-    ) -> Result<(), UplinkError> {
-        let Some(&(last_seq, _)) = events.last() else {
+    /// Writes the spooled batch as PotEvents in one write. Without acknowledged delivery, a
+    /// written event counts as delivered. The events go out as they lie in the spool: only
+    /// their envelope is written, `data` is copied as JSON text.
+    async fn forward(&mut self, context: &UplinkContext) -> Result<(), UplinkError> {
+        let Some(last_seq) = self.spooled.last_seq() else {
             return Ok(());
         };
         let numbered = self.acked_delivery();
         self.outgoing.clear();
         let mut forwarded = 0;
-        for (seq, event) in events {
-            let message = Message::PotEvent(PotEvent {
-                node_id: self.node_id,
-                pot_id: event.pot_id.clone(),
-                pot_type: event.pot_type.clone(),
-                event_type: event.event_type.clone(),
-                timestamp: event.timestamp.clone(),
-                data: event.data.clone(),
-                seq: numbered.then_some(*seq),
-            });
+        for (seq, payload) in self.spooled.iter() {
+            let event: IngestEventRef<'_> = match serde_json::from_slice(payload) {
+                Ok(event) => event,
+                Err(error) => {
+                    // Its checksum held, so the bytes are what was written: only a spool
+                    // from an incompatible version gets here. Skipping beats a node that
+                    // stops forwarding.
+                    context.metrics.spool_unreadable.increment();
+                    tracing::error!(seq, %error, "skipped a spooled event that cannot be read");
+                    continue;
+                }
+            };
             let envelope_start = self.outgoing.len();
-            encode_envelope(&message, &mut self.outgoing);
+            encode_pot_event(
+                &PotEventRef {
+                    node_id: self.node_id,
+                    pot_id: &event.pot_id,
+                    pot_type: &event.pot_type,
+                    event_type: &event.event_type,
+                    timestamp: &event.timestamp,
+                    data: event.data,
+                    seq: numbered.then_some(seq),
+                },
+                &mut self.outgoing,
+            );
             // The Core would end the session on an envelope over its cap, and the node
             // would send it again forever: drop just this one, loudly.
             if self.outgoing.len() - envelope_start > context.server.max_envelope_bytes {

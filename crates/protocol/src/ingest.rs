@@ -4,7 +4,10 @@
 //! Cowrie and similar plugins write (`eventid` with the payload at top level). Both become
 //! an [`IngestEvent`]; see the contract, section 1, for the field rules.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::IngestError;
@@ -30,6 +33,23 @@ pub struct IngestEvent {
     /// RFC 3339 UTC with `Z`.
     pub timestamp: String,
     pub data: Map<String, Value>,
+}
+
+/// An [`IngestEvent`] read back from its serialised form without building it again: the
+/// strings borrow from the bytes where they can and `data` stays JSON text, ready to be
+/// copied into a [`crate::PotEventRef`].
+#[derive(Debug, serde::Deserialize)]
+pub struct IngestEventRef<'a> {
+    #[serde(borrow)]
+    pub pot_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub pot_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
 }
 
 const POT_ID_KEYS: [&str; 3] = ["pot_id", "honeybee_honeypot_id", "sensor"];
@@ -159,6 +179,51 @@ fn json_kind(value: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use crate::{encode_envelope, encode_pot_event, Message, PotEvent, PotEventRef};
+
+    /// The node spools an `IngestEvent` and sends it without rebuilding it; the Core must
+    /// receive the very bytes an owned `PotEvent` would have been.
+    #[test]
+    fn a_spooled_event_is_sent_byte_for_byte_as_the_owned_pot_event() {
+        let line = r#"{"eventid":"cowrie.login.failed","sensor":"pot-\u00e9\"1","src_ip":"203.0.113.7","n":[1,{"a":null}],"message":"tab\there","timestamp":"2024-01-15T10:30:00.5Z"}"#;
+        let event = normalize_ingest_line(line.as_bytes(), &PotContext::default(), now())
+            .unwrap()
+            .unwrap();
+        let spooled = serde_json::to_vec(&event).unwrap();
+        let read_back: IngestEventRef<'_> = serde_json::from_slice(&spooled).unwrap();
+        for seq in [None, Some(41)] {
+            let mut borrowed = Vec::new();
+            encode_pot_event(
+                &PotEventRef {
+                    node_id: 7,
+                    pot_id: &read_back.pot_id,
+                    pot_type: &read_back.pot_type,
+                    event_type: &read_back.event_type,
+                    timestamp: &read_back.timestamp,
+                    data: read_back.data,
+                    seq,
+                },
+                &mut borrowed,
+            );
+            let mut owned = Vec::new();
+            encode_envelope(
+                &Message::PotEvent(PotEvent {
+                    node_id: 7,
+                    pot_id: event.pot_id.clone(),
+                    pot_type: event.pot_type.clone(),
+                    event_type: event.event_type.clone(),
+                    timestamp: event.timestamp.clone(),
+                    data: event.data.clone(),
+                    seq,
+                }),
+                &mut owned,
+            );
+            assert_eq!(
+                String::from_utf8(borrowed).unwrap(),
+                String::from_utf8(owned).unwrap()
+            );
+        }
+    }
     use super::*;
 
     fn now() -> DateTime<Utc> {

@@ -16,13 +16,14 @@ mod variant;
 
 pub use decoder::{decode_envelope, EnvelopeDecoder, DEFAULT_MAX_ENVELOPE_BYTES};
 pub use error::{DecodeError, IngestError};
-pub use ingest::{normalize_ingest_line, IngestEvent, PotContext, UNKNOWN};
+pub use ingest::{normalize_ingest_line, IngestEvent, IngestEventRef, PotContext, UNKNOWN};
 pub use line_framer::{FramedLine, LineFramer, DEFAULT_MAX_LINE_BYTES};
 pub use message::{
-    encode_envelope, Command, CommandAnswer, Envelope, EventAck, InstallPot, Message, NodeCommand,
-    NodeEvent, NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEvent,
-    PotStatus, PotStatusUpdate, RegistrationAck, CAPABILITY_ACKED_DELIVERY,
-    CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT, PROTOCOL_VERSION,
+    encode_envelope, encode_pot_event, Command, CommandAnswer, Envelope, EventAck, InstallPot,
+    Message, NodeCommand, NodeEvent, NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate,
+    NodeType, PotEvent, PotEventRef, PotStatus, PotStatusUpdate, RegistrationAck,
+    CAPABILITY_ACKED_DELIVERY, CAPABILITY_COMMAND_ANSWERS, CAPABILITY_UNINSTALL_POT,
+    PROTOCOL_VERSION,
 };
 pub use timestamp::{format_timestamp, parse_timestamp_text};
 pub use totp::{

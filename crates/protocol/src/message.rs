@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::variant::externally_tagged_enum;
@@ -190,6 +191,44 @@ pub struct PotEvent {
     /// increasing by one per accepted event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+}
+
+/// A [`PotEvent`] borrowed from bytes the sender already holds (the node's spool record):
+/// encoding it copies `data` as JSON text instead of building a map and serialising it
+/// again. It encodes to exactly the JSON of the equal [`PotEvent`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PotEventRef<'a> {
+    pub node_id: u64,
+    pub pot_id: &'a str,
+    pub pot_type: &'a str,
+    pub event_type: &'a str,
+    pub timestamp: &'a str,
+    /// A JSON object.
+    pub data: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// Appends `event` as one `PotEvent` envelope plus `\n` to `buffer`, like
+/// [`encode_envelope`] does for an owned [`PotEvent`].
+pub fn encode_pot_event(event: &PotEventRef<'_>, buffer: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct Tagged<'a> {
+        #[serde(rename = "PotEvent")]
+        pot_event: &'a PotEventRef<'a>,
+    }
+    #[derive(Serialize)]
+    struct BorrowedEnvelope<'a> {
+        version: u64,
+        message: Tagged<'a>,
+    }
+    let envelope = BorrowedEnvelope {
+        version: PROTOCOL_VERSION,
+        message: Tagged { pot_event: event },
+    };
+    // As in `encode_envelope`: string keys only, nothing fallible.
+    serde_json::to_writer(&mut *buffer, &envelope).expect("wire types always serialise");
+    buffer.push(b'\n');
 }
 
 /// Extension ([`CAPABILITY_ACKED_DELIVERY`]): cumulative acknowledgement of stored events.

@@ -18,11 +18,11 @@ mod writer;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use honeybee_protocol::IngestEvent;
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -300,6 +300,47 @@ impl Spool {
     }
 }
 
+/// Spooled events as read: their payloads (serialised
+/// [`honeybee_protocol::IngestEvent`]s) back to back in one buffer that is reused from
+/// batch to batch, so reading allocates nothing per event.
+#[derive(Debug, Default)]
+pub(crate) struct SpooledBatch {
+    payloads: Vec<u8>,
+    records: Vec<(u64, Range<usize>)>,
+}
+
+impl SpooledBatch {
+    pub fn clear(&mut self) {
+        self.payloads.clear();
+        self.records.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.records.last().map(|(seq, _)| *seq)
+    }
+
+    /// Each event's sequence number and payload, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.records
+            .iter()
+            .map(|(seq, range)| (*seq, &self.payloads[range.clone()]))
+    }
+
+    fn push(&mut self, seq: u64, payload: &[u8]) {
+        let start = self.payloads.len();
+        self.payloads.extend_from_slice(payload);
+        self.records.push((seq, start..self.payloads.len()));
+    }
+}
+
 /// Reads events in order, from its position up to the last durable one.
 pub(crate) struct SpoolReader {
     next_seq: u64,
@@ -320,16 +361,18 @@ impl SpoolReader {
         self.next_seq > spool.durable_seq()
     }
 
-    /// Up to `max` durable events from the reader's position (blocking file I/O).
+    /// Replaces `batch` with up to `max` durable events from the reader's position
+    /// (blocking file I/O). The payloads are checked by their checksum, not parsed.
     pub fn read_batch(
         &mut self,
         spool: &Spool,
         max: usize,
-    ) -> Result<Vec<(u64, IngestEvent)>, SpoolError> {
+        batch: &mut SpooledBatch,
+    ) -> Result<(), SpoolError> {
+        batch.clear();
         let durable = spool.durable_seq();
         self.next_seq = self.next_seq.max(spool.acked_seq() + 1);
-        let mut events = Vec::new();
-        while events.len() < max && self.next_seq <= durable {
+        while batch.len() < max && self.next_seq <= durable {
             let Some(open) = self.open.as_mut() else {
                 let Some(segment) = spool.segment_for(self.next_seq) else {
                     break;
@@ -358,13 +401,7 @@ impl SpoolReader {
                     if seq < self.next_seq {
                         continue;
                     }
-                    let event: IngestEvent =
-                        serde_json::from_slice(payload).map_err(|error| SpoolError::Record {
-                            path: segment_path(&spool.options.directory, open.first_seq),
-                            seq,
-                            reason: error.to_string(),
-                        })?;
-                    events.push((seq, event));
+                    batch.push(seq, payload);
                     self.next_seq = seq + 1;
                 }
                 Decoded::Incomplete => {
@@ -403,7 +440,7 @@ impl SpoolReader {
                 }
             }
         }
-        Ok(events)
+        Ok(())
     }
 }
 
@@ -450,6 +487,7 @@ fn recover_segment(path: &Path, first_seq: u64) -> Result<(u64, u64, u64), Spool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use honeybee_protocol::IngestEvent;
 
     fn event(n: usize) -> IngestEvent {
         let mut data = serde_json::Map::new();
@@ -482,12 +520,17 @@ mod tests {
 
     fn read_all(spool: &Spool, reader: &mut SpoolReader) -> Vec<(u64, IngestEvent)> {
         let mut all = Vec::new();
+        let mut batch = SpooledBatch::default();
         loop {
-            let batch = reader.read_batch(spool, 7).unwrap();
+            reader.read_batch(spool, 7, &mut batch).unwrap();
             if batch.is_empty() {
                 return all;
             }
-            all.extend(batch);
+            all.extend(
+                batch
+                    .iter()
+                    .map(|(seq, payload)| (seq, serde_json::from_slice(payload).unwrap())),
+            );
         }
     }
 
@@ -524,7 +567,9 @@ mod tests {
             let (spool, mut writer, _) =
                 Spool::open(options(dir.path(), 1 << 20, SpoolFullPolicy::Refuse)).unwrap();
             writer.append(&(0..10).map(event).collect::<Vec<_>>());
-            first_seq = spool.reader().read_batch(&spool, 1).unwrap()[0].0;
+            let mut batch = SpooledBatch::default();
+            spool.reader().read_batch(&spool, 1, &mut batch).unwrap();
+            first_seq = batch.last_seq().unwrap();
             spool.ack(first_seq + 2);
         }
         // A crash in the middle of a write leaves half a record behind.

@@ -52,7 +52,11 @@ const COMMAND_QUEUE: usize = 64;
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Distinct pot statuses remembered per session to skip repeated identical writes.
 const POT_STATUS_MEMORY: usize = 1024;
-const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// A connection's read buffer starts small, because most nodes are idle between heartbeats
+/// and a Core holds thousands of them, and doubles up to the maximum while reads fill it (a
+/// node sending events).
+const READ_BUFFER_START_BYTES: usize = 4 * 1024;
+const READ_BUFFER_MAX_BYTES: usize = 64 * 1024;
 
 /// What every session needs from the Core.
 pub(crate) struct LinkContext {
@@ -191,7 +195,7 @@ impl NodeLink {
 
     async fn run(mut self, mut reader: ConnectionReader, shutdown: CancellationToken) {
         let handshake_deadline = Instant::now() + self.context.handshake_timeout;
-        let mut read_buffer = vec![0u8; READ_BUFFER_BYTES];
+        let mut read_buffer = vec![0u8; READ_BUFFER_START_BYTES];
         let mut graceful = false;
         let mut last_read = Instant::now();
         // Set when shutdown began for a registered session: read until the node is gone.
@@ -258,6 +262,9 @@ impl NodeLink {
                     };
                     last_read = Instant::now();
                     self.decoder.push(&read_buffer[..count]);
+                    if count == read_buffer.len() && read_buffer.len() < READ_BUFFER_MAX_BYTES {
+                        read_buffer.resize(read_buffer.len() * 2, 0);
+                    }
                     match self.drain_envelopes(&mut graceful).await {
                         Flow::Continue => {}
                         Flow::Close => break if graceful { "node said goodbye (NodeDrop)" } else { "session ended by the core" },

@@ -32,6 +32,12 @@ pub enum StoreError {
     SchemaTooNew { found: usize, supported: usize },
     #[error("invalid event cursor {0:?}")]
     InvalidCursor(String),
+    #[error("starting the checkpoint thread for {path}: {source}")]
+    Checkpointer {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("database worker task failed: {0}")]
     Worker(String),
 }

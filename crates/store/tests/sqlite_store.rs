@@ -476,3 +476,37 @@ async fn an_event_resent_with_the_same_node_and_seq_is_stored_once() {
         .unwrap();
     assert_eq!(page.events.len(), 8);
 }
+
+#[tokio::test]
+async fn committed_events_reach_the_database_file_without_a_checkpoint_in_any_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let path = SqliteStore::path_in(dir.path());
+    let empty_size = std::fs::metadata(&path).unwrap().len();
+    let batch: Vec<NewEvent> = (0..2000)
+        .map(|n| {
+            event(
+                1,
+                "pot",
+                "cowrie.login.failed",
+                n,
+                json!({"padding": "x".repeat(400)}),
+            )
+        })
+        .collect();
+    store.insert_events(Arc::from(batch)).await.unwrap();
+    // A megabyte is far below the writer's own checkpoint threshold: only the checkpointer
+    // thread can have copied the pages into the database file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > empty_size + 512 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {size} bytes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmark scenarios of docs/performance.md against a release build.
-#   scripts/bench.sh            every scenario at full size (about 30 minutes)
+#   scripts/bench.sh            every scenario at full size (about 10 minutes, 5 GB of disk)
 #   scripts/bench.sh a c        only the named scenarios (a b c d e)
 # Reports go to stdout and, as JSON, to target/bench/<scenario>.json.
 set -euo pipefail

@@ -217,8 +217,12 @@ struct HandshakesInFlight {
 
 impl HandshakesInFlight {
     fn try_begin(&mut self, address: std::net::IpAddr) -> bool {
+        // Checked before the entry exists, so a refused address leaves no entry behind.
+        if self.total >= API_HANDSHAKES_IN_FLIGHT {
+            return false;
+        }
         let from_address = self.per_address.entry(address).or_default();
-        if self.total >= API_HANDSHAKES_IN_FLIGHT || *from_address >= API_HANDSHAKES_PER_ADDRESS {
+        if *from_address >= API_HANDSHAKES_PER_ADDRESS {
             return false;
         }
         *from_address += 1;
@@ -333,5 +337,16 @@ mod tests {
         assert!(in_flight.try_begin(client));
         in_flight.end(stalling);
         assert!(in_flight.try_begin(stalling));
+    }
+
+    #[test]
+    fn a_full_listener_refuses_without_remembering_the_address() {
+        let mut in_flight = HandshakesInFlight {
+            total: API_HANDSHAKES_IN_FLIGHT,
+            ..HandshakesInFlight::default()
+        };
+        let newcomer: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(!in_flight.try_begin(newcomer));
+        assert!(in_flight.per_address.is_empty());
     }
 }

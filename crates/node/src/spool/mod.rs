@@ -173,6 +173,12 @@ impl Spool {
         } else {
             last_seq + 1
         };
+        // An empty spool holds nothing unacknowledged: readers start where the writer does.
+        let acked_seq = if segments.is_empty() {
+            acked_seq.max(next_seq - 1)
+        } else {
+            acked_seq
+        };
         let total_bytes = segments.iter().map(|segment| segment.bytes).sum();
         let (durable, _) = watch::channel(next_seq - 1);
         let spool = std::sync::Arc::new(Spool {
@@ -532,6 +538,26 @@ mod tests {
                     .map(|(seq, payload)| (seq, serde_json::from_slice(payload).unwrap())),
             );
         }
+    }
+
+    #[test]
+    fn a_new_or_fully_acknowledged_spool_has_nothing_to_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, mut writer, _) =
+            Spool::open(options(dir.path(), 1 << 20, SpoolFullPolicy::Refuse)).unwrap();
+        assert!(spool.reader().caught_up(&spool), "a new spool");
+        assert_eq!(writer.append(&[event(1)]).appended, 1);
+        let mut reader = spool.reader();
+        assert!(!reader.caught_up(&spool));
+        let read = read_all(&spool, &mut reader);
+        spool.ack(read[0].0);
+        drop((spool, writer));
+        let (reopened, _, _) =
+            Spool::open(options(dir.path(), 1 << 20, SpoolFullPolicy::Refuse)).unwrap();
+        assert!(
+            reopened.reader().caught_up(&reopened),
+            "after a restart with all acknowledged"
+        );
     }
 
     #[test]

@@ -119,7 +119,14 @@ pub async fn run_honeybee(
     let database = dir.join("core-data").join("honeybee.sqlite3");
     let started = Instant::now();
     let watched = watch_store(database.clone(), settings, started);
-    let sent = load::run(corpus.clone(), settings.pot_loads(&ingest_ports)).await?;
+    let sent = match load::run(corpus.clone(), settings.pot_loads(&ingest_ports)).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            // The watcher thread would otherwise wait for rows that never come.
+            watched.stop.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+    };
     let watch = finish_watch(watched, settings.timeout.saturating_sub(started.elapsed())).await?;
     core.check_running()?;
     for node in &mut nodes {
@@ -195,15 +202,8 @@ async fn finish_watch(
         }
     };
     let outcome = outcome.context("the store watcher panicked")??;
-    if outcome.all_stored_after.is_none() {
-        bail_if_nothing(&outcome)?;
-    }
-    Ok(outcome)
-}
-
-fn bail_if_nothing(outcome: &WatchOutcome) -> anyhow::Result<()> {
-    if outcome.rows == 0 {
+    if outcome.all_stored_after.is_none() && outcome.rows == 0 {
         bail!("no event was stored before the timeout; see the logs in the work directory");
     }
-    Ok(())
+    Ok(outcome)
 }

@@ -69,7 +69,13 @@ pub async fn run_rsyslog(
             watch_file(&output, expected, sample_every, started, &stop)
         })
     };
-    let sent = load::run(corpus, settings.pot_loads(&[sensor_port])).await?;
+    let sent = match load::run(corpus, settings.pot_loads(&[sensor_port])).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            stop.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+    };
     let remaining = settings.timeout.saturating_sub(started.elapsed());
     let stopper = {
         let stop = stop.clone();

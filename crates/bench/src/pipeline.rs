@@ -60,7 +60,8 @@ impl PipelineSettings {
         loads
     }
 
-    fn sample_every(&self) -> u64 {
+    /// Every n-th event gives a latency sample.
+    pub fn sample_every(&self) -> u64 {
         if self.rate.is_some() {
             1
         } else {
@@ -122,12 +123,16 @@ pub async fn run_honeybee(
     let sent = match load::run(corpus.clone(), settings.pot_loads(&ingest_ports)).await {
         Ok(sent) => sent,
         Err(error) => {
-            // The watcher thread would otherwise wait for rows that never come.
-            watched.stop.store(true, Ordering::Relaxed);
+            watched.abandon();
             return Err(error);
         }
     };
-    let watch = finish_watch(watched, settings.timeout.saturating_sub(started.elapsed())).await?;
+    let watch = watched
+        .finish(settings.timeout.saturating_sub(started.elapsed()))
+        .await?;
+    if watch.all_stored_after.is_none() && watch.rows == 0 {
+        bail!("no event was stored before the timeout; see the logs in the work directory");
+    }
     core.check_running()?;
     for node in &mut nodes {
         node.check_running()?;
@@ -170,14 +175,48 @@ pub fn rate_of(events: u64, all_stored_after: Option<Duration>, started: Instant
     events as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// A store watcher running on a blocking thread, and the flag that stops it.
-struct WatchedStore {
+/// A watcher (of the store, or of rsyslog's output file) running on a blocking thread until
+/// it has seen everything or its stop flag is set.
+pub struct BlockingWatch<T> {
     stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<anyhow::Result<WatchOutcome>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<T>>,
 }
 
-fn watch_store(database: PathBuf, settings: &PipelineSettings, started: Instant) -> WatchedStore {
-    let stop = Arc::new(AtomicBool::new(false));
+impl<T: Send + 'static> BlockingWatch<T> {
+    pub fn spawn<F>(watch: F) -> Self
+    where
+        F: FnOnce(&AtomicBool) -> anyhow::Result<T> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::task::spawn_blocking(move || watch(&flag));
+        BlockingWatch { stop, handle }
+    }
+
+    /// Stops the watcher at once (the load failed: what it waits for will not come).
+    pub fn abandon(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits at most `timeout` for the watcher to see everything, then stops it; either way
+    /// returns what it saw.
+    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<T> {
+        let outcome = match tokio::time::timeout(timeout, &mut self.handle).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.abandon();
+                self.handle.await
+            }
+        };
+        outcome.context("a watcher thread panicked")?
+    }
+}
+
+fn watch_store(
+    database: PathBuf,
+    settings: &PipelineSettings,
+    started: Instant,
+) -> BlockingWatch<WatchOutcome> {
     let watch = StoreWatch {
         database,
         expected_rows: settings.events,
@@ -185,25 +224,5 @@ fn watch_store(database: PathBuf, settings: &PipelineSettings, started: Instant)
         poll_interval: settings.poll_interval(),
         started,
     };
-    let flag = stop.clone();
-    let handle = tokio::task::spawn_blocking(move || watch.run(flag));
-    WatchedStore { stop, handle }
-}
-
-async fn finish_watch(
-    mut watched: WatchedStore,
-    timeout: Duration,
-) -> anyhow::Result<WatchOutcome> {
-    let outcome = match tokio::time::timeout(timeout, &mut watched.handle).await {
-        Ok(outcome) => outcome,
-        Err(_) => {
-            watched.stop.store(true, Ordering::Relaxed);
-            watched.handle.await
-        }
-    };
-    let outcome = outcome.context("the store watcher panicked")??;
-    if outcome.all_stored_after.is_none() && outcome.rows == 0 {
-        bail!("no event was stored before the timeout; see the logs in the work directory");
-    }
-    Ok(outcome)
+    BlockingWatch::spawn(move |stop| watch.run(stop))
 }

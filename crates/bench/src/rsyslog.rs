@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::daemons::{self, Daemon};
 use crate::events::EventCorpus;
 use crate::load;
-use crate::pipeline::{rate_of, PipelineSettings};
+use crate::pipeline::{rate_of, BlockingWatch, PipelineSettings};
 use crate::report::{unix_micros, Latency, PipelineReport, ProcessCost};
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
@@ -55,37 +55,22 @@ pub async fn run_rsyslog(
     let before = [sensor.usage()?, central.usage()?];
 
     let started = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
     let watch = {
-        let stop = stop.clone();
         let output = output.clone();
         let expected = settings.events;
-        let sample_every = if settings.rate.is_some() {
-            1
-        } else {
-            (settings.events / 200_000).max(1)
-        };
-        tokio::task::spawn_blocking(move || {
-            watch_file(&output, expected, sample_every, started, &stop)
-        })
+        let sample_every = settings.sample_every();
+        BlockingWatch::spawn(move |stop| watch_file(&output, expected, sample_every, started, stop))
     };
     let sent = match load::run(corpus, settings.pot_loads(&[sensor_port])).await {
         Ok(sent) => sent,
         Err(error) => {
-            stop.store(true, Ordering::Relaxed);
+            watch.abandon();
             return Err(error);
         }
     };
-    let remaining = settings.timeout.saturating_sub(started.elapsed());
-    let stopper = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(remaining).await;
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
-    let watched = watch.await.context("the file watcher panicked")??;
-    stopper.abort();
+    let watched = watch
+        .finish(settings.timeout.saturating_sub(started.elapsed()))
+        .await?;
     let after = [sensor.usage()?, central.usage()?];
     let lines = watched.ids.len() as u64;
     let mut ids = watched.ids;

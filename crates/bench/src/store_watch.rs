@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -38,8 +37,8 @@ pub struct StoreWatch {
 impl StoreWatch {
     /// Polls until `expected_rows` rows exist or `stop` is set. Runs on its own thread: it
     /// must not wait behind the load generator.
-    pub fn run(self, stop: Arc<AtomicBool>) -> anyhow::Result<WatchOutcome> {
-        let connection = open_when_present(&self.database, &stop)?;
+    pub fn run(self, stop: &AtomicBool) -> anyhow::Result<WatchOutcome> {
+        let connection = open_when_present(&self.database, stop)?;
         let mut outcome = WatchOutcome::default();
         let Some(connection) = connection else {
             return Ok(outcome);

@@ -58,6 +58,11 @@ const POT_STATUS_MEMORY: usize = 1024;
 const READ_BUFFER_START_BYTES: usize = 4 * 1024;
 const READ_BUFFER_MAX_BYTES: usize = 64 * 1024;
 
+/// The refusal a revoked node gets, whether its session was live or just starting.
+fn revoked_message(node_id: u64) -> String {
+    format!("node {node_id} was revoked by an operator")
+}
+
 /// What every session needs from the Core.
 pub(crate) struct LinkContext {
     pub store: Arc<dyn Store>,
@@ -239,7 +244,7 @@ impl NodeLink {
                     SessionSignal::Replaced => break "replaced by a newer connection of the same node",
                     SessionSignal::Revoked => {
                         let node_id = self.session.as_ref().map_or(0, |session| session.node_id);
-                        let _ = self.send_refusal(node_id, format!("node {node_id} was revoked by an operator")).await;
+                        let _ = self.send_refusal(node_id, revoked_message(node_id)).await;
                         break "node revoked by an operator";
                     }
                     SessionSignal::CommandsClosed => break "command channel closed",
@@ -453,12 +458,7 @@ impl NodeLink {
         );
         if inserted.is_err() {
             self.context.metrics.registration_refused("revoked");
-            let _ = self
-                .send_refusal(
-                    node_id,
-                    format!("node {node_id} was revoked by an operator"),
-                )
-                .await;
+            let _ = self.send_refusal(node_id, revoked_message(node_id)).await;
             return Flow::Close;
         }
         let acked_delivery = capabilities

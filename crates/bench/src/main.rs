@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
@@ -26,7 +26,8 @@ struct Arguments {
     /// Directory with honeybee-core and honeybee-node (default: next to this binary).
     #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
-    /// Keep the work directory (logs, databases) here instead of a temporary one.
+    /// Keep the work directory (logs, databases) here instead of a temporary one. It must
+    /// be empty or absent: a database left by an earlier run would count its events again.
     #[arg(long, global = true)]
     work_dir: Option<PathBuf>,
     /// Also write the report as JSON to this file.
@@ -95,7 +96,14 @@ async fn main() -> anyhow::Result<()> {
     let work_dir = arguments
         .work_dir
         .unwrap_or_else(|| temporary.path().to_path_buf());
-    std::fs::create_dir_all(&work_dir)?;
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating the work directory {}", work_dir.display()))?;
+    if std::fs::read_dir(&work_dir)?.next().is_some() {
+        bail!(
+            "work directory {} is not empty: a benchmark needs a fresh one (an earlier run's database would be counted again)",
+            work_dir.display()
+        );
+    }
     let report = match arguments.scenario {
         Scenario::Pipeline {
             nodes,

@@ -151,6 +151,7 @@ pub async fn run_honeybee(
         target_rate: settings.rate,
         events_per_second: rate_of(stored.distinct, watch.all_stored_after, started),
         latency: Latency::from_micros(watch.latencies_micros),
+        latency_to_core: Some(Latency::from_micros(watch.to_core_micros)),
         processes: vec![
             ProcessCost::between(
                 "honeybee-core",

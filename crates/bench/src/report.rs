@@ -107,6 +107,9 @@ pub struct PipelineReport {
     /// Events stored per second, from the first write to the last event stored.
     pub events_per_second: f64,
     pub latency: Latency,
+    /// The part of `latency` until the Core received the event (honeypot write, node,
+    /// link); none for systems without a receive stamp.
+    pub latency_to_core: Option<Latency>,
     pub processes: Vec<ProcessCost>,
 }
 
@@ -134,6 +137,12 @@ impl PipelineReport {
             self.latency.max_ms,
             self.latency.samples,
         );
+        if let Some(to_core) = &self.latency_to_core {
+            println!(
+                "  of which write->received by the Core p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                to_core.p50_ms, to_core.p99_ms, to_core.max_ms,
+            );
+        }
         for process in &self.processes {
             println!(
                 "  {:<16} x{:<4} {:>7.2} CPU s per million events, peak RSS {:>7.1} MiB, idle RSS {:>6.1} MiB",

@@ -89,6 +89,7 @@ pub async fn run_rsyslog(
         target_rate: settings.rate,
         events_per_second: rate_of(distinct, watched.all_written_after, started),
         latency: Latency::from_micros(watched.latencies_micros),
+        latency_to_core: None,
         processes: vec![
             ProcessCost::between("rsyslogd sensor", &before[..1], &after[..1], distinct),
             ProcessCost::between("rsyslogd central", &before[1..], &after[1..], distinct),

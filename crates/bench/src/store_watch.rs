@@ -21,6 +21,9 @@ pub struct WatchOutcome {
     pub all_stored_after: Option<Duration>,
     /// Latency samples in microseconds: time seen stored minus `bench_sent_us`.
     pub latencies_micros: Vec<u64>,
+    /// The first stage of the same samples: the Core's `received_at` minus `bench_sent_us`
+    /// (the honeypot's write, the node, and the link). The rest is the Core's queue and commit.
+    pub to_core_micros: Vec<u64>,
 }
 
 /// Settings of one watch.
@@ -45,7 +48,7 @@ impl StoreWatch {
         };
         let mut max_id = connection.prepare("SELECT coalesce(max(id), 0) FROM events")?;
         let mut samples = connection.prepare(
-            "SELECT json_extract(data, '$.bench_sent_us') FROM events
+            "SELECT json_extract(data, '$.bench_sent_us'), received_at FROM events
              WHERE id > ?1 AND id <= ?2 AND id % ?3 = 0",
         )?;
         let mut seen = 0u64;
@@ -57,9 +60,13 @@ impl StoreWatch {
                     samples.query([seen as i64, rows as i64, self.sample_every as i64])?;
                 while let Some(row) = sampled.next()? {
                     if let Some(sent) = row.get::<_, Option<i64>>(0)? {
+                        let received: i64 = row.get(1)?;
                         outcome
                             .latencies_micros
                             .push(now.saturating_sub(sent as u64));
+                        outcome
+                            .to_core_micros
+                            .push(received.saturating_sub(sent).max(0) as u64);
                     }
                 }
                 seen = rows;

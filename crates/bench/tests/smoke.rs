@@ -78,6 +78,13 @@ fn the_fixed_rate_scenario_samples_the_latency_of_every_event() {
     let run = &report["runs"][0];
     assert_eq!(run["lost"], 0, "{run}");
     assert_eq!(run["latency"]["samples"], 400, "{run}");
+    // The first stage (write to received by the Core) is part of the whole latency.
+    assert_eq!(run["latency_to_core"]["samples"], 400, "{run}");
+    assert!(
+        run["latency_to_core"]["max_ms"].as_f64().unwrap()
+            <= run["latency"]["max_ms"].as_f64().unwrap(),
+        "{run}"
+    );
 }
 
 #[test]

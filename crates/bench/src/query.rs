@@ -201,10 +201,10 @@ fn source_ip(index: u32) -> String {
 
 /// Writes `events` events in time order through the store crate, in big transactions.
 async fn fill(database: &Path, events: u64) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&SqliteOptions {
-        path: database.to_path_buf(),
-        synchronous: SqliteSynchronous::Normal,
-    })
+    let store = SqliteStore::open(&SqliteOptions::new(
+        database.to_path_buf(),
+        SqliteSynchronous::Normal,
+    ))
     .context("opening the store to fill")?;
     let mut random = StdRng::seed_from_u64(0x0071_7565_7279);
     let start = start_time();

@@ -139,10 +139,10 @@ async fn the_integration_guide_snippet_reaches_the_api_within_five_seconds() {
     );
     assert!(up.log().contains("HoneyBee is up"), "{}", up.log());
     assert!(dir.path().join("state/node/node_id").exists());
-    let store = SqliteStore::open(&SqliteOptions {
-        path: dir.path().join("state/core/honeybee.sqlite3"),
-        synchronous: SqliteSynchronous::Normal,
-    })
+    let store = SqliteStore::open(&SqliteOptions::new(
+        dir.path().join("state/core/honeybee.sqlite3"),
+        SqliteSynchronous::Normal,
+    ))
     .unwrap();
     let stored = store
         .query_events(EventQuery {

@@ -251,13 +251,13 @@ where
 /// Opens the configured store.
 fn open_store(config: &CoreConfig) -> Result<Arc<dyn Store>, CoreError> {
     Ok(match config.storage.backend {
-        StorageBackend::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions {
-            path: SqliteStore::path_in(&config.storage.data_dir),
-            synchronous: match config.storage.sqlite_synchronous {
+        StorageBackend::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions::new(
+            SqliteStore::path_in(&config.storage.data_dir),
+            match config.storage.sqlite_synchronous {
                 Synchronous::Full => SqliteSynchronous::Full,
                 Synchronous::Normal => SqliteSynchronous::Normal,
             },
-        })?),
+        ))?),
     })
 }
 

@@ -84,10 +84,10 @@ impl TestCore {
 
     /// Every event in the Core's database, read with a store of its own (after a stop).
     async fn stored_event_count(&self) -> usize {
-        let store = SqliteStore::open(&SqliteOptions {
-            path: SqliteStore::path_in(self._dir.path()),
-            synchronous: SqliteSynchronous::Normal,
-        })
+        let store = SqliteStore::open(&SqliteOptions::new(
+            SqliteStore::path_in(self._dir.path()),
+            SqliteSynchronous::Normal,
+        ))
         .unwrap();
         let mut count = 0;
         let mut cursor = None;

@@ -11,10 +11,7 @@ use honeybee_store::{
 use serde_json::{json, Map, Value};
 
 fn options(dir: &tempfile::TempDir) -> SqliteOptions {
-    SqliteOptions {
-        path: SqliteStore::path_in(dir.path()),
-        synchronous: SqliteSynchronous::Normal,
-    }
+    SqliteOptions::new(SqliteStore::path_in(dir.path()), SqliteSynchronous::Normal)
 }
 
 fn base_time() -> DateTime<Utc> {
@@ -153,7 +150,12 @@ async fn large_node_ids_keep_their_value() {
 #[tokio::test]
 async fn events_filter_and_paginate_newest_first() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&options(&dir)).unwrap();
+    // Tiny source partitions: the batches below spread each address over several.
+    let store = SqliteStore::open(&SqliteOptions {
+        source_partition_events: 3,
+        ..options(&dir)
+    })
+    .unwrap();
     let mut batch = Vec::new();
     for index in 0..25 {
         let pot = if index % 2 == 0 { "even" } else { "odd" };
@@ -168,7 +170,14 @@ async fn events_filter_and_paginate_newest_first() {
     // Two events with the same timestamp: the id breaks the tie.
     batch.push(event(1, "even", "tie", 100, json!({"n": 100})));
     batch.push(event(1, "even", "tie", 100, json!({"n": 101})));
-    store.insert_events(Arc::from(batch)).await.unwrap();
+    // Stored in batches of four, the newest batch first, so the source partitions are
+    // written out of timestamp order and the merge has to order them.
+    for chunk in batch.chunks(4).rev() {
+        store
+            .insert_events(Arc::from(chunk.to_vec()))
+            .await
+            .unwrap();
+    }
 
     let numbers = |events: &[honeybee_store::StoredEvent]| -> Vec<i64> {
         events
@@ -255,6 +264,43 @@ async fn events_filter_and_paginate_newest_first() {
         numbers(&by_source.events),
         vec![24, 21, 18, 15, 12, 9, 6, 3, 0]
     );
+    // Paging through one address crosses partitions: every event once, newest first.
+    for page_size in [1, 2, 4] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<EventCursor> = None;
+        loop {
+            let page = store
+                .query_events(EventQuery {
+                    limit: page_size,
+                    cursor,
+                    source_ip: Some("203.0.113.7".into()),
+                    ..EventQuery::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(numbers(&page.events));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![24, 21, 18, 15, 12, 9, 6, 3, 0],
+            "page size {page_size}"
+        );
+    }
+    let source_window = store
+        .query_events(EventQuery {
+            source_ip: Some("203.0.113.7".into()),
+            since: Some(base_time() + Duration::seconds(6)),
+            until: Some(base_time() + Duration::seconds(18)),
+            event_type: Some("login".into()),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&source_window.events), vec![15]);
     let by_plain_ip = store
         .query_events(EventQuery {
             source_ip: Some("198.51.100.4".into()),

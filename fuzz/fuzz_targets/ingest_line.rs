@@ -1,5 +1,6 @@
 //! Fuzz target: any bytes as an ingest line, through framing and normalisation. It must
-//! never panic, and an accepted event always has an RFC 3339 UTC timestamp.
+//! never panic, and an accepted event always has an RFC 3339 UTC timestamp and an object
+//! as its payload (written from the line's raw members, not from a parsed map).
 
 #![no_main]
 
@@ -15,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(Some(event)) = normalize_ingest_line(line, &PotContext::default(), received) {
                 assert!(event.timestamp.ends_with('Z'));
                 assert!(parse_timestamp_text(&event.timestamp).is_some());
+                assert!(event.data.get().starts_with('{'));
+                let _payload_is_an_object = event.data.to_map();
             }
         }
     }

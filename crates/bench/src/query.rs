@@ -258,7 +258,8 @@ fn synthetic_event(random: &mut StdRng, timestamp: DateTime<Utc>) -> NewEvent {
         event_type: event_type.into(),
         timestamp,
         received_at: timestamp,
-        data,
+        data_json: Value::Object(data).to_string(),
+        source_ip: Some(source),
         seq: None,
     }
 }

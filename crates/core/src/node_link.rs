@@ -19,6 +19,7 @@ use honeybee_protocol::{
 };
 use honeybee_store::{
     NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord, PotState, Store,
+    SOURCE_ADDRESS_KEYS,
 };
 use honeybee_telemetry::LogRateLimiter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -553,7 +554,8 @@ impl NodeLink {
             event_type: event.event_type,
             timestamp,
             received_at,
-            data: event.data,
+            source_ip: event.data.first_string(&SOURCE_ADDRESS_KEYS),
+            data_json: event.data.into_string(),
             seq: event.seq,
         }
     }

@@ -269,7 +269,7 @@ mod tests {
             panic!("not a PotEvent");
         };
         assert_eq!(event.pot_id, "p}");
-        assert_eq!(event.data["x"], "]}\\");
+        assert_eq!(event.data.to_map()["x"], "]}\\");
     }
 
     #[test]

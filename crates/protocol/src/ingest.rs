@@ -8,9 +8,10 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::IngestError;
+use crate::json_object::{json_kind_of, raw_string, JsonObject, ObjectEntries};
 use crate::timestamp::{format_timestamp, parse_timestamp_text, parse_unix_seconds};
 
 /// Placeholder for a pot id or type nobody told us.
@@ -32,7 +33,7 @@ pub struct IngestEvent {
     pub event_type: String,
     /// RFC 3339 UTC with `Z`.
     pub timestamp: String,
-    pub data: Map<String, Value>,
+    pub data: JsonObject,
 }
 
 /// An [`IngestEvent`] read back from its serialised form without building it again: the
@@ -56,7 +57,8 @@ const POT_ID_KEYS: [&str; 3] = ["pot_id", "honeybee_honeypot_id", "sensor"];
 const POT_TYPE_KEYS: [&str; 2] = ["pot_type", "honeybee_honeypot_type"];
 
 /// Normalises one line (without its `\n`). Blank lines give `Ok(None)`: they are skipped
-/// silently, not counted as errors.
+/// silently, not counted as errors. Only the top level of the line is split; the payload's
+/// values are copied as they were written.
 pub fn normalize_ingest_line(
     line: &[u8],
     context: &PotContext,
@@ -69,14 +71,17 @@ pub fn normalize_ingest_line(
     if text.is_empty() {
         return Ok(None);
     }
-    let value: Value = serde_json::from_str(text).map_err(|error| IngestError::NotJson {
-        reason: error.to_string(),
+    let mut fields = ObjectEntries::parse(text).map_err(|error| {
+        // Tell "valid JSON, but not an object" apart from "not JSON at all".
+        match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => IngestError::NotAnObject {
+                found: json_kind_of(text),
+            },
+            Err(_) => IngestError::NotJson {
+                reason: error.to_string(),
+            },
+        }
     })?;
-    let Value::Object(mut fields) = value else {
-        return Err(IngestError::NotAnObject {
-            found: json_kind(&value),
-        });
-    };
 
     let (event_type, canonical) = match take_string(&mut fields, "event_type")? {
         Some(event_type) => (event_type, true),
@@ -91,29 +96,42 @@ pub fn normalize_ingest_line(
     let pot_type = take_first_string(&mut fields, &POT_TYPE_KEYS)
         .or_else(|| context.pot_type.clone())
         .unwrap_or_else(|| UNKNOWN.to_owned());
-    let timestamp = match fields.remove("timestamp") {
-        None | Some(Value::Null) => received_at,
-        Some(value) => parse_timestamp_value(&value)?,
+    let timestamp = match fields.take("timestamp") {
+        None => received_at,
+        Some(value) if value.get() == "null" => received_at,
+        Some(value) => parse_timestamp_value(value)?,
     };
 
     let data = if canonical {
         // Canonical shape: `data` is the payload; any other top-level fields are kept in it
         // rather than silently dropped (the payload's own keys win on a clash).
-        let mut data = match fields.remove("data") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(data)) => data,
+        match fields.take("data") {
+            None => JsonObject::from_entries(&fields),
+            Some(data) if data.get() == "null" => JsonObject::from_entries(&fields),
+            Some(data) if json_kind_of(data.get()) == "an object" => {
+                if fields.is_empty() {
+                    JsonObject::from_raw(data.to_owned()).expect("checked to be an object")
+                } else {
+                    let mut payload =
+                        ObjectEntries::parse(data.get()).map_err(|error| IngestError::NotJson {
+                            reason: error.to_string(),
+                        })?;
+                    for (key, value) in fields.into_entries() {
+                        if !payload.contains(&key) {
+                            payload.push(key, value);
+                        }
+                    }
+                    JsonObject::from_entries(&payload)
+                }
+            }
             Some(other) => {
                 return Err(IngestError::DataNotAnObject {
-                    found: json_kind(&other),
+                    found: json_kind_of(other.get()),
                 })
             }
-        };
-        for (key, value) in fields {
-            data.entry(key).or_insert(value);
         }
-        data
     } else {
-        fields
+        JsonObject::from_entries(&fields)
     };
 
     Ok(Some(IngestEvent {
@@ -127,54 +145,50 @@ pub fn normalize_ingest_line(
 
 /// Removes `key` if it holds a string; a present non-string or empty value is an error.
 fn take_string(
-    fields: &mut Map<String, Value>,
+    fields: &mut ObjectEntries<'_>,
     key: &'static str,
 ) -> Result<Option<String>, IngestError> {
-    match fields.remove(key) {
+    match fields.take(key) {
         None => Ok(None),
-        Some(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text)),
-        Some(other) => Err(IngestError::BadField {
-            field: key,
-            found: other.to_string(),
-        }),
+        Some(value) => match raw_string(value) {
+            Some(text) if !text.trim().is_empty() => Ok(Some(text)),
+            _ => Err(IngestError::BadField {
+                field: key,
+                found: compact_json(value),
+            }),
+        },
     }
 }
 
 /// Removes and returns the first of `keys` that holds a non-empty string; the other keys
 /// stay in the payload.
-fn take_first_string(fields: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
-    let key = keys.iter().find(|key| {
-        fields
-            .get(**key)
-            .and_then(Value::as_str)
-            .is_some_and(|text| !text.trim().is_empty())
+fn take_first_string(fields: &mut ObjectEntries<'_>, keys: &[&str]) -> Option<String> {
+    let (key, text) = keys.iter().find_map(|key| {
+        let text = raw_string(fields.get(key)?)?;
+        (!text.trim().is_empty()).then_some((*key, text))
     })?;
-    match fields.remove(*key) {
-        Some(Value::String(text)) => Some(text),
-        _ => None,
-    }
+    fields.take(key);
+    Some(text)
 }
 
-fn parse_timestamp_value(value: &Value) -> Result<DateTime<Utc>, IngestError> {
-    let parsed = match value {
-        Value::String(text) => parse_timestamp_text(text),
-        Value::Number(number) => number.as_f64().and_then(parse_unix_seconds),
+fn parse_timestamp_value(value: &RawValue) -> Result<DateTime<Utc>, IngestError> {
+    let parsed = match json_kind_of(value.get()) {
+        "a string" => raw_string(value).and_then(|text| parse_timestamp_text(&text)),
+        "a number" => serde_json::from_str::<f64>(value.get())
+            .ok()
+            .and_then(parse_unix_seconds),
         _ => None,
     };
     parsed.ok_or_else(|| IngestError::BadTimestamp {
-        value: value.to_string(),
+        value: compact_json(value),
     })
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// A value as compact JSON text, for error messages.
+fn compact_json(value: &RawValue) -> String {
+    serde_json::from_str::<Value>(value.get())
+        .map(|value| value.to_string())
+        .unwrap_or_else(|_| value.get().to_owned())
 }
 
 #[cfg(test)]
@@ -242,7 +256,7 @@ mod tests {
         assert_eq!(event.pot_id, "cowrie-9");
         assert_eq!(event.pot_type, "cowrie");
         assert_eq!(event.timestamp, "2027-01-15T08:00:00Z");
-        assert_eq!(event.data["a"], 1);
+        assert_eq!(event.data.to_map()["a"], 1);
     }
 
     #[test]
@@ -251,8 +265,9 @@ mod tests {
         let event = normalize_ingest_line(line, &PotContext::default(), now())
             .unwrap()
             .unwrap();
-        assert_eq!(event.data["k"], "v");
-        assert_eq!(event.data["src_ip"], "inner");
+        let data = event.data.to_map();
+        assert_eq!(data["k"], "v");
+        assert_eq!(data["src_ip"], "inner");
     }
 
     #[test]

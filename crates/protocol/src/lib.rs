@@ -8,6 +8,7 @@
 mod decoder;
 mod error;
 mod ingest;
+mod json_object;
 mod line_framer;
 mod message;
 mod timestamp;
@@ -17,6 +18,7 @@ mod variant;
 pub use decoder::{decode_envelope, EnvelopeDecoder, DEFAULT_MAX_ENVELOPE_BYTES};
 pub use error::{DecodeError, IngestError};
 pub use ingest::{normalize_ingest_line, IngestEvent, IngestEventRef, PotContext, UNKNOWN};
+pub use json_object::JsonObject;
 pub use line_framer::{FramedLine, LineFramer, DEFAULT_MAX_LINE_BYTES};
 pub use message::{
     encode_envelope, encode_pot_event, Command, CommandAnswer, Envelope, EventAck, InstallPot,

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::json_object::JsonObject;
 use crate::variant::externally_tagged_enum;
 
 /// The only protocol version this implementation speaks.
@@ -185,8 +186,9 @@ pub struct PotEvent {
     pub event_type: String,
     /// RFC 3339; the node always sends UTC with `Z`.
     pub timestamp: String,
+    /// A JSON object, carried as text.
     #[serde(default)]
-    pub data: Map<String, Value>,
+    pub data: JsonObject,
     /// Extension ([`CAPABILITY_ACKED_DELIVERY`]): the node's sequence number of this event,
     /// increasing by one per accepted event.
     #[serde(default, skip_serializing_if = "Option::is_none")]

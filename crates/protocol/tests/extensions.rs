@@ -96,7 +96,7 @@ fn acked_delivery_fields_and_the_event_ack_round_trip() {
         pot_type: "cowrie".into(),
         event_type: "login".into(),
         timestamp: "2024-01-15T10:30:00Z".into(),
-        data: serde_json::Map::new(),
+        data: honeybee_protocol::JsonObject::empty(),
         seq: Some(1_700_000_000_000_001),
     }));
     assert_eq!(

@@ -2,7 +2,6 @@
 //! converts Protocol v2 messages into them, and API responses out of them.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
 use crate::error::StoreError;
 
@@ -172,20 +171,18 @@ pub struct NewEvent {
     pub event_type: String,
     pub timestamp: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
-    pub data: Map<String, Value>,
+    /// The payload: one JSON object's text, stored as it arrived.
+    pub data_json: String,
+    /// The attacker address, indexed for queries: the payload's [`SOURCE_ADDRESS_KEYS`].
+    pub source_ip: Option<String>,
     /// The node's sequence number (acknowledged delivery): the store keeps one event per
     /// (node, seq) and ignores repeats. `None` for nodes without the extension.
     pub seq: Option<u64>,
 }
 
-impl NewEvent {
-    /// The attacker address, from `data.src_ip` or else `data.ip`: indexed for queries.
-    pub fn source_ip(&self) -> Option<&str> {
-        ["src_ip", "ip"]
-            .iter()
-            .find_map(|key| self.data.get(*key).and_then(Value::as_str))
-    }
-}
+/// Where an event's attacker address is: the first of these payload fields that holds a
+/// string (`src_ip` from Cowrie and most honeypots, `ip` from the rest).
+pub const SOURCE_ADDRESS_KEYS: [&str; 2] = ["src_ip", "ip"];
 
 /// An event as stored; `data_json` is the payload as JSON text, so the API can pass it
 /// through without parsing it again.

@@ -407,12 +407,20 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         });
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let transaction = connection.transaction()?;
+        let transaction = write_transaction(connection)?;
         transaction.execute_batch(migration)?;
         transaction.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
         transaction.commit()?;
     }
     Ok(())
+}
+
+/// A transaction that takes the write lock at its start. A deferred one that reads first
+/// and writes later cannot wait for the lock when the checkpointer restarted the WAL in
+/// between: SQLite fails its upgrade at once with "database is locked", where an
+/// immediate start waits (busy timeout) like any writer.
+fn write_transaction(connection: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    Ok(connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
 }
 
 /// Node ids are u64 on the wire; SQLite integers are i64. The bits are stored unchanged.
@@ -736,7 +744,7 @@ impl Store for SqliteStore {
     async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<u64, StoreError> {
         let partition_events = self.source_partition_events;
         self.with_writer(move |connection| {
-            let transaction = connection.transaction()?;
+            let transaction = write_transaction(connection)?;
             let partition = writable_source_partition(&transaction, partition_events)?;
             let mut inserted = 0u64;
             let mut indexed = 0i64;
@@ -751,15 +759,9 @@ impl Store for SqliteStore {
                     "INSERT INTO {} (src_ip, ts, id) VALUES (?1, ?2, ?3)",
                     source_partition_table(partition)
                 ))?;
-                // One reusable buffer for the JSON text of every payload in the batch.
-                let mut data_json = Vec::with_capacity(1024);
                 for event in batch.iter() {
-                    data_json.clear();
-                    serde_json::to_writer(&mut data_json, &event.data)
-                        .expect("JSON values always serialise");
-                    let data_text = std::str::from_utf8(&data_json).expect("serde_json writes UTF-8");
                     let ts = micros(event.timestamp);
-                    let source_ip = event.source_ip();
+                    let source_ip = event.source_ip.as_deref();
                     let added = insert.execute(params![
                         node_id_to_sql(event.node_id),
                         event.pot_id,
@@ -768,7 +770,7 @@ impl Store for SqliteStore {
                         ts,
                         micros(event.received_at),
                         source_ip,
-                        data_text,
+                        event.data_json,
                         event.seq.map(|seq| seq as i64),
                     ])?;
                     if added == 0 {
@@ -905,7 +907,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<EnrollmentOutcome, StoreError> {
         self.with_writer(move |connection| {
-            let transaction = connection.transaction()?;
+            let transaction = write_transaction(connection)?;
             // (enrolled with which token, confirmed by a first TOTP code, revoked)
             let existing: Option<(Option<i64>, bool, bool)> = transaction
                 .query_row(
@@ -1014,7 +1016,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StoreError> {
         self.with_writer(move |connection| {
-            let transaction = connection.transaction()?;
+            let transaction = write_transaction(connection)?;
             // An id with no credential gets a revoked one with an unusable (empty) secret.
             transaction.execute(
                 "INSERT INTO node_credentials (node_id, totp_secret, last_totp_step, enrolled_at, revoked_at) \

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use honeybee_store::{
     EventCursor, EventQuery, NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord,
-    PotState, SqliteOptions, SqliteStore, SqliteSynchronous, Store,
+    PotState, SqliteOptions, SqliteStore, SqliteSynchronous, Store, SOURCE_ADDRESS_KEYS,
 };
 use serde_json::{json, Map, Value};
 
@@ -31,7 +31,10 @@ fn event(node_id: u64, pot_id: &str, event_type: &str, seconds: i64, data: Value
         event_type: event_type.into(),
         timestamp: base_time() + Duration::seconds(seconds),
         received_at: Utc::now(),
-        data,
+        source_ip: SOURCE_ADDRESS_KEYS
+            .iter()
+            .find_map(|key| data.get(*key).and_then(Value::as_str).map(String::from)),
+        data_json: Value::Object(data).to_string(),
         seq: None,
     }
 }

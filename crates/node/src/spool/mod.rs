@@ -504,7 +504,7 @@ mod tests {
             pot_type: "cowrie".into(),
             event_type: "login".into(),
             timestamp: "2024-01-15T10:30:00Z".into(),
-            data,
+            data: honeybee_protocol::JsonObject::from_map(&data),
         }
     }
 
@@ -520,7 +520,7 @@ mod tests {
     fn numbers(events: &[(u64, IngestEvent)]) -> Vec<u64> {
         events
             .iter()
-            .map(|(_, event)| event.data["n"].as_u64().unwrap())
+            .map(|(_, event)| event.data.to_map()["n"].as_u64().unwrap())
             .collect()
     }
 

@@ -1,0 +1,299 @@
+//! Event payloads as JSON object text: carried from the honeypot's line to the store
+//! without being built into a map and written out again.
+//!
+//! A map per event was most of the node's and a tenth of the Core's time (an allocation
+//! per key and value, then serialising it all back). Only the top level of a line is ever
+//! looked at (the event type, pot fields, timestamp, source address), so only the top level
+//! is split, into borrowed keys and raw values.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The text of one JSON object (an event's `data`). Compared by value, not by text.
+#[derive(Debug, Clone)]
+pub struct JsonObject(Box<RawValue>);
+
+impl JsonObject {
+    /// `{}`.
+    pub fn empty() -> Self {
+        JsonObject(RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
+    }
+
+    /// The object's text as a map was written (tests and rare callers).
+    pub fn from_map(map: &Map<String, Value>) -> Self {
+        JsonObject(serde_json::value::to_raw_value(map).expect("maps always serialise"))
+    }
+
+    /// Checks that `raw` is an object.
+    pub fn from_raw(raw: Box<RawValue>) -> Result<Self, &'static str> {
+        match json_kind_of(raw.get()) {
+            "an object" => Ok(JsonObject(raw)),
+            other => Err(other),
+        }
+    }
+
+    /// Writes `entries` as one object, in their order.
+    pub(crate) fn from_entries(entries: &ObjectEntries<'_>) -> Self {
+        let capacity = entries
+            .0
+            .iter()
+            .map(|(key, value)| key.len() + value.get().len() + 4)
+            .sum::<usize>()
+            + 2;
+        let mut text = Vec::with_capacity(capacity);
+        text.push(b'{');
+        for (index, (key, value)) in entries.0.iter().enumerate() {
+            if index > 0 {
+                text.push(b',');
+            }
+            serde_json::to_writer(&mut text, key.as_ref()).expect("strings always serialise");
+            text.push(b':');
+            text.extend_from_slice(value.get().as_bytes());
+        }
+        text.push(b'}');
+        let text = String::from_utf8(text).expect("keys and raw values are UTF-8");
+        JsonObject(RawValue::from_string(text).expect("keys and raw values make an object"))
+    }
+
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn into_string(self) -> String {
+        let text: Box<str> = self.0.into();
+        text.into()
+    }
+
+    /// Parses the object into a map.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.0.get()).expect("a JsonObject holds an object")
+    }
+
+    /// The value of the first of `keys` that holds a string (duplicate keys: the last one
+    /// counts, as in a map).
+    pub fn first_string(&self, keys: &[&str]) -> Option<String> {
+        let entries = ObjectEntries::parse(self.0.get()).ok()?;
+        keys.iter()
+            .find_map(|key| entries.get(key).and_then(raw_string))
+    }
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        JsonObject::empty()
+    }
+}
+
+impl PartialEq for JsonObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_map() == other.to_map()
+    }
+}
+
+impl Serialize for JsonObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        JsonObject::from_raw(raw)
+            .map_err(|found| de::Error::custom(format!("expected a JSON object, found {found}")))
+    }
+}
+
+/// The top-level members of one JSON object: keys borrowed where they have no escapes,
+/// values as raw JSON text. A key given twice keeps its last value, as a map would.
+#[derive(Debug)]
+pub(crate) struct ObjectEntries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// Above this many members duplicates are found with a hash map instead of by comparing
+/// every pair: a hostile line of many keys must not cost quadratic time.
+const PAIRWISE_DUPLICATE_CHECK_MAX: usize = 32;
+
+impl<'a> ObjectEntries<'a> {
+    /// Splits `text`, which must be one JSON object.
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        let ObjectEntries(mut entries) = serde_json::from_str(text)?;
+        if entries.len() <= PAIRWISE_DUPLICATE_CHECK_MAX {
+            let mut index = 0;
+            while index < entries.len() {
+                let key = &entries[index].0;
+                if entries[index + 1..].iter().any(|(later, _)| later == key) {
+                    entries.remove(index);
+                } else {
+                    index += 1;
+                }
+            }
+        } else {
+            let mut last_position: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+            for (position, (key, _)) in entries.iter().enumerate() {
+                last_position.insert(key.as_ref(), position);
+            }
+            if last_position.len() < entries.len() {
+                let keep: Vec<bool> = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(position, (key, _))| last_position[key.as_ref()] == position)
+                    .collect();
+                let mut keep = keep.into_iter();
+                entries.retain(|_| keep.next().unwrap_or(false));
+            }
+        }
+        Ok(ObjectEntries(entries))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .find(|(candidate, _)| candidate == key)
+            .map(|(_, value)| *value)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Removes `key` and returns its value.
+    pub fn take(&mut self, key: &str) -> Option<&'a RawValue> {
+        let position = self.0.iter().position(|(candidate, _)| candidate == key)?;
+        Some(self.0.remove(position).1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn push(&mut self, key: Cow<'a, str>, value: &'a RawValue) {
+        self.0.push((key, value));
+    }
+
+    pub fn into_entries(self) -> impl Iterator<Item = (Cow<'a, str>, &'a RawValue)> {
+        self.0.into_iter()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectEntries<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = ObjectEntries<'de>;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(ObjectKey(key)) = map.next_key()? {
+                    entries.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(ObjectEntries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+/// A member name, borrowed from the input unless it had escapes.
+struct ObjectKey<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectKey<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = ObjectKey<'de>;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(ObjectKey(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(ObjectKey(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(ObjectKey(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The string a raw value holds, if it is one.
+pub(crate) fn raw_string(value: &RawValue) -> Option<String> {
+    if !value.get().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str(value.get()).ok()
+}
+
+/// What kind of JSON value `text` starts with, for error messages ("found an array").
+pub(crate) fn json_kind_of(text: &str) -> &'static str {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_keep_the_last_of_a_repeated_key_like_a_map() {
+        for repeats in [2, 40] {
+            let mut text = String::from("{");
+            for n in 0..repeats {
+                text.push_str(&format!("\"k\":{n},\"other{n}\":true,"));
+            }
+            text.push_str("\"esc\\u0061ped\":\"x\"}");
+            let entries = ObjectEntries::parse(&text).unwrap();
+            assert_eq!(
+                entries.get("k").unwrap().get(),
+                (repeats - 1).to_string(),
+                "{text}"
+            );
+            assert!(entries.contains("escaped"));
+            let rebuilt = JsonObject::from_entries(&entries);
+            let map: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(rebuilt.to_map(), map);
+        }
+    }
+
+    #[test]
+    fn only_objects_are_json_objects() {
+        for (text, found) in [
+            ("[1]", "an array"),
+            ("\"x\"", "a string"),
+            ("7", "a number"),
+        ] {
+            let error = serde_json::from_str::<JsonObject>(text).unwrap_err();
+            assert!(error.to_string().contains(found), "{error}");
+        }
+        let object: JsonObject = serde_json::from_str(r#"{"a": [1, 2]}"#).unwrap();
+        assert_eq!(
+            object,
+            JsonObject::from_map(&serde_json::from_str(r#"{"a":[1,2]}"#).unwrap())
+        );
+        assert_eq!(
+            object.first_string(&["missing", "a"]),
+            None,
+            "an array is not a string"
+        );
+    }
+}

@@ -1075,7 +1075,14 @@ impl Store for SqliteStore {
             // One row more than asked tells whether another page exists.
             let wanted = limit as usize + 1;
             let mut events = match &query.source_ip {
-                Some(source_ip) => query_by_source(connection, &query, source_ip, wanted)?,
+                Some(source_ip) => {
+                    // One read transaction: the partition list and every partition read
+                    // come from the same snapshot, whatever the writer commits meanwhile.
+                    let snapshot = connection.transaction()?;
+                    let events = query_by_source(&snapshot, &query, source_ip, wanted)?;
+                    snapshot.commit()?;
+                    events
+                }
                 None => {
                     let (where_clause, mut values) = event_conditions(&query, "", "");
                     values.push(SqlValue::Integer(wanted as i64));

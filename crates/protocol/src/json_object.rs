@@ -61,10 +61,6 @@ impl JsonObject {
         JsonObject(RawValue::from_string(text).expect("keys and raw values make an object"))
     }
 
-    pub fn as_raw(&self) -> &RawValue {
-        &self.0
-    }
-
     pub fn get(&self) -> &str {
         self.0.get()
     }

@@ -67,7 +67,7 @@ const AUTOCHECKPOINT_PAGES: i64 = 4 * RESTART_WAL_PAGES;
 /// Source-address index entries per partition (see [`SqliteOptions::source_partition_events`]).
 /// At this size a 16,384-event commit touches about a thousand of the partition's leaf
 /// pages; in one table over a million events it touched most of its sixteen thousand.
-pub const DEFAULT_SOURCE_PARTITION_EVENTS: u64 = 65_536;
+const DEFAULT_SOURCE_PARTITION_EVENTS: u64 = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -416,9 +416,10 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// A transaction that takes the write lock at its start. A deferred one that reads first
-/// and writes later cannot wait for the lock when the checkpointer restarted the WAL in
-/// between: SQLite fails its upgrade at once with "database is locked", where an
-/// immediate start waits (busy timeout) like any writer.
+/// upgrades to writing later, and SQLite fails that upgrade at once ("database is locked",
+/// without waiting out the busy timeout) when the WAL changed since its read began — which
+/// the checkpointer thread does; seen as failed batches while filling the benchmark's
+/// store. An immediate start waits for the lock like any writer.
 fn write_transaction(connection: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
     Ok(connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
 }

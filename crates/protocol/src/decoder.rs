@@ -282,7 +282,7 @@ mod tests {
             panic!("not a PotEvent");
         };
         assert_eq!(event.pot_id, "p}");
-        assert_eq!(event.data.to_map()["x"], "]}\\");
+        assert_eq!(event.data.to_map().unwrap()["x"], "]}\\");
     }
 
     #[test]

@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(event.pot_id, "cowrie-9");
         assert_eq!(event.pot_type, "cowrie");
         assert_eq!(event.timestamp, "2027-01-15T08:00:00Z");
-        assert_eq!(event.data.to_map()["a"], 1);
+        assert_eq!(event.data.to_map().unwrap()["a"], 1);
     }
 
     #[test]
@@ -265,7 +265,7 @@ mod tests {
         let event = normalize_ingest_line(line, &PotContext::default(), now())
             .unwrap()
             .unwrap();
-        let data = event.data.to_map();
+        let data = event.data.to_map().unwrap();
         assert_eq!(data["k"], "v");
         assert_eq!(data["src_ip"], "inner");
     }

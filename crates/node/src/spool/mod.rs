@@ -520,7 +520,7 @@ mod tests {
     fn numbers(events: &[(u64, IngestEvent)]) -> Vec<u64> {
         events
             .iter()
-            .map(|(_, event)| event.data.to_map()["n"].as_u64().unwrap())
+            .map(|(_, event)| event.data.to_map().unwrap()["n"].as_u64().unwrap())
             .collect()
     }
 

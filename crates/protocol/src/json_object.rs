@@ -30,7 +30,7 @@ impl JsonObject {
         JsonObject(serde_json::value::to_raw_value(map).expect("maps always serialise"))
     }
 
-    /// Checks that `raw` is an object.
+    /// Takes `raw` if it is an object; the error names what it is instead ("an array").
     pub fn from_raw(raw: Box<RawValue>) -> Result<Self, &'static str> {
         match json_kind_of(raw.get()) {
             "an object" => Ok(JsonObject(raw)),
@@ -38,7 +38,8 @@ impl JsonObject {
         }
     }
 
-    /// Writes `entries` as one object, in their order.
+    /// Writes `entries` as one object, in their order. (`RawValue` checks the text once
+    /// more; a scan without allocations, far cheaper than the map it replaces.)
     pub(crate) fn from_entries(entries: &ObjectEntries<'_>) -> Self {
         let capacity = entries
             .0

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use honeybee_store::{
     EventCursor, EventQuery, NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord,
-    PotState, SqliteOptions, SqliteStore, SqliteSynchronous, Store, SOURCE_ADDRESS_KEYS,
+    PotState, SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoredEvent,
+    SOURCE_ADDRESS_KEYS,
 };
 use serde_json::{json, Map, Value};
 
@@ -150,6 +151,27 @@ async fn large_node_ids_keep_their_value() {
     assert_eq!(store.list_nodes().await.unwrap()[0].node_id, u64::MAX);
 }
 
+/// Follows the cursor from the first page to the last; no page holds more than asked.
+async fn every_page(store: &SqliteStore, query: EventQuery) -> Vec<StoredEvent> {
+    let mut events = Vec::new();
+    let mut cursor: Option<EventCursor> = None;
+    loop {
+        let page = store
+            .query_events(EventQuery {
+                cursor,
+                ..query.clone()
+            })
+            .await
+            .unwrap();
+        assert!(page.events.len() <= query.limit as usize);
+        events.extend(page.events);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return events,
+        }
+    }
+}
+
 #[tokio::test]
 async fn events_filter_and_paginate_newest_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +204,7 @@ async fn events_filter_and_paginate_newest_first() {
             .unwrap();
     }
 
-    let numbers = |events: &[honeybee_store::StoredEvent]| -> Vec<i64> {
+    let numbers = |events: &[StoredEvent]| -> Vec<i64> {
         events
             .iter()
             .map(|event| {
@@ -202,46 +224,21 @@ async fn events_filter_and_paginate_newest_first() {
     // Keyset pagination visits every event exactly once, in order, whatever the page size:
     // with 1 the cursor falls between the two events that share a timestamp.
     for page_size in [1, 4, 26] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<EventCursor> = None;
-        loop {
-            let page = store
-                .query_events(EventQuery {
-                    limit: page_size,
-                    cursor,
-                    ..EventQuery::default()
-                })
-                .await
-                .unwrap();
-            assert!(page.events.len() <= page_size as usize);
-            seen.extend(numbers(&page.events));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
+        let query = EventQuery {
+            limit: page_size,
+            ..EventQuery::default()
+        };
+        let seen = numbers(&every_page(&store, query).await);
         assert_eq!(seen, expected, "page size {page_size}");
     }
 
     // Pagination combined with a filter.
-    let mut seen = Vec::new();
-    let mut cursor: Option<EventCursor> = None;
-    loop {
-        let page = store
-            .query_events(EventQuery {
-                limit: 2,
-                cursor,
-                pot_id: Some("even".into()),
-                ..EventQuery::default()
-            })
-            .await
-            .unwrap();
-        seen.extend(numbers(&page.events));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let query = EventQuery {
+        limit: 2,
+        pot_id: Some("even".into()),
+        ..EventQuery::default()
+    };
+    let seen = numbers(&every_page(&store, query).await);
     let mut even: Vec<i64> = vec![101, 100];
     even.extend((0..25).rev().filter(|n| n % 2 == 0));
     assert_eq!(seen, even);
@@ -269,24 +266,12 @@ async fn events_filter_and_paginate_newest_first() {
     );
     // Paging through one address crosses partitions: every event once, newest first.
     for page_size in [1, 2, 4] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<EventCursor> = None;
-        loop {
-            let page = store
-                .query_events(EventQuery {
-                    limit: page_size,
-                    cursor,
-                    source_ip: Some("203.0.113.7".into()),
-                    ..EventQuery::default()
-                })
-                .await
-                .unwrap();
-            seen.extend(numbers(&page.events));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
+        let query = EventQuery {
+            limit: page_size,
+            source_ip: Some("203.0.113.7".into()),
+            ..EventQuery::default()
+        };
+        let seen = numbers(&every_page(&store, query).await);
         assert_eq!(
             seen,
             vec![24, 21, 18, 15, 12, 9, 6, 3, 0],

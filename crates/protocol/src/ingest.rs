@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::IngestError;
-use crate::json_object::{json_kind_of, raw_string, JsonObject, ObjectEntries};
+use crate::json_object::{raw_string, JsonKind, JsonObject, ObjectEntries};
 use crate::timestamp::{format_timestamp, parse_timestamp_text, parse_unix_seconds};
 
 /// Placeholder for a pot id or type nobody told us.
@@ -75,7 +75,7 @@ pub fn normalize_ingest_line(
         // Tell "valid JSON, but not an object" apart from "not JSON at all".
         match serde_json::from_str::<serde::de::IgnoredAny>(text) {
             Ok(_) => IngestError::NotAnObject {
-                found: json_kind_of(text),
+                found: JsonKind::of(text).name(),
             },
             Err(_) => IngestError::NotJson {
                 reason: error.to_string(),
@@ -108,7 +108,7 @@ pub fn normalize_ingest_line(
         match fields.take("data") {
             None => JsonObject::from_entries(&fields),
             Some(data) if data.get() == "null" => JsonObject::from_entries(&fields),
-            Some(data) if json_kind_of(data.get()) == "an object" => {
+            Some(data) if JsonKind::of(data.get()) == JsonKind::Object => {
                 if fields.is_empty() {
                     JsonObject::from_raw(data.to_owned()).expect("checked to be an object")
                 } else {
@@ -126,7 +126,7 @@ pub fn normalize_ingest_line(
             }
             Some(other) => {
                 return Err(IngestError::DataNotAnObject {
-                    found: json_kind_of(other.get()),
+                    found: JsonKind::of(other.get()).name(),
                 })
             }
         }
@@ -172,9 +172,9 @@ fn take_first_string(fields: &mut ObjectEntries<'_>, keys: &[&str]) -> Option<St
 }
 
 fn parse_timestamp_value(value: &RawValue) -> Result<DateTime<Utc>, IngestError> {
-    let parsed = match json_kind_of(value.get()) {
-        "a string" => raw_string(value).and_then(|text| parse_timestamp_text(&text)),
-        "a number" => serde_json::from_str::<f64>(value.get())
+    let parsed = match JsonKind::of(value.get()) {
+        JsonKind::String => raw_string(value).and_then(|text| parse_timestamp_text(&text)),
+        JsonKind::Number => serde_json::from_str::<f64>(value.get())
             .ok()
             .and_then(parse_unix_seconds),
         _ => None,

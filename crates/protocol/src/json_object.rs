@@ -32,9 +32,9 @@ impl JsonObject {
 
     /// Takes `raw` if it is an object; the error names what it is instead ("an array").
     pub fn from_raw(raw: Box<RawValue>) -> Result<Self, &'static str> {
-        match json_kind_of(raw.get()) {
-            "an object" => Ok(JsonObject(raw)),
-            other => Err(other),
+        match JsonKind::of(raw.get()) {
+            JsonKind::Object => Ok(JsonObject(raw)),
+            other => Err(other.name()),
         }
     }
 
@@ -236,21 +236,46 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectKey<'a> {
 
 /// The string a raw value holds, if it is one.
 pub(crate) fn raw_string(value: &RawValue) -> Option<String> {
-    if !value.get().starts_with('"') {
+    if JsonKind::of(value.get()) != JsonKind::String {
         return None;
     }
     serde_json::from_str(value.get()).ok()
 }
 
-/// What kind of JSON value `text` starts with, for error messages ("found an array").
-pub(crate) fn json_kind_of(text: &str) -> &'static str {
-    match text.trim_start().as_bytes().first() {
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b'"') => "a string",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
+/// What kind of JSON value a text holds, told by its first character (the text is known to
+/// be JSON, or only an error message depends on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonKind {
+    Object,
+    Array,
+    String,
+    Boolean,
+    Null,
+    Number,
+}
+
+impl JsonKind {
+    pub fn of(text: &str) -> Self {
+        match text.trim_start().as_bytes().first() {
+            Some(b'{') => JsonKind::Object,
+            Some(b'[') => JsonKind::Array,
+            Some(b'"') => JsonKind::String,
+            Some(b't' | b'f') => JsonKind::Boolean,
+            Some(b'n') => JsonKind::Null,
+            _ => JsonKind::Number,
+        }
+    }
+
+    /// For error messages: "found an array".
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonKind::Object => "an object",
+            JsonKind::Array => "an array",
+            JsonKind::String => "a string",
+            JsonKind::Boolean => "a boolean",
+            JsonKind::Null => "null",
+            JsonKind::Number => "a number",
+        }
     }
 }
 

@@ -199,6 +199,7 @@ fn source_partition_table(partition: i64) -> String {
 
 /// The partition new events go to, opening the next one when the current is full. Runs
 /// inside the insert's transaction, so a partition and its first entries commit together.
+/// The table's shape repeats migration 6's first partition: a migration stays as it ran.
 fn writable_source_partition(
     transaction: &rusqlite::Transaction<'_>,
     partition_events: u64,

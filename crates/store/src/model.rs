@@ -175,8 +175,9 @@ pub struct NewEvent {
     pub data_json: String,
     /// The attacker address, indexed for queries: the payload's [`SOURCE_ADDRESS_KEYS`].
     pub source_ip: Option<String>,
-    /// The node's sequence number (acknowledged delivery): the store keeps one event per
-    /// (node, seq) and ignores repeats. `None` for nodes without the extension.
+    /// The node's sequence number (acknowledged delivery): the store skips an event whose
+    /// seq is not above the node's highest stored one (a resend). `None` for nodes without
+    /// the extension: never de-duplicated.
     pub seq: Option<u64>,
 }
 

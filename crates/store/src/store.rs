@@ -49,8 +49,9 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets an uninstalled pot (its events are kept).
     async fn delete_pot(&self, node_id: u64, pot_id: String) -> Result<(), StoreError>;
 
-    /// Stores a batch of events in one transaction; an event whose (node, seq) is already
-    /// stored is skipped. Returns how many events were new.
+    /// Stores a batch of events in one transaction; an event whose `seq` is not above the
+    /// highest stored for its node is a resend and is skipped (a node's numbered events
+    /// arrive in `seq` order). Returns how many events were new.
     async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<u64, StoreError>;
 
     /// The highest `seq` stored for the node, if any.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use honeybee_protocol::{
-    encode_envelope, encode_pot_event, Command, CommandAnswer, EnvelopeDecoder, IngestEventRef,
-    Message, NodeEvent, NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType,
-    PotEventRef, PotStatus, PotStatusUpdate, CAPABILITY_ACKED_DELIVERY, CAPABILITY_COMMAND_ANSWERS,
+    encode_envelope, encode_pot_event, Command, CommandAnswer, EnvelopeDecoder, Message, NodeEvent,
+    NodeEventKind, NodeRegistration, NodeStatus, NodeStatusUpdate, NodeType, PotEventRef,
+    PotStatus, PotStatusUpdate, CAPABILITY_ACKED_DELIVERY, CAPABILITY_COMMAND_ANSWERS,
     CAPABILITY_UNINSTALL_POT,
 };
 use honeybee_telemetry::LogRateLimiter;
@@ -28,7 +28,7 @@ use crate::config::ServerSection;
 use crate::credentials::{NodeCredentials, RegistrationProof};
 use crate::metrics::NodeMetrics;
 use crate::pots::PotManager;
-use crate::spool::{Spool, SpoolReader, SpooledBatch};
+use crate::spool::{decode_event, Spool, SpoolReader, SpooledBatch};
 
 /// Most events sent in one write.
 const BATCH_MAX_EVENTS: usize = 1024;
@@ -453,7 +453,7 @@ impl CoreSession {
         self.outgoing.clear();
         let mut forwarded = 0;
         for (seq, payload) in self.spooled.iter() {
-            let event: IngestEventRef<'_> = match serde_json::from_slice(payload) {
+            let event = match decode_event(payload) {
                 Ok(event) => event,
                 Err(error) => {
                     // Its checksum held, so the bytes are what was written: only a spool

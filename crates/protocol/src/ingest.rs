@@ -214,7 +214,7 @@ mod tests {
                     pot_type: &read_back.pot_type,
                     event_type: &read_back.event_type,
                     timestamp: &read_back.timestamp,
-                    data: read_back.data,
+                    data: read_back.data.get().as_bytes(),
                     seq,
                 },
                 &mut borrowed,

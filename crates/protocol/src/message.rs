@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::json_object::JsonObject;
@@ -198,39 +197,48 @@ pub struct PotEvent {
 /// A [`PotEvent`] borrowed from bytes the sender already holds (the node's spool record):
 /// encoding it copies `data` as JSON text instead of building a map and serialising it
 /// again. It encodes to exactly the JSON of the equal [`PotEvent`].
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct PotEventRef<'a> {
     pub node_id: u64,
     pub pot_id: &'a str,
     pub pot_type: &'a str,
     pub event_type: &'a str,
     pub timestamp: &'a str,
-    /// A JSON object.
-    pub data: &'a RawValue,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The text of one JSON object, copied into the envelope as it is: the caller vouches
+    /// for it (the node's spool holds only payloads it took from parsed objects, under a
+    /// checksum), since checking would mean parsing every event once more.
+    pub data: &'a [u8],
     pub seq: Option<u64>,
 }
 
 /// Appends `event` as one `PotEvent` envelope plus `\n` to `buffer`, like
-/// [`encode_envelope`] does for an owned [`PotEvent`].
+/// [`encode_envelope`] does for an owned [`PotEvent`], field for field.
 pub fn encode_pot_event(event: &PotEventRef<'_>, buffer: &mut Vec<u8>) {
-    #[derive(Serialize)]
-    struct Tagged<'a> {
-        #[serde(rename = "PotEvent")]
-        pot_event: &'a PotEventRef<'a>,
+    buffer.extend_from_slice(b"{\"version\":");
+    write_json(buffer, &PROTOCOL_VERSION);
+    buffer.extend_from_slice(b",\"message\":{\"PotEvent\":{\"node_id\":");
+    write_json(buffer, &event.node_id);
+    for (key, value) in [
+        (&b",\"pot_id\":"[..], event.pot_id),
+        (b",\"pot_type\":", event.pot_type),
+        (b",\"event_type\":", event.event_type),
+        (b",\"timestamp\":", event.timestamp),
+    ] {
+        buffer.extend_from_slice(key);
+        write_json(buffer, value);
     }
-    #[derive(Serialize)]
-    struct BorrowedEnvelope<'a> {
-        version: u64,
-        message: Tagged<'a>,
+    buffer.extend_from_slice(b",\"data\":");
+    buffer.extend_from_slice(event.data);
+    if let Some(seq) = event.seq {
+        buffer.extend_from_slice(b",\"seq\":");
+        write_json(buffer, &seq);
     }
-    let envelope = BorrowedEnvelope {
-        version: PROTOCOL_VERSION,
-        message: Tagged { pot_event: event },
-    };
-    // As in `encode_envelope`: string keys only, nothing fallible.
-    serde_json::to_writer(&mut *buffer, &envelope).expect("wire types always serialise");
-    buffer.push(b'\n');
+    buffer.extend_from_slice(b"}}}\n");
+}
+
+/// Appends one string or integer as JSON (escaped as `encode_envelope` escapes it).
+fn write_json<T: Serialize + ?Sized>(buffer: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *buffer, value).expect("strings and integers always serialise");
 }
 
 /// Extension ([`CAPABILITY_ACKED_DELIVERY`]): cumulative acknowledgement of stored events.

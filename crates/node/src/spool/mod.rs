@@ -12,6 +12,7 @@
 //! the Core has already stored (the Core also tells the node where it is, see
 //! [`Spool::ack`]).
 
+mod payload;
 mod record;
 mod writer;
 
@@ -26,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::watch;
 
+pub(crate) use payload::decode_event;
 use record::{decode_record, Decoded};
 pub(crate) use writer::{run_spool_writer, SpoolWriter, WriterContext};
 
@@ -306,8 +308,7 @@ impl Spool {
     }
 }
 
-/// Spooled events as read: their payloads (serialised
-/// [`honeybee_protocol::IngestEvent`]s) back to back in one buffer that is reused from
+/// Spooled events as read: their payloads (see [`decode_event`]) back to back in one buffer that is reused from
 /// batch to batch, so reading allocates nothing per event.
 #[derive(Debug, Default)]
 pub(crate) struct SpooledBatch {
@@ -524,6 +525,17 @@ mod tests {
             .collect()
     }
 
+    fn read_event(payload: &[u8]) -> IngestEvent {
+        let event = decode_event(payload).unwrap();
+        IngestEvent {
+            pot_id: event.pot_id.into_owned(),
+            pot_type: event.pot_type.into_owned(),
+            event_type: event.event_type.into_owned(),
+            timestamp: event.timestamp.into_owned(),
+            data: serde_json::from_slice(event.data).unwrap(),
+        }
+    }
+
     fn read_all(spool: &Spool, reader: &mut SpoolReader) -> Vec<(u64, IngestEvent)> {
         let mut all = Vec::new();
         let mut batch = SpooledBatch::default();
@@ -535,7 +547,7 @@ mod tests {
             all.extend(
                 batch
                     .iter()
-                    .map(|(seq, payload)| (seq, serde_json::from_slice(payload).unwrap())),
+                    .map(|(seq, payload)| (seq, read_event(payload))),
             );
         }
     }

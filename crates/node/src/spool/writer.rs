@@ -11,6 +11,7 @@ use honeybee_protocol::{IngestEvent, Message, NodeEvent, NodeEventKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::payload::encode_event;
 use super::record::{encode_record, HEADER_BYTES};
 use super::{segment_path, Segment, Spool, SpoolError, SpoolFullPolicy};
 use crate::ingest::sleep_until_some;
@@ -77,7 +78,7 @@ impl SpoolWriter {
         self.encoded.clear();
         for event in events {
             self.payload.clear();
-            serde_json::to_writer(&mut self.payload, event).expect("events always serialise");
+            encode_event(event, &mut self.payload);
             let record_bytes = (HEADER_BYTES + self.payload.len()) as u64;
             if !self.make_room(record_bytes, &mut report) {
                 report.refused += 1;

@@ -149,6 +149,7 @@ pub async fn start(
         queue_receiver,
         spool::WriterContext {
             metrics: metrics.clone(),
+            sync_interval: Duration::from_millis(config.spool.sync_interval_ms),
             alarms: outbox_sender.clone(),
         },
     ));

@@ -18,6 +18,7 @@ pub(crate) struct NodeMetrics {
     pub ingest_idle_closed: Arc<Counter>,
     pub ingest_events_delayed: Arc<Counter>,
     pub spool_appended: Arc<Counter>,
+    pub spool_syncs: Arc<Counter>,
     pub spool_refused: Arc<Counter>,
     pub spool_dropped: Arc<Counter>,
     pub spool_size_bytes: Arc<Gauge>,
@@ -31,6 +32,11 @@ impl NodeMetrics {
             spool_appended: registry.counter(
                 "honeybee_node_spool_appended_total",
                 "Events written durably to the spool (accepted).",
+                &[],
+            ),
+            spool_syncs: registry.counter(
+                "honeybee_node_spool_syncs_total",
+                "Group commits of the spool: appends that ended in an fsync (see spool.sync_interval_ms).",
                 &[],
             ),
             spool_refused: registry.counter(

@@ -494,7 +494,9 @@ fn recover_segment(path: &Path, first_seq: u64) -> Result<(u64, u64, u64), Spool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::NodeMetrics;
     use honeybee_protocol::IngestEvent;
+    use std::sync::Arc;
 
     fn event(n: usize) -> IngestEvent {
         let mut data = serde_json::Map::new();
@@ -570,6 +572,56 @@ mod tests {
             reopened.reader().caught_up(&reopened),
             "after a restart with all acknowledged"
         );
+    }
+
+    /// Group commit: after a quiet spell an event is synced at once; what arrives within
+    /// `sync_interval` of that sync is appended and synced together.
+    #[tokio::test]
+    async fn events_arriving_within_the_sync_interval_share_one_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, writer, _) =
+            Spool::open(options(dir.path(), 1 << 20, SpoolFullPolicy::Refuse)).unwrap();
+        let metrics = Arc::new(NodeMetrics::new(honeybee_telemetry::MetricsRegistry::new()));
+        let (alarms, _alarm_outbox) = tokio::sync::mpsc::channel(4);
+        let (queue, queue_receiver) = tokio::sync::mpsc::channel(1024);
+        let writing = tokio::spawn(run_spool_writer(
+            writer,
+            queue_receiver,
+            WriterContext {
+                metrics: metrics.clone(),
+                sync_interval: std::time::Duration::from_secs(1),
+                alarms,
+            },
+        ));
+        let appended = |count: u64| {
+            let metrics = metrics.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                while metrics.spool_appended.get() < count {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{count} events appended"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        };
+        queue.send(event(0)).await.unwrap();
+        appended(1).await;
+        assert_eq!(metrics.spool_syncs.get(), 1, "the first event alone");
+        for n in 1..=50 {
+            queue.send(event(n)).await.unwrap();
+        }
+        appended(51).await;
+        assert_eq!(
+            metrics.spool_syncs.get(),
+            2,
+            "the fifty that followed, together"
+        );
+        drop(queue);
+        writing.await.unwrap();
+        let read = read_all(&spool, &mut spool.reader());
+        assert_eq!(numbers(&read), (0..=50).collect::<Vec<u64>>());
     }
 
     #[test]

@@ -235,6 +235,8 @@ impl SpoolWriter {
 /// What the spool writer task needs besides the writer.
 pub(crate) struct WriterContext {
     pub metrics: Arc<NodeMetrics>,
+    /// Shortest time between two appends (each ends in an fsync): `spool.sync_interval_ms`.
+    pub sync_interval: Duration,
     /// Where alarms for the Core go (the uplink's outbox).
     pub alarms: mpsc::Sender<Message>,
 }
@@ -297,7 +299,14 @@ pub(crate) async fn run_spool_writer(
     let spool = writer.spool.clone();
     let mut batch: Vec<IngestEvent> = Vec::with_capacity(BATCH_MAX_EVENTS);
     let mut losses = LossReport::default();
+    let mut next_append_at = Instant::now();
     loop {
+        // Group commit: one fsync per `sync_interval` at most. After a quiet spell the
+        // deadline is past and the next event is appended at once; a full batch waiting
+        // has no reason to wait longer.
+        if queue.len() < BATCH_MAX_EVENTS {
+            tokio::time::sleep_until(next_append_at).await;
+        }
         let alarm_due = losses.due_at();
         tokio::select! {
             received = queue.recv_many(&mut batch, BATCH_MAX_EVENTS) => {
@@ -310,6 +319,7 @@ pub(crate) async fn run_spool_writer(
                 continue;
             }
         }
+        next_append_at = Instant::now() + context.sync_interval;
         let events = std::mem::take(&mut batch);
         let appended = tokio::task::spawn_blocking(move || {
             let report = writer.append(&events);
@@ -325,6 +335,9 @@ pub(crate) async fn run_spool_writer(
         events.clear();
         batch = events;
         context.metrics.spool_appended.add(report.appended);
+        if report.appended > 0 {
+            context.metrics.spool_syncs.increment();
+        }
         context
             .metrics
             .spool_size_bytes

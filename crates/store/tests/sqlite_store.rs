@@ -172,12 +172,79 @@ async fn every_page(store: &SqliteStore, query: EventQuery) -> Vec<StoredEvent> 
     }
 }
 
+/// The events of `source_ip`, newest first, as seconds after [`base_time`].
+async fn seconds_by_source(store: &SqliteStore, source_ip: &str) -> Vec<i64> {
+    let query = EventQuery {
+        source_ip: Some(source_ip.into()),
+        limit: 100,
+        ..EventQuery::default()
+    };
+    store
+        .query_events(query)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|event| (event.timestamp - base_time()).num_seconds())
+        .collect()
+}
+
+/// The source index trails the newest events; a query by source finds them all the same,
+/// before they join the index, after, and across a restart in between.
+#[tokio::test]
+async fn events_are_found_by_source_before_and_after_they_join_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let lagging = SqliteOptions {
+        source_index_lag_events: 4,
+        ..options(&dir)
+    };
+    let attacker = |seconds| event(1, "p", "login", seconds, json!({"src_ip": "203.0.113.7"}));
+    let other = |seconds| event(1, "p", "login", seconds, json!({"src_ip": "198.51.100.4"}));
+    let store = SqliteStore::open(&lagging).unwrap();
+    store
+        .insert_events(Arc::from(vec![attacker(1), other(2), attacker(3)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        seconds_by_source(&store, "203.0.113.7").await,
+        vec![3, 1],
+        "none indexed yet"
+    );
+    drop(store);
+    let store = SqliteStore::open(&lagging).unwrap();
+    assert_eq!(
+        seconds_by_source(&store, "203.0.113.7").await,
+        vec![3, 1],
+        "after a restart"
+    );
+    store
+        .insert_events(Arc::from(vec![other(4), attacker(5)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        seconds_by_source(&store, "203.0.113.7").await,
+        vec![5, 3, 1],
+        "all five indexed"
+    );
+    store
+        .insert_events(Arc::from(vec![attacker(6)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        seconds_by_source(&store, "203.0.113.7").await,
+        vec![6, 5, 3, 1],
+        "indexed and not"
+    );
+}
+
 #[tokio::test]
 async fn events_filter_and_paginate_newest_first() {
     let dir = tempfile::tempdir().unwrap();
-    // Tiny source partitions: the batches below spread each address over several.
+    // Tiny source partitions, and a small lag: the batches below spread each address over
+    // several partitions, and the newest events are not indexed yet.
     let store = SqliteStore::open(&SqliteOptions {
         source_partition_events: 3,
+        source_index_lag_events: 5,
         ..options(&dir)
     })
     .unwrap();

@@ -198,8 +198,20 @@ async fn events_are_found_by_source_before_and_after_they_join_the_index() {
         source_index_lag_events: 4,
         ..options(&dir)
     };
-    let attacker = |seconds| event(1, "p", "login", seconds, json!({"src_ip": "203.0.113.7"}));
-    let other = |seconds| event(1, "p", "login", seconds, json!({"src_ip": "198.51.100.4"}));
+    // Numbered like a node's events: the store's bookkeeping of each node's highest seq
+    // must not confuse which events are indexed.
+    let numbered = |seconds: i64, source_ip: &str| NewEvent {
+        seq: Some(seconds as u64),
+        ..event(
+            1_000_000,
+            "p",
+            "login",
+            seconds,
+            json!({"src_ip": source_ip}),
+        )
+    };
+    let attacker = |seconds| numbered(seconds, "203.0.113.7");
+    let other = |seconds| numbered(seconds, "198.51.100.4");
     let store = SqliteStore::open(&lagging).unwrap();
     store
         .insert_events(Arc::from(vec![attacker(1), other(2), attacker(3)]))

@@ -1280,25 +1280,31 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// An in-memory database as a release with the first `applied` migrations left it,
+    /// holding what `rows` inserts.
+    fn database_at_migration(applied: usize, rows: &str) -> Connection {
+        let connection = Connection::open_in_memory().unwrap();
+        for migration in &MIGRATIONS[..applied] {
+            connection.execute_batch(migration).unwrap();
+        }
+        connection
+            .execute_batch(&format!("PRAGMA user_version = {applied}; {rows}"))
+            .unwrap();
+        connection
+    }
+
     /// A database written before the sequence marks keeps de-duplicating: each node's
     /// mark starts at the highest seq it already stored.
     #[test]
     fn the_sequence_marks_start_at_what_each_node_stored() {
-        let mut connection = Connection::open_in_memory().unwrap();
-        let before_marks = 6;
-        for migration in &MIGRATIONS[..before_marks] {
-            connection.execute_batch(migration).unwrap();
-        }
-        connection
-            .execute_batch(&format!(
-                "PRAGMA user_version = {before_marks};
-                 INSERT INTO events (node_id, pot_id, pot_type, event_type, ts, received_at, src_ip, data, seq)
-                 VALUES (1, 'p', 'cowrie', 'login', 1, 0, NULL, '{{}}', 7),
-                        (1, 'p', 'cowrie', 'login', 2, 0, NULL, '{{}}', 9),
-                        (2, 'p', 'cowrie', 'login', 3, 0, NULL, '{{}}', 4),
-                        (3, 'p', 'cowrie', 'login', 4, 0, NULL, '{{}}', NULL);"
-            ))
-            .unwrap();
+        let mut connection = database_at_migration(
+            6,
+            "INSERT INTO events (node_id, pot_id, pot_type, event_type, ts, received_at, src_ip, data, seq)
+             VALUES (1, 'p', 'cowrie', 'login', 1, 0, NULL, '{}', 7),
+                    (1, 'p', 'cowrie', 'login', 2, 0, NULL, '{}', 9),
+                    (2, 'p', 'cowrie', 'login', 3, 0, NULL, '{}', 4),
+                    (3, 'p', 'cowrie', 'login', 4, 0, NULL, '{}', NULL);",
+        );
         migrate(&mut connection).unwrap();
         let marks: Vec<(i64, i64)> = connection
             .prepare("SELECT node_id, last_seq FROM node_sequences ORDER BY node_id")
@@ -1314,20 +1320,13 @@ mod tests {
     /// event: the migration moves the old index's entries into the first partition.
     #[test]
     fn the_old_source_index_becomes_the_first_partition() {
-        let mut connection = Connection::open_in_memory().unwrap();
-        let before_partitions = 5;
-        for migration in &MIGRATIONS[..before_partitions] {
-            connection.execute_batch(migration).unwrap();
-        }
-        connection
-            .execute_batch(&format!(
-                "PRAGMA user_version = {before_partitions};
-                 INSERT INTO events (node_id, pot_id, pot_type, event_type, ts, received_at, src_ip, data)
-                 VALUES (1, 'p', 'cowrie', 'login', 30, 0, '203.0.113.7', '{{}}'),
-                        (1, 'p', 'cowrie', 'login', 10, 0, NULL, '{{}}'),
-                        (1, 'p', 'cowrie', 'login', 20, 0, '198.51.100.4', '{{}}');"
-            ))
-            .unwrap();
+        let mut connection = database_at_migration(
+            5,
+            "INSERT INTO events (node_id, pot_id, pot_type, event_type, ts, received_at, src_ip, data)
+             VALUES (1, 'p', 'cowrie', 'login', 30, 0, '203.0.113.7', '{}'),
+                    (1, 'p', 'cowrie', 'login', 10, 0, NULL, '{}'),
+                    (1, 'p', 'cowrie', 'login', 20, 0, '198.51.100.4', '{}');",
+        );
         migrate(&mut connection).unwrap();
         let partition: (i64, i64, i64, i64) = connection
             .query_row(

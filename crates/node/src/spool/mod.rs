@@ -308,8 +308,8 @@ impl Spool {
     }
 }
 
-/// Spooled events as read: their payloads (see [`decode_event`]) back to back in one buffer that is reused from
-/// batch to batch, so reading allocates nothing per event.
+/// Spooled events as read: their payloads (see [`decode_event`]) back to back in one buffer
+/// that is reused from batch to batch, so reading allocates nothing per event.
 #[derive(Debug, Default)]
 pub(crate) struct SpooledBatch {
     payloads: Vec<u8>,

@@ -334,10 +334,12 @@ pub(crate) async fn run_spool_writer(
         writer = returned_writer;
         events.clear();
         batch = events;
-        context.metrics.spool_appended.add(report.appended);
+        // The sync is counted first: whoever sees the appended count move finds its sync
+        // counted already.
         if report.appended > 0 {
             context.metrics.spool_syncs.increment();
         }
+        context.metrics.spool_appended.add(report.appended);
         context
             .metrics
             .spool_size_bytes

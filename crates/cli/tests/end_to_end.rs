@@ -123,6 +123,13 @@ async fn the_integration_guide_snippet_reaches_the_api_within_five_seconds() {
         "the admin token is printed:\n{}",
         up.log()
     );
+    // The local node enrolled with a token made for it: nothing else on the machine (a
+    // honeypot's user included) can enroll a node on `up`'s Core.
+    let refusal = register_raw(ports.node_port, 424_242).await;
+    assert!(
+        refusal.contains("\"accepted\":false") && refusal.contains("requires an enrollment token"),
+        "{refusal}"
+    );
     wait_for_port("127.0.0.1:9100".parse().unwrap()).await;
     let started = Instant::now();
     run_guide_snippet();
@@ -464,4 +471,29 @@ async fn tokens_are_created_with_the_core_binary_and_used_by_the_cli() {
         !ok && output.contains("401") && output.contains("missing API token"),
         "{output}"
     );
+}
+
+/// Sends a `NodeRegistration` without code or token for `node_id` and returns the Core's
+/// first answer line.
+async fn register_raw(node_port: u16, node_id: u64) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", node_port))
+        .await
+        .unwrap();
+    let registration = json!({"version": 2, "message": {"NodeRegistration": {
+        "node_id": node_id, "node_name": "intruder", "address": "127.0.0.1", "port": 0,
+        "node_type": "Agent"}}});
+    stream
+        .write_all(format!("{registration}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::BufReader::new(stream).read_line(&mut answer),
+    )
+    .await
+    .expect("the core answers within 10 s")
+    .unwrap();
+    answer
 }

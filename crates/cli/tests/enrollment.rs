@@ -172,3 +172,72 @@ async fn a_node_enrolls_over_tls_with_a_token_returns_with_totp_and_is_cut_off_w
     );
     first.stop_with("TERM").await;
 }
+
+/// An impostor on the Core's port (the real Core is gone) reads what a node that enrolled
+/// before sends: a code, never its enrollment token again. And a node refuses to speak
+/// plaintext to a Core beyond this machine at all.
+#[tokio::test]
+async fn an_enrolled_node_never_shows_its_token_again_and_speaks_plaintext_only_on_loopback() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let mut core = start_core(
+        dir.path(),
+        &ports,
+        "[api]\nauth = \"tokens\"\n[server]\nenrollment = \"token\"\n",
+    );
+    let admin =
+        read_file_when_written(dir.path().join("core-data/admin-token"), "the admin token").await;
+    let created = honeybee(&ports, &admin, &["enroll", "create", "--uses", "5"]);
+    let token = created
+        .split_whitespace()
+        .find(|word| word.starts_with("hbe_"))
+        .unwrap_or_else(|| panic!("no token in {created:?}"))
+        .to_owned();
+    let mut node = start_node_with(
+        dir.path(),
+        &ports,
+        free_port(),
+        &format!("auth:\n  enrollment_token: \"{token}\"\n"),
+    );
+    wait_for_online_node(&authorized_client(&admin), &ports.api_base()).await;
+    core.kill_hard();
+
+    // The impostor takes the port; the node, still configured with its token, reconnects.
+    let impostor = eventually(Duration::from_secs(10), "the core's port free", || async {
+        tokio::net::TcpListener::bind(("127.0.0.1", ports.node_port))
+            .await
+            .ok()
+    })
+    .await;
+    let (connection, _) = tokio::time::timeout(Duration::from_secs(15), impostor.accept())
+        .await
+        .expect("the node reconnects")
+        .unwrap();
+    let mut registration = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::io::BufReader::new(connection).read_line(&mut registration),
+    )
+    .await
+    .expect("the node registers")
+    .unwrap();
+    assert!(registration.contains("NodeRegistration"), "{registration}");
+    assert!(registration.contains("totp_code"), "{registration}");
+    assert!(
+        !registration.contains(&token) && !registration.contains("enrollment_token"),
+        "an enrolled node sent its token: {registration}"
+    );
+    node.stop_with("TERM").await;
+
+    // Plaintext to a Core that is not on this machine: refused before any connection.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee-node"))
+        .args(["--data-dir"])
+        .arg(dir.path().join("remote-node"))
+        .args(["--core", "192.0.2.10:9001", "--event-port", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("tls.allow_plaintext"), "{stderr}");
+}

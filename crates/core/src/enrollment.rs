@@ -5,10 +5,9 @@
 //! Invariant: a registration is accepted only after this module said so, and before the
 //! session registry or the store learn anything about the connection.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use honeybee_protocol::{
@@ -19,6 +18,7 @@ use honeybee_store::{EnrollmentOutcome, Store, StoreError};
 use rand::RngCore;
 
 use crate::config::EnrollmentPolicy;
+use crate::guess_limiter::GuessLimiter;
 use crate::tokens::token_hash;
 
 /// A registration the authenticator let through.
@@ -41,53 +41,10 @@ impl Refusal {
     }
 }
 
-/// Invalid codes from one address for one node id before it must wait.
-const FREE_FAILURES: u32 = 3;
-/// The first wait; it doubles with every further invalid code, up to [`LONGEST_LOCKOUT`].
-const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
-const LONGEST_LOCKOUT: Duration = Duration::from_secs(3600);
-/// Tracked (node id, address) pairs before expired entries are swept.
-const TRACKED_PAIRS: usize = 100_000;
-
-/// Slows down guessing of TOTP codes: a million codes, up to three valid at a time, would
-/// otherwise fall to a few minutes of guessing. Tracked per (node id, peer address), so a
-/// guesser elsewhere cannot lock the real node out; each invalid code past the free ones
-/// doubles the wait. A lockout refuses without looking at the code.
-#[derive(Default)]
-struct GuessLimiter {
-    failures: Mutex<HashMap<(u64, IpAddr), (u32, Instant)>>,
-}
-
-impl GuessLimiter {
-    /// How long this pair must still wait, if it is locked out.
-    fn locked_for(&self, node_id: u64, address: IpAddr) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, until) = failures.get(&(node_id, address))?;
-        until.checked_duration_since(Instant::now())
-    }
-
-    fn record_failure(&self, node_id: u64, address: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= TRACKED_PAIRS {
-            let now = Instant::now();
-            failures.retain(|_, (_, until)| *until > now);
-        }
-        let now = Instant::now();
-        let entry = failures.entry((node_id, address)).or_insert((0, now));
-        entry.0 += 1;
-        if entry.0 >= FREE_FAILURES {
-            let doublings = (entry.0 - FREE_FAILURES).min(16);
-            entry.1 = now + (FIRST_LOCKOUT * 2u32.pow(doublings)).min(LONGEST_LOCKOUT);
-        }
-    }
-
-    fn record_success(&self, node_id: u64, address: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(node_id, address));
-    }
-}
+/// How long an openly enrolled node id whose secret never came back may be enrolled again
+/// without a token (the acknowledgement carrying it was lost). Its enrolling session confirms
+/// the secret with its very next message, so a real node needs this only after a lost ack.
+pub(crate) const OPEN_REISSUE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Whether an enrollment is the node's first, or a repeat because the secret it was given
 /// never came back as a code (the acknowledgement may have been lost on the way).
@@ -131,8 +88,9 @@ impl NodeAuthenticator {
                 "revoked",
                 format!("node {node_id} is revoked; it may not register again (enroll it under a new node id)"),
             )),
-            // Enrolled, but the secret never reached the node (no code yet): it may enroll
-            // again under the same rules, which the store checks.
+            // Enrolled, but the node never showed that the secret reached it: it may be given
+            // a new one at the price of a token use (or, open, only briefly), which the
+            // store decides in one transaction.
             Some(credential) if !credential.confirmed && registration.totp_code.is_none() => {
                 self.enroll(registration, now, EnrollmentAttempt::Again).await
             }
@@ -161,7 +119,7 @@ impl NodeAuthenticator {
                     self.guesses.record_failure(node_id, peer);
                     return Err(Refusal::new(
                         "totp_invalid",
-                        format!("totp_code {code:?} is not valid for node {node_id} now (check that the node's clock is right)"),
+                        format!("the totp_code is not valid for node {node_id} now (check that the node's clock is right)"),
                     ));
                 };
                 if !self
@@ -173,7 +131,7 @@ impl NodeAuthenticator {
                     self.guesses.record_failure(node_id, peer);
                     return Err(Refusal::new(
                         "totp_replayed",
-                        format!("totp_code {code:?} for node {node_id} was already used (or an older one); each code registers once"),
+                        format!("the totp_code for node {node_id} was already used (or an older one); each code registers once"),
                     ));
                 }
                 self.guesses.record_success(node_id, peer);
@@ -198,7 +156,7 @@ impl NodeAuthenticator {
                 None => {
                     let message = match attempt {
                         EnrollmentAttempt::First => format!("node {node_id} is not enrolled and this core requires an enrollment token (create one with `honeybee enroll create`, give it to the node as auth.enrollment_token)"),
-                        EnrollmentAttempt::Again => format!("node {node_id} was enrolled but has not yet registered with a totp_code; send one, or present the same enrollment token again to receive a new secret"),
+                        EnrollmentAttempt::Again => format!("node {node_id} was enrolled but has not yet registered with a totp_code; send one, or present a usable enrollment token to receive a new secret (this spends one of its uses)"),
                     };
                     return Err(Refusal::new("enrollment_token_missing", message));
                 }
@@ -209,7 +167,7 @@ impl NodeAuthenticator {
         let totp_key = base32_encode(&secret);
         let outcome = self
             .store
-            .enroll_node(node_id, totp_key.clone(), token, now)
+            .enroll_node(node_id, totp_key.clone(), token, now, OPEN_REISSUE_WINDOW)
             .await
             .map_err(store_refusal)?;
         let problem = match outcome {
@@ -222,6 +180,12 @@ impl NodeAuthenticator {
                 return Err(Refusal::new(
                     "enrollment_race",
                     format!("node {node_id} was enrolled by another connection at the same time"),
+                ))
+            }
+            EnrollmentOutcome::ReissueWindowClosed => {
+                return Err(Refusal::new(
+                    "enrollment_closed",
+                    format!("node {node_id} was enrolled more than {} s ago and never used its secret; it may not enroll again without a token (give it a new node id, or an enrollment token)", OPEN_REISSUE_WINDOW.as_secs()),
                 ))
             }
             EnrollmentOutcome::TokenUnknown => "unknown",
@@ -242,33 +206,4 @@ fn store_refusal(error: StoreError) -> Refusal {
         "store_error",
         "the core could not check the node's credentials; retry later".into(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guessing_is_slowed_per_node_and_address_and_a_success_clears_it() {
-        let limiter = GuessLimiter::default();
-        let guesser: IpAddr = "203.0.113.9".parse().unwrap();
-        let node: IpAddr = "198.51.100.4".parse().unwrap();
-        for _ in 0..FREE_FAILURES - 1 {
-            limiter.record_failure(7, guesser);
-            assert_eq!(limiter.locked_for(7, guesser), None);
-        }
-        limiter.record_failure(7, guesser);
-        let first = limiter.locked_for(7, guesser).expect("locked out");
-        assert!(first <= FIRST_LOCKOUT && first > FIRST_LOCKOUT / 2);
-        limiter.record_failure(7, guesser);
-        assert!(
-            limiter.locked_for(7, guesser).unwrap() > FIRST_LOCKOUT,
-            "doubles"
-        );
-        // The real node elsewhere, and other node ids, are not affected.
-        assert_eq!(limiter.locked_for(7, node), None);
-        assert_eq!(limiter.locked_for(8, guesser), None);
-        limiter.record_success(7, guesser);
-        assert_eq!(limiter.locked_for(7, guesser), None);
-    }
 }

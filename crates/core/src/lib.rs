@@ -12,6 +12,7 @@ pub mod config;
 mod delivery;
 mod enrollment;
 mod event_writer;
+mod guess_limiter;
 mod metrics;
 mod node_link;
 mod sessions;
@@ -72,10 +73,26 @@ pub struct RunningCore {
     /// The admin token created on the first start with token authentication (also written
     /// to `<data_dir>/admin-token`); `None` on later starts.
     pub initial_admin_token: Option<String>,
+    store: Arc<dyn Store>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningCore {
+    /// A new enrollment token for one node, valid for `ttl`, for a node started together
+    /// with this Core (`honeybee up`): so that Core needs no open enrollment, which would let
+    /// anything on the machine — a honeypot's user included — enroll nodes.
+    pub async fn create_enrollment_token(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<String, CoreError> {
+        let now = chrono::Utc::now();
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let created =
+            tokens::create_enrollment_token(self.store.as_ref(), name, 1, now + ttl, now).await?;
+        Ok(created.token)
+    }
+
     /// Waits until the Core has stopped after its shutdown token was cancelled.
     pub async fn wait(self) -> Result<(), CoreError> {
         for task in self.tasks {
@@ -187,7 +204,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     let api_state = Arc::new(api::ApiState {
-        store,
+        store: store.clone(),
         sessions,
         commands,
         auth: config.api.auth,
@@ -215,6 +232,7 @@ pub async fn start(
         node_address,
         api_address,
         initial_admin_token,
+        store,
         tasks: vec![nodes, writer, api],
     })
 }

@@ -164,6 +164,9 @@ struct Session {
     last_state_write: Option<(NodeState, Instant)>,
     /// The last status written per pot, to skip identical repeats.
     pot_statuses: HashMap<String, (PotState, Option<String>)>,
+    /// This session enrolled the node and the node has not spoken since the ack that carried
+    /// its secret; its next message shows the secret arrived.
+    secret_unconfirmed: bool,
 }
 
 /// What to do after a message.
@@ -328,6 +331,7 @@ impl NodeLink {
                 }
             };
         };
+        self.confirm_secret_once(node_id).await;
         let now = Utc::now();
         match message {
             Message::PotEvent(event) => {
@@ -397,6 +401,29 @@ impl NodeLink {
             }
         }
         Flow::Continue
+    }
+
+    /// The node spoke after the ack that carried its new secret, so the secret arrived: from
+    /// now on its id registers with a TOTP code only (nobody can be handed a new secret for
+    /// it, with or without a token).
+    async fn confirm_secret_once(&mut self, node_id: u64) {
+        let Some(session) = self
+            .session
+            .as_mut()
+            .filter(|session| session.secret_unconfirmed)
+        else {
+            return;
+        };
+        session.secret_unconfirmed = false;
+        match self.context.store.confirm_node_credential(node_id).await {
+            Ok(()) => tracing::debug!(
+                node_id,
+                "the enrolled node confirmed that it holds its secret"
+            ),
+            Err(error) => {
+                tracing::error!(node_id, %error, "recording that a node holds its secret failed; it is confirmed by its first TOTP code instead")
+            }
+        }
     }
 
     async fn register(&mut self, registration: NodeRegistration) -> Flow {
@@ -514,6 +541,7 @@ impl NodeLink {
             last_touch: Instant::now(),
             last_state_write: None,
             pot_statuses: HashMap::new(),
+            secret_unconfirmed: authenticated.new_totp_key.is_some(),
         });
         self.context.metrics.registrations_accepted.increment();
         self.context.metrics.node_sessions_active.increment();

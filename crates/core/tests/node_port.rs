@@ -165,6 +165,20 @@ impl RawPeer {
         }
     }
 
+    /// Connects from another loopback address (all of 127/8 is this machine), as a peer
+    /// on another host would.
+    async fn connect_from(core: &TestCore, source: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))
+            .unwrap();
+        RawPeer {
+            stream: socket.connect(core.node_address).await.unwrap(),
+            decoder: EnvelopeDecoder::default(),
+            secrets: core.secrets.clone(),
+        }
+    }
+
     async fn send(&mut self, text: &str) {
         self.stream.write_all(text.as_bytes()).await.unwrap();
     }
@@ -209,17 +223,20 @@ impl RawPeer {
         }
     }
 
-    /// Expects a refusal whose message contains `needle`, then the connection's end.
-    async fn expect_refused(&mut self, needle: &str) {
-        match self.receive().await {
+    /// Expects a refusal whose message contains `needle`, then the connection's end;
+    /// returns the refusal's text.
+    async fn expect_refused(&mut self, needle: &str) -> String {
+        let message = match self.receive().await {
             Some(Message::RegistrationAck(ack)) => {
                 assert!(!ack.accepted, "{ack:?}");
                 let message = ack.message.unwrap_or_default();
                 assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+                message
             }
             other => panic!("expected a refusing RegistrationAck, got {other:?}"),
-        }
+        };
         self.expect_closed().await;
+        message
     }
 
     async fn expect_closed(&mut self) {
@@ -755,17 +772,36 @@ async fn nodes_enroll_with_a_token_then_prove_themselves_with_unreplayable_totp_
         "a token's secret is shown once: {listed}"
     );
 
-    // Until the node has used its secret, a registration without code is asked for one
-    // (or for the token again, in case the acknowledgement carrying the secret was lost).
+    // Until the node has used its secret, a registration without code is asked for one or
+    // for a usable token: the spent one no longer gives anybody a new secret for its id.
     let mut unconfirmed = RawPeer::connect(&core).await;
     unconfirmed.send(&registration(501, "sensor-a")).await;
     unconfirmed
         .expect_refused("has not yet registered with a totp_code")
         .await;
+    let mut spent_token = RawPeer::connect(&core).await;
+    spent_token
+        .send(&registration_with(501, "sensor-a", None, Some(&token)))
+        .await;
+    spent_token.expect_refused("used up").await;
+    // A new secret (the ack carrying the first one was lost) costs a use of a live token.
+    let (_, second_token) = core
+        .send_json(
+            post.clone(),
+            "/api/v1/enrollment-tokens",
+            json!({"uses": 1}),
+        )
+        .await;
+    let second_token = second_token["token"].as_str().unwrap().to_owned();
     let first_secret = core.secrets.lock().unwrap()[&501].0.clone();
     let mut enrolls_again = RawPeer::connect(&core).await;
     enrolls_again
-        .send(&registration_with(501, "sensor-a", None, Some(&token)))
+        .send(&registration_with(
+            501,
+            "sensor-a",
+            None,
+            Some(&second_token),
+        ))
         .await;
     enrolls_again.expect_accepted(501).await;
     assert_ne!(
@@ -776,9 +812,11 @@ async fn nodes_enroll_with_a_token_then_prove_themselves_with_unreplayable_totp_
     // An enrolled node needs a code: a wrong one, a replayed one, or none are refused.
     let mut wrong_code = RawPeer::connect(&core).await;
     wrong_code
-        .send(&registration_with(501, "sensor-a", Some("12345x"), None))
+        .send(&registration_with(501, "sensor-a", Some("123456"), None))
         .await;
-    wrong_code.expect_refused("not valid").await;
+    // A code is never repeated back (refusals reach the logs).
+    let refusal = wrong_code.expect_refused("not valid").await;
+    assert!(!refusal.contains("123456"), "{refusal}");
     let code = next_totp_code(&core.secrets, 501).await.unwrap();
     let mut reconnected = RawPeer::connect(&core).await;
     reconnected
@@ -789,7 +827,8 @@ async fn nodes_enroll_with_a_token_then_prove_themselves_with_unreplayable_totp_
     replay
         .send(&registration_with(501, "sensor-a", Some(&code), None))
         .await;
-    replay.expect_refused("already used").await;
+    let refusal = replay.expect_refused("already used").await;
+    assert!(!refusal.contains(&code), "{refusal}");
     let mut no_code = RawPeer::connect(&core).await;
     no_code.send(&registration(501, "sensor-a")).await;
     no_code.expect_refused("needs a totp_code").await;
@@ -955,4 +994,73 @@ async fn numbered_events_are_acknowledged_once_stored_and_repeats_are_stored_onc
     let mut core = core;
     core.stop_in_place().await;
     assert_eq!(core.stored_event_count().await, 100);
+}
+
+#[tokio::test]
+async fn a_peer_that_read_a_running_nodes_id_cannot_take_it_over_without_its_secret() {
+    // Open enrollment, as on a loopback Core: the attacker owns a pot on the sensor and read
+    // the node's id from its data directory.
+    let core = TestCore::start(|_| {}).await;
+    let mut node = RawPeer::connect(&core).await;
+    node.send(&registration(601, "sensor")).await;
+    node.expect_accepted(601).await;
+    // The node goes on talking after the ack that carried its secret.
+    node.send(
+        "{\"version\":2,\"message\":{\"NodeStatusUpdate\":{\"node_id\":601,\"status\":\"Running\"}}}\n",
+    )
+    .await;
+    eventually("the node running", || async {
+        (core.node(601).await["status"] == "Running").then_some(())
+    })
+    .await;
+
+    let mut attacker = RawPeer::connect(&core).await;
+    attacker.send(&registration(601, "sensor")).await;
+    attacker.expect_refused("needs a totp_code").await;
+    // The real node's session was not replaced: it still speaks and is still connected.
+    node.send(
+        "{\"version\":2,\"message\":{\"NodeStatusUpdate\":{\"node_id\":601,\"status\":\"Deploying\"}}}\n",
+    )
+    .await;
+    eventually("the node's next status", || async {
+        let node = core.node(601).await;
+        (node["status"] == "Deploying" && node["connected"] == true).then_some(())
+    })
+    .await;
+    drop(node);
+    core.stop().await;
+}
+
+#[tokio::test]
+async fn guessing_codes_from_many_addresses_spends_one_budget_for_the_node_id() {
+    let core = TestCore::start(|_| {}).await;
+    let mut node = RawPeer::connect(&core).await;
+    node.send(&registration(701, "sensor")).await;
+    node.expect_accepted(701).await;
+    drop(node);
+    // The node registers with a code from its address: that address is its own from now on.
+    let mut node = RawPeer::connect(&core).await;
+    node.register(701, "sensor").await;
+    drop(node);
+
+    // Ten addresses, one wrong code each: none reaches its own lockout, but together they
+    // spend the node id's budget.
+    for n in 0..10 {
+        let mut guesser = RawPeer::connect_from(&core, &format!("127.0.7.{}", n + 1)).await;
+        guesser
+            .send(&registration_with(701, "sensor", Some("000000"), None))
+            .await;
+        guesser.expect_refused("not valid").await;
+    }
+    let mut next_guesser = RawPeer::connect_from(&core, "127.0.7.200").await;
+    next_guesser
+        .send(&registration_with(701, "sensor", Some("000000"), None))
+        .await;
+    next_guesser
+        .expect_refused("too many invalid totp codes")
+        .await;
+    // The real node, from its own address, still registers.
+    let mut node = RawPeer::connect(&core).await;
+    node.register(701, "sensor").await;
+    core.stop().await;
 }

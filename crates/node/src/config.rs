@@ -132,6 +132,19 @@ impl ServerSection {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.connect_timeout)
     }
+
+    /// Whether `address` names this machine: `localhost` or a loopback IP address. A name
+    /// is not resolved here, so any other name counts as remote.
+    pub fn is_loopback(&self) -> bool {
+        let Some((host, _)) = self.address.rsplit_once(':') else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    }
 }
 
 /// `tls:` TLS 1.3 to the Core. With `enabled`, the Core is verified against `ca_file` or the
@@ -154,6 +167,10 @@ pub struct TlsSection {
     pub server_name: Option<String>,
     /// Trust any certificate: encryption without authentication. Warned about loudly.
     pub insecure_skip_verify: bool,
+    /// Speak plaintext to a Core that is not on this machine. Default false: without TLS a
+    /// node talks only to a loopback Core, because anyone on the path could read its
+    /// enrollment token and codes and, posing as the Core, send it commands.
+    pub allow_plaintext: bool,
 }
 
 /// `auth:` how the node proves itself to the Core: an enrollment token the first time, then
@@ -486,6 +503,13 @@ impl NodeConfig {
                 "needs tls.ca_file or tls.ca_fingerprint to know the core (or, insecurely, tls.insecure_skip_verify)",
             ));
         }
+        if !self.tls.enabled && !self.tls.allow_plaintext && !self.server.is_loopback() {
+            return Err(invalid(
+                "server.address",
+                self.server.address.clone(),
+                "is not a loopback address and tls.enabled is false: turn TLS on (tls.enabled with tls.ca_fingerprint), or set tls.allow_plaintext if the network is entirely yours",
+            ));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(invalid(
                 "tls.cert_file",
@@ -646,6 +670,12 @@ log:
 "#,
         )
         .unwrap();
+        // The documented file reads as it is; it names a remote Core without TLS, which a
+        // node refuses until told that the network is trusted.
+        let refusal = config.validate().unwrap_err().to_string();
+        assert!(refusal.contains("tls.allow_plaintext"), "{refusal}");
+        let mut config = config;
+        config.tls.allow_plaintext = true;
         config.validate().unwrap();
         assert_eq!(config.node.name, "my-node");
         assert_eq!(config.server.address, "manager.example.com:9001");
@@ -660,6 +690,24 @@ log:
         config.validate().unwrap();
         assert_eq!(config.ingest.port, 9100);
         assert_eq!(config.server.address, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn plaintext_to_a_core_beyond_this_machine_needs_an_explicit_yes() {
+        let remote = NodeConfig::from_yaml("server:\n  address: 192.0.2.10:9001\n").unwrap();
+        let error = remote.validate().unwrap_err().to_string();
+        assert!(error.contains("tls.allow_plaintext"), "{error}");
+        let named = NodeConfig::from_yaml("server:\n  address: core.example.org:9001\n").unwrap();
+        assert!(named.validate().is_err(), "a name is not known to be local");
+        for local in ["127.0.0.1:9001", "localhost:9001", "[::1]:9001"] {
+            let yaml = format!("server:\n  address: \"{local}\"\n");
+            NodeConfig::from_yaml(&yaml).unwrap().validate().unwrap();
+        }
+        let allowed = NodeConfig::from_yaml(
+            "server:\n  address: 192.0.2.10:9001\ntls:\n  allow_plaintext: true\n",
+        )
+        .unwrap();
+        allowed.validate().unwrap();
     }
 
     #[test]

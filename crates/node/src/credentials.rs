@@ -98,8 +98,9 @@ impl NodeCredentials {
     /// Core still accepts (one step back) that is newer than the last one used: so a node
     /// on a flapping link can register three times per 30 s step before it has to wait for
     /// the next. (A node whose clock runs behind has its first code refused; the next one
-    /// uses a newer step and passes.) The enrollment token goes along while one is
-    /// configured, so a node whose first acknowledgement was lost can enroll again.
+    /// uses a newer step and passes.) The enrollment token goes along only while the node
+    /// has no secret: once enrolled it is of no use to the node, and each registration that
+    /// carried it would show it to whoever can read the connection.
     pub async fn next_proof(&self) -> RegistrationProof {
         loop {
             let now_step = totp_step_at(unix_seconds());
@@ -120,7 +121,7 @@ impl NodeCredentials {
                     }
                     return RegistrationProof {
                         totp_code: Some(totp_code(&secret.bytes, step)),
-                        enrollment_token: self.enrollment_token.clone(),
+                        enrollment_token: None,
                     };
                 }
                 // `step - 1` must become the current step.
@@ -243,7 +244,11 @@ mod tests {
         );
         let now_step = totp_step_at(unix_seconds());
         let code_of = |step| Some(totp_code(&[7u8; TOTP_SECRET_BYTES], step));
-        let first = credentials.next_proof().await.totp_code;
+        let first_proof = credentials.next_proof().await;
+        if first_proof.enrollment_token.is_some() {
+            panic!("an enrolled node never shows its enrollment token again");
+        }
+        let first = first_proof.totp_code;
         let second = credentials.next_proof().await.totp_code;
         let third = credentials.next_proof().await.totp_code;
         // A restarted node remembers the secret and the steps it used: a fourth code would

@@ -101,7 +101,8 @@ pub struct NodeCredential {
     /// Codes of this step or older are refused (no replay).
     pub last_totp_step: u64,
     pub enrolled_at: DateTime<Utc>,
-    /// The node registered with a valid code at least once (so it has the secret).
+    /// The node has the secret: it registered with a valid code, or went on talking in the
+    /// session whose ack carried the secret.
     pub confirmed: bool,
     /// A revoked node is refused for good.
     pub revoked_at: Option<DateTime<Utc>>,
@@ -117,6 +118,9 @@ pub enum EnrollmentOutcome {
     TokenUsedUp,
     TokenExpired,
     TokenRevoked,
+    /// The node id was enrolled openly and never confirmed, and the time to enroll it again
+    /// without a token is over.
+    ReissueWindowClosed,
 }
 
 /// What the Core learns from an accepted registration.

@@ -1065,17 +1065,22 @@ impl Store for SqliteStore {
         totp_secret: String,
         token_hash: Option<String>,
         at: DateTime<Utc>,
+        open_reissue_window: std::time::Duration,
     ) -> Result<EnrollmentOutcome, StoreError> {
         self.with_writer(move |connection| {
             let transaction = write_transaction(connection)?;
-            // (enrolled with which token, confirmed by a first TOTP code, revoked)
-            let existing: Option<(Option<i64>, bool, bool)> = transaction
+            // (enrolled at, confirmed, revoked)
+            let existing: Option<(i64, bool, bool)> = transaction
                 .query_row(
-                    "SELECT enrolled_with, confirmed, revoked_at IS NOT NULL FROM node_credentials WHERE node_id = ?1",
+                    "SELECT enrolled_at, confirmed, revoked_at IS NOT NULL FROM node_credentials WHERE node_id = ?1",
                     [node_id_to_sql(node_id)],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()?;
+            // Only a secret that never reached its node may be replaced.
+            if matches!(existing, Some((_, confirmed, revoked)) if confirmed || revoked) {
+                return Ok(EnrollmentOutcome::AlreadyEnrolled);
+            }
             let mut token_id = None;
             if let Some(token_hash) = &token_hash {
                 let token: Option<(i64, i64, Option<i64>, Option<i64>)> = transaction
@@ -1094,34 +1099,44 @@ impl Store for SqliteStore {
                 if expires_at.is_some_and(|expires_at| expires_at <= micros(at)) {
                     return Ok(EnrollmentOutcome::TokenExpired);
                 }
-                // The enrollment of this very node with this token never reached it (the
-                // ack was lost): issue a new secret without spending another use.
-                let reissue = matches!(existing, Some((Some(enrolled_with), false, false)) if enrolled_with == id);
-                if !reissue {
-                    if existing.is_some() {
-                        return Ok(EnrollmentOutcome::AlreadyEnrolled);
-                    }
-                    if uses_left <= 0 {
-                        return Ok(EnrollmentOutcome::TokenUsedUp);
-                    }
-                    transaction.execute(
-                        "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
-                        [id],
-                    )?;
+                // A new secret for an id enrolled before costs a use too: a spent token
+                // must not let whoever holds it replace a node's secret.
+                if uses_left <= 0 {
+                    return Ok(EnrollmentOutcome::TokenUsedUp);
                 }
+                transaction.execute(
+                    "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+                    [id],
+                )?;
                 token_id = Some(id);
-            } else if !matches!(existing, None | Some((None, false, false))) {
-                return Ok(EnrollmentOutcome::AlreadyEnrolled);
+            } else if let Some((enrolled_at, _, _)) = existing {
+                let window = i64::try_from(open_reissue_window.as_micros()).unwrap_or(i64::MAX);
+                if enrolled_at.saturating_add(window) <= micros(at) {
+                    return Ok(EnrollmentOutcome::ReissueWindowClosed);
+                }
             }
+            // An open re-issue keeps the first enrollment's time, so its window never grows.
             transaction.execute(
                 "INSERT INTO node_credentials (node_id, totp_secret, last_totp_step, enrolled_at, enrolled_with, confirmed) \
                  VALUES (?1, ?2, 0, ?3, ?4, 0) \
                  ON CONFLICT (node_id) DO UPDATE SET totp_secret = excluded.totp_secret, \
-                 last_totp_step = 0, enrolled_at = excluded.enrolled_at",
+                 last_totp_step = 0, enrolled_with = COALESCE(excluded.enrolled_with, enrolled_with), \
+                 enrolled_at = CASE WHEN excluded.enrolled_with IS NULL THEN enrolled_at ELSE excluded.enrolled_at END",
                 params![node_id_to_sql(node_id), totp_secret, micros(at), token_id],
             )?;
             transaction.commit()?;
             Ok(EnrollmentOutcome::Enrolled)
+        })
+        .await
+    }
+
+    async fn confirm_node_credential(&self, node_id: u64) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            connection.execute(
+                "UPDATE node_credentials SET confirmed = 1 WHERE node_id = ?1 AND confirmed = 0",
+                [node_id_to_sql(node_id)],
+            )?;
+            Ok(())
         })
         .await
     }

@@ -74,18 +74,24 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_enrollment_token(&self, id: u64, at: DateTime<Utc>)
         -> Result<bool, StoreError>;
 
-    /// Enrolls a node in one transaction: when `token_hash` is given, one use of that valid
-    /// token is consumed; the credential is stored only if the node id has none yet. A node
-    /// whose credential was never confirmed by a TOTP code (the ack carrying its secret was
-    /// lost) may enroll again with the same token (or, enrolled openly, without one): it
-    /// gets a new secret and no further use is spent.
+    /// Enrolls a node in one transaction. With `token_hash`, one use of that valid token is
+    /// consumed, always. A node id whose credential was never confirmed (see
+    /// [`Store::confirm_node_credential`]; the ack carrying its secret may have been lost) may
+    /// be given a new secret again: with a token, at the price of another use; without one
+    /// (open enrollment), only while its enrollment is younger than `open_reissue_window`.
+    /// A confirmed or revoked id is never enrolled again.
     async fn enroll_node(
         &self,
         node_id: u64,
         totp_secret: String,
         token_hash: Option<String>,
         at: DateTime<Utc>,
+        open_reissue_window: std::time::Duration,
     ) -> Result<EnrollmentOutcome, StoreError>;
+
+    /// Marks the node's credential as delivered: the session it enrolled on went on talking
+    /// after the ack that carried the secret. From then on only a TOTP code registers it.
+    async fn confirm_node_credential(&self, node_id: u64) -> Result<(), StoreError>;
 
     async fn node_credential(&self, node_id: u64) -> Result<Option<NodeCredential>, StoreError>;
 

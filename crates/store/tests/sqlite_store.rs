@@ -450,14 +450,9 @@ async fn enrollment_tokens_are_consumed_once_per_use_and_honour_expiry_and_revoc
             format!("SECRET{node_id}"),
             hash.map(Into::into),
             now,
+            WINDOW,
         )
     };
-    assert_eq!(
-        enroll(1, Some("two")).await.unwrap(),
-        EnrollmentOutcome::Enrolled
-    );
-    // The ack with node 1's secret was lost: the same token issues a new one, free of charge;
-    // another token may not.
     assert_eq!(
         enroll(1, Some("two")).await.unwrap(),
         EnrollmentOutcome::Enrolled
@@ -478,6 +473,12 @@ async fn enrollment_tokens_are_consumed_once_per_use_and_honour_expiry_and_revoc
     );
     assert_eq!(
         enroll(3, Some("two")).await.unwrap(),
+        EnrollmentOutcome::TokenUsedUp
+    );
+    // A new secret for node 2, whose first one was never confirmed, costs a use too: the
+    // spent token no longer gives one.
+    assert_eq!(
+        enroll(2, Some("two")).await.unwrap(),
         EnrollmentOutcome::TokenUsedUp
     );
     assert_eq!(
@@ -504,6 +505,78 @@ async fn enrollment_tokens_are_consumed_once_per_use_and_honour_expiry_and_revoc
     assert_eq!(store.node_credential(4).await.unwrap(), None);
 }
 
+/// How long an openly enrolled, unconfirmed id may be given a new secret without a token.
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[tokio::test]
+async fn an_unconfirmed_secret_is_reissued_only_with_a_new_token_use_or_briefly_when_open() {
+    use honeybee_store::{EnrollmentOutcome, NewEnrollmentToken};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let now = base_time();
+    store
+        .create_enrollment_token(NewEnrollmentToken {
+            token_hash: "three".into(),
+            name: "three".into(),
+            uses: 3,
+            expires_at: None,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    let enroll = |node_id: u64, hash: Option<&str>, at| {
+        store.enroll_node(
+            node_id,
+            format!("S{node_id}"),
+            hash.map(Into::into),
+            at,
+            WINDOW,
+        )
+    };
+    // Open enrollment: within the window the lost ack is made good; after it, never again,
+    // and a later re-issue does not move the window.
+    assert_eq!(
+        enroll(5, None, now).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    let inside = now + Duration::seconds(50);
+    assert_eq!(
+        enroll(5, None, inside).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    let after = now + Duration::seconds(61);
+    assert_eq!(
+        enroll(5, None, after).await.unwrap(),
+        EnrollmentOutcome::ReissueWindowClosed
+    );
+    // A confirmed credential is settled even inside the window.
+    assert_eq!(
+        enroll(6, None, now).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    store.confirm_node_credential(6).await.unwrap();
+    assert!(store.node_credential(6).await.unwrap().unwrap().confirmed);
+    assert_eq!(
+        enroll(6, None, inside).await.unwrap(),
+        EnrollmentOutcome::AlreadyEnrolled
+    );
+    // With a token, each new secret costs a use, window or not.
+    assert_eq!(
+        enroll(7, Some("three"), now).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    assert_eq!(
+        enroll(7, Some("three"), after).await.unwrap(),
+        EnrollmentOutcome::Enrolled
+    );
+    assert_eq!(
+        store.node_credential(7).await.unwrap().unwrap().totp_secret,
+        "S7"
+    );
+    let uses_left = store.list_enrollment_tokens().await.unwrap()[0].uses_left;
+    assert_eq!(uses_left, 1);
+}
+
 #[tokio::test]
 async fn the_database_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
@@ -517,7 +590,7 @@ async fn the_database_file_is_readable_by_its_owner_only() {
     }
     let store = SqliteStore::open(&options(&dir)).unwrap();
     store
-        .enroll_node(1, "S".into(), None, base_time())
+        .enroll_node(1, "S".into(), None, base_time(), WINDOW)
         .await
         .unwrap();
     for suffix in ["", "-wal", "-shm"] {
@@ -532,7 +605,10 @@ async fn a_totp_step_is_used_once_and_a_revoked_node_uses_none() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&options(&dir)).unwrap();
     let now = base_time();
-    store.enroll_node(7, "S".into(), None, now).await.unwrap();
+    store
+        .enroll_node(7, "S".into(), None, now, WINDOW)
+        .await
+        .unwrap();
     assert!(store.use_totp_step(7, 100).await.unwrap());
     assert!(!store.use_totp_step(7, 100).await.unwrap(), "replayed step");
     assert!(!store.use_totp_step(7, 99).await.unwrap(), "older step");
@@ -555,7 +631,10 @@ async fn a_totp_step_is_used_once_and_a_revoked_node_uses_none() {
     // An id that never enrolled is revoked too and can no longer enroll.
     store.revoke_node(9, now).await.unwrap();
     assert_eq!(
-        store.enroll_node(9, "S".into(), None, now).await.unwrap(),
+        store
+            .enroll_node(9, "S".into(), None, now, WINDOW)
+            .await
+            .unwrap(),
         honeybee_store::EnrollmentOutcome::AlreadyEnrolled
     );
 }

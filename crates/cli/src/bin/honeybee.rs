@@ -146,6 +146,9 @@ fn main() -> anyhow::Result<()> {
             })?;
             let mut core_config = CoreConfig::default();
             core_config.storage.data_dir = data_dir.join("core");
+            // Enrollment by token even on loopback: the local node gets one below, and
+            // nothing else on this machine (a honeypot's user, say) can enroll a node.
+            core_config.server.enrollment = Some(honeybee_core::config::EnrollmentPolicy::Token);
             core_config.server.node_port = node_port;
             core_config.server.backend_port = api_port;
             let mut node_config = NodeConfig::default();
@@ -213,6 +216,9 @@ async fn run_operator(operator: Operator, command: OperatorCommand) -> anyhow::R
     }
 }
 
+/// How long the local node of `honeybee up` has to enroll with the token made for it.
+const LOCAL_ENROLLMENT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 async fn run_up(core_config: CoreConfig, mut node_config: NodeConfig) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signals()?;
     // The core stops only after the node has forwarded what it holds and said goodbye.
@@ -221,6 +227,13 @@ async fn run_up(core_config: CoreConfig, mut node_config: NodeConfig) -> anyhow:
         .await
         .context("starting the core")?;
     node_config.server.address = core.node_address.to_string();
+    if !node_config.totp_secret_file().exists() {
+        let token = core
+            .create_enrollment_token("honeybee up: local node", LOCAL_ENROLLMENT_TTL)
+            .await
+            .context("creating the local node's enrollment token")?;
+        node_config.auth.enrollment_token = Some(token);
+    }
     let node = honeybee_node::start(node_config, shutdown)
         .await
         .context("starting the node")?;

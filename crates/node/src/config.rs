@@ -432,7 +432,7 @@ impl NodeConfig {
         if text.trim().is_empty() {
             return Ok(NodeConfig::default());
         }
-        serde_yaml::from_str(text).map_err(|error| error.to_string())
+        serde_saphyr::from_str(text).map_err(|error| error.to_string())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -682,6 +682,84 @@ log:
         assert_eq!(config.server.heartbeat_interval(), Duration::from_secs(30));
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.ingest, IngestSection::default());
+    }
+
+    /// Every key of README's node table, with a value other than its default, is read.
+    #[test]
+    fn every_documented_key_is_read() {
+        let config = NodeConfig::from_yaml(
+            r#"
+node: {name: n1, type: Agent, data_dir: /srv/hb}
+server:
+  address: "[::1]:9009"
+  heartbeat_interval: 15
+  reconnect_delay: 2.5
+  max_reconnect_delay: 30
+  connect_timeout: 4
+  max_envelope_bytes: 2097152
+tls:
+  enabled: true
+  ca_file: /srv/ca.pem
+  ca_fingerprint: "ab:cd"
+  server_name: core.internal
+  insecure_skip_verify: false
+  allow_plaintext: false
+  cert_file: /srv/node.pem
+  key_file: /srv/node.key
+auth:
+  enrollment_token: hbe_123
+  totp_secret_file: /srv/totp
+  totp_enabled: true
+honeypot:
+  enabled: false
+  base_dir: /srv/pots
+  potstore: /srv/potstore
+  python: /usr/local/bin/python3
+  run_as: bees
+  stop_grace: 3
+  restart_backoff: 0.5
+  log_max_bytes: 4096
+  log_files: 2
+  default_ssh_port: 2022
+  default_telnet_port: 2023
+log: {level: debug, format: json}
+ingest:
+  host: 127.0.0.2
+  port: 9200
+  max_line_bytes: 8192
+  max_connections: 16
+  queue_capacity: 64
+  idle_timeout: 60
+  max_events_per_second: 500
+spool:
+  directory: /srv/spool
+  max_bytes: 10000000
+  segment_bytes: 1000000
+  sync_interval_ms: 5
+  full_policy: drop_oldest
+metrics: {listen: "127.0.0.1:9101"}
+"#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            (config.node.name.as_str(), config.node.node_type),
+            ("n1", NodeTypeSetting::Agent)
+        );
+        assert_eq!(config.server.address, "[::1]:9009");
+        assert_eq!(config.server.reconnect_delay, 2.5);
+        assert_eq!(config.tls.server_name.as_deref(), Some("core.internal"));
+        assert_eq!(config.auth.enrollment_token.as_deref(), Some("hbe_123"));
+        assert_eq!(config.honeypot.run_as, "bees");
+        assert_eq!(config.honeypot.default_telnet_port, 2023);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.ingest.max_events_per_second, 500);
+        assert_eq!(config.spool.full_policy, SpoolFullPolicy::DropOldest);
+        assert_eq!(config.spool.sync_interval_ms, 5);
+        assert_eq!(config.metrics.listen.as_deref(), Some("127.0.0.1:9101"));
+        // A misspelt key is an error that names it.
+        let error = NodeConfig::from_yaml("server:\n  adress: x:1\n").unwrap_err();
+        assert!(error.contains("adress"), "{error}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #   - php-cli (the PHP forwarder's tests) and rsyslog (the benchmark harness's reference,
 #     exercised by its smoke test), from Debian's packages;
 #   - an unprivileged user, honeybee-test: Cowrie refuses to run as root, and CI runs as root;
+#   - cargo-deny (the supply-chain check), from the crates registry;
 #   - a virtualenv with Cowrie and paramiko from PyPI, made with the system interpreter
 #     (/usr/bin/python3) so that user can execute it, plus the HoneyBee kit and plugin.
 # The virtualenv lives in $HONEYBEE_TEST_VENV (default /opt/honeybee-test/cowrie-venv).
@@ -28,6 +29,14 @@ if [ ! -x /usr/sbin/rsyslogd ]; then
     echo "setup: installing rsyslog"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
+fi
+
+# cargo-deny checks licences, duplicate crates and sources (deny.toml); built from the
+# crates registry once, pinned so every machine checks with the same rules.
+cargo_deny_version=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q "$cargo_deny_version"; then
+    echo "setup: installing cargo-deny $cargo_deny_version"
+    cargo install --quiet --locked cargo-deny --version "$cargo_deny_version"
 fi
 
 if ! id "$test_user" >/dev/null 2>&1; then

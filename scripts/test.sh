@@ -14,6 +14,9 @@ scripts/setup-test-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Supply chain: licences, duplicate crates, sources (deny.toml). The advisory database needs
+# the network: docs/security.md says how to run that check.
+cargo deny --locked check licenses bans sources
 # A short fuzz run of the wire parsers (scripts/fuzz.sh SECONDS for longer ones).
 scripts/fuzz.sh 15
 # Unit, integration and end-to-end tests (no doc-tests: the crates have none). The output is

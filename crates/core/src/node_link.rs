@@ -21,18 +21,19 @@ use honeybee_store::{
     NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord, PotState, Store,
     SOURCE_ADDRESS_KEYS,
 };
-use honeybee_telemetry::LogRateLimiter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::accept_loop::{accept_until_shutdown, AcceptSettings};
 use crate::commands::{CommandOutcome, CommandTracker};
+use crate::connection_limits::{ConnectionLimiter, ConnectionPermit};
 use crate::delivery::{DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
+use crate::peer_log::{peer_text, PeerKey, PeerLogLimiter};
 use crate::sessions::{OutgoingCommand, SessionHandle, SessionRegistry};
 
 /// The protocol extensions this Core speaks; a session uses those the node announced too.
@@ -73,79 +74,89 @@ pub(crate) struct LinkContext {
     pub authenticator: NodeAuthenticator,
     pub metrics: Arc<CoreMetrics>,
     pub max_envelope_bytes: usize,
+    /// The envelope cap until the connection registered.
+    pub max_unregistered_envelope_bytes: usize,
+    /// From accept to registered, TLS handshake included.
     pub handshake_timeout: Duration,
     /// Present when the node port speaks TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// A registered node silent this long is disconnected (its connection is presumed dead).
     pub idle_timeout: Duration,
-    pub log_limiter: LogRateLimiter,
+    /// Lines about peers, limited per peer (shared with the accept loop).
+    pub log_limiter: Arc<PeerLogLimiter>,
 }
 
-/// Accepts node connections until `shutdown`, then waits for every session to end.
+/// Accepts node connections until `shutdown` within `limiter`'s slots, then waits for
+/// every session to end.
 pub(crate) async fn run_node_listener(
     listener: TcpListener,
     context: Arc<LinkContext>,
-    max_connections: usize,
+    limiter: Arc<ConnectionLimiter>,
+    max_per_address: usize,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let tasks = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: pause instead of spinning.
-                    tracing::warn!(%error, "accepting a node connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        context.metrics.node_connections_accepted.increment();
-        let _ = stream.set_nodelay(true);
-        let context = context.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let (reader, writer): (ConnectionReader, ConnectionWriter) = match &context.tls {
-                None => {
-                    let (reader, writer) = stream.into_split();
+    let settings = AcceptSettings {
+        port_name: "node",
+        limiter,
+        max_per_address,
+        metrics: context.metrics.clone(),
+        log_limiter: context.log_limiter.clone(),
+    };
+    let sessions = accept_until_shutdown(
+        listener,
+        settings,
+        shutdown.clone(),
+        |stream, remote, permit| {
+            serve_node_connection(stream, remote, permit, context.clone(), shutdown.clone())
+        },
+    )
+    .await;
+    sessions.wait().await;
+}
+
+/// One node connection: the TLS handshake (when configured) and the session, with one
+/// deadline from accept to registration so a peer cannot spend it twice.
+async fn serve_node_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    permit: ConnectionPermit,
+    context: Arc<LinkContext>,
+    shutdown: CancellationToken,
+) {
+    context.metrics.node_connections_accepted.increment();
+    let _ = stream.set_nodelay(true);
+    let registration_deadline = Instant::now() + context.handshake_timeout;
+    let (reader, writer): (ConnectionReader, ConnectionWriter) = match &context.tls {
+        None => {
+            let (reader, writer) = stream.into_split();
+            (Box::new(reader), Box::new(writer))
+        }
+        Some(acceptor) => {
+            match tokio::time::timeout_at(registration_deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let (reader, writer) = tokio::io::split(tls);
                     (Box::new(reader), Box::new(writer))
                 }
-                Some(acceptor) => {
-                    match tokio::time::timeout(context.handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let (reader, writer) = tokio::io::split(tls);
-                            (Box::new(reader), Box::new(writer))
-                        }
-                        outcome => {
-                            context.metrics.registration_refused("tls_handshake");
-                            if let Some(suppressed) = context.log_limiter.allow() {
-                                let reason = match outcome {
-                                    Ok(Err(error)) => error.to_string(),
-                                    _ => "timed out".to_owned(),
-                                };
-                                tracing::warn!(%remote, reason, suppressed, "TLS handshake with a node failed");
-                            }
-                            drop(permit);
-                            return;
-                        }
+                outcome => {
+                    context.metrics.registration_refused("tls_handshake");
+                    let peer = PeerKey::Address(permit.address_group());
+                    if let Some(suppressed) = context.log_limiter.allow(&peer) {
+                        let reason = match outcome {
+                            Ok(Err(error)) => error.to_string(),
+                            _ => "timed out".to_owned(),
+                        };
+                        tracing::warn!(%remote, reason, suppressed, "TLS handshake with a node failed");
                     }
+                    return;
                 }
-            };
-            NodeLink::new(writer, remote, context)
-                .run(reader, shutdown)
-                .await;
-            drop(permit);
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
+            }
+        }
+    };
+    NodeLink::new(writer, remote, context)
+        .run(reader, registration_deadline, shutdown)
+        .await;
+    // The slot is held until the session is over.
+    drop(permit);
 }
 
 /// The registered identity of a session.
@@ -188,7 +199,9 @@ struct NodeLink {
 
 impl NodeLink {
     fn new(writer: ConnectionWriter, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
-        let decoder = EnvelopeDecoder::new(context.max_envelope_bytes);
+        // Small until the peer registered: an unauthenticated connection must not make
+        // the Core buffer a full-size envelope.
+        let decoder = EnvelopeDecoder::new(context.max_unregistered_envelope_bytes);
         NodeLink {
             writer: Some(writer),
             remote,
@@ -199,8 +212,12 @@ impl NodeLink {
         }
     }
 
-    async fn run(mut self, mut reader: ConnectionReader, shutdown: CancellationToken) {
-        let handshake_deadline = Instant::now() + self.context.handshake_timeout;
+    async fn run(
+        mut self,
+        mut reader: ConnectionReader,
+        handshake_deadline: Instant,
+        shutdown: CancellationToken,
+    ) {
         let mut read_buffer = vec![0u8; READ_BUFFER_START_BYTES];
         let mut graceful = false;
         let mut last_read = Instant::now();
@@ -366,13 +383,18 @@ impl NodeLink {
             Message::NodeEvent(event) => {
                 let kind = format!("{:?}", event.kind);
                 self.context.metrics.node_event(&kind);
-                let detail = event.message.as_deref().unwrap_or("");
-                match event.kind {
-                    NodeEventKind::Error | NodeEventKind::Alarm => {
-                        tracing::warn!(node_id, kind, detail, "node reported an event")
-                    }
-                    NodeEventKind::Started | NodeEventKind::Stopped => {
-                        tracing::info!(node_id, kind, detail, "node reported an event")
+                // A node decides how often and how much it reports: its lines are limited
+                // per node and cut short, so it can neither flood the log nor hide another
+                // node's reports.
+                if let Some(suppressed) = self.context.log_limiter.allow(&PeerKey::Node(node_id)) {
+                    let detail = peer_text(event.message.as_deref().unwrap_or(""));
+                    match event.kind {
+                        NodeEventKind::Error | NodeEventKind::Alarm => {
+                            tracing::warn!(node_id, kind, %detail, suppressed, "node reported an event")
+                        }
+                        NodeEventKind::Started | NodeEventKind::Stopped => {
+                            tracing::info!(node_id, kind, %detail, suppressed, "node reported an event")
+                        }
                     }
                 }
                 self.touch(node_id, now).await;
@@ -417,7 +439,7 @@ impl NodeLink {
             Ok(authenticated) => authenticated,
             Err(refusal) => {
                 self.context.metrics.registration_refused(refusal.reason);
-                if let Some(suppressed) = self.context.log_limiter.allow() {
+                if let Some(suppressed) = self.context.log_limiter.allow(&self.peer_key()) {
                     tracing::warn!(
                         node_id,
                         remote = %self.remote,
@@ -503,6 +525,9 @@ impl NodeLink {
                 .await;
             return Flow::Close;
         }
+        // Registered: from now on the node may send envelopes of the full size.
+        self.decoder
+            .set_max_envelope_bytes(self.context.max_envelope_bytes);
         self.session = Some(Session {
             node_id,
             session_id,
@@ -519,7 +544,7 @@ impl NodeLink {
         self.context.metrics.node_sessions_active.increment();
         tracing::info!(
             node_id,
-            node_name = %registration.node_name,
+            node_name = %peer_text(&registration.node_name),
             node_type = ?registration.node_type,
             remote = %self.remote,
             "node registered"
@@ -654,15 +679,23 @@ impl NodeLink {
 
     /// Hands a command's answer to the tracker; a successful uninstall also forgets the pot.
     async fn record_answer(&self, answer: CommandAnswer, now: DateTime<Utc>) {
-        tracing::info!(
-            node_id = answer.node_id,
-            command = %answer.command,
-            command_id = answer.command_id,
-            pot_id = answer.pot_id.as_deref(),
-            success = answer.success,
-            detail = answer.message.as_deref().unwrap_or(""),
-            "node answered a command"
-        );
+        // Answers are the node's text: limited per node and cut short like its other lines.
+        if let Some(suppressed) = self
+            .context
+            .log_limiter
+            .allow(&PeerKey::Node(answer.node_id))
+        {
+            tracing::info!(
+                node_id = answer.node_id,
+                command = %peer_text(&answer.command),
+                command_id = answer.command_id,
+                pot_id = answer.pot_id.as_deref().map(peer_text).as_deref(),
+                success = answer.success,
+                detail = %peer_text(answer.message.as_deref().unwrap_or("")),
+                suppressed,
+                "node answered a command"
+            );
+        }
         if answer.success && answer.command == "UninstallPot" {
             if let Some(pot_id) = &answer.pot_id {
                 if let Err(error) = self
@@ -725,7 +758,9 @@ impl NodeLink {
     }
 
     async fn send_refusal(&mut self, node_id: u64, reason: String) -> Result<(), ()> {
-        tracing::info!(remote = %self.remote, node_id, reason, "refusing node session");
+        if let Some(suppressed) = self.context.log_limiter.allow(&self.peer_key()) {
+            tracing::info!(remote = %self.remote, node_id, reason = %peer_text(&reason), suppressed, "refusing node session");
+        }
         self.write_message(&Message::RegistrationAck(RegistrationAck {
             node_id,
             accepted: false,
@@ -747,9 +782,20 @@ impl NodeLink {
         }
     }
 
+    /// Whom lines about this connection count against: the node once registered, its
+    /// address before.
+    fn peer_key(&self) -> PeerKey {
+        PeerKey::of(
+            self.session.as_ref().map(|session| session.node_id),
+            self.remote.ip(),
+        )
+    }
+
     fn warn_limited(&self, what: &str, detail: &dyn std::fmt::Display) {
-        if let Some(suppressed) = self.context.log_limiter.allow() {
+        if let Some(suppressed) = self.context.log_limiter.allow(&self.peer_key()) {
             let node_id = self.session.as_ref().map(|session| session.node_id);
+            let detail = detail.to_string();
+            let detail = peer_text(&detail);
             tracing::warn!(remote = %self.remote, ?node_id, %detail, suppressed, "{what}");
         }
     }

@@ -17,6 +17,7 @@ mod enrollment;
 mod event_writer;
 mod metrics;
 mod node_link;
+mod node_listener;
 mod peer_log;
 mod sessions;
 mod tls;
@@ -193,7 +194,7 @@ pub async fn start(
         idle_timeout: config.server.idle_timeout(),
         log_limiter: Arc::default(),
     });
-    let nodes = tokio::spawn(node_link::run_node_listener(
+    let nodes = tokio::spawn(node_listener::run_node_listener(
         node_listener,
         context,
         ConnectionLimiter::new(

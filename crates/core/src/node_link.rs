@@ -1,4 +1,4 @@
-//! The node port: accepts TCP connections and runs one Protocol v2 session per connection.
+//! One Protocol v2 session per node connection (`node_listener.rs` accepts them).
 //!
 //! A session is a small state machine: it waits (with a deadline) for a `NodeRegistration`,
 //! acknowledges it, and from then on stores what the node reports and writes the commands
@@ -22,14 +22,11 @@ use honeybee_store::{
     SOURCE_ADDRESS_KEYS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::accept_loop::{accept_until_shutdown, AcceptSettings};
 use crate::commands::{CommandOutcome, CommandTracker};
-use crate::connection_limits::{ConnectionLimiter, ConnectionPermit};
 use crate::delivery::{DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
@@ -86,79 +83,6 @@ pub(crate) struct LinkContext {
     pub log_limiter: Arc<PeerLogLimiter>,
 }
 
-/// Accepts node connections until `shutdown` within `limiter`'s slots, then waits for
-/// every session to end.
-pub(crate) async fn run_node_listener(
-    listener: TcpListener,
-    context: Arc<LinkContext>,
-    limiter: Arc<ConnectionLimiter>,
-    max_per_address: usize,
-    shutdown: CancellationToken,
-) {
-    let settings = AcceptSettings {
-        port_name: "node",
-        limiter,
-        max_per_address,
-        metrics: context.metrics.clone(),
-        log_limiter: context.log_limiter.clone(),
-    };
-    let sessions = accept_until_shutdown(
-        listener,
-        settings,
-        shutdown.clone(),
-        |stream, remote, permit| {
-            serve_node_connection(stream, remote, permit, context.clone(), shutdown.clone())
-        },
-    )
-    .await;
-    sessions.wait().await;
-}
-
-/// One node connection: the TLS handshake (when configured) and the session, with one
-/// deadline from accept to registration so a peer cannot spend it twice.
-async fn serve_node_connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    permit: ConnectionPermit,
-    context: Arc<LinkContext>,
-    shutdown: CancellationToken,
-) {
-    context.metrics.node_connections_accepted.increment();
-    let _ = stream.set_nodelay(true);
-    let registration_deadline = Instant::now() + context.handshake_timeout;
-    let (reader, writer): (ConnectionReader, ConnectionWriter) = match &context.tls {
-        None => {
-            let (reader, writer) = stream.into_split();
-            (Box::new(reader), Box::new(writer))
-        }
-        Some(acceptor) => {
-            match tokio::time::timeout_at(registration_deadline, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let (reader, writer) = tokio::io::split(tls);
-                    (Box::new(reader), Box::new(writer))
-                }
-                outcome => {
-                    context.metrics.registration_refused("tls_handshake");
-                    let peer = PeerKey::Address(permit.address_group());
-                    if let Some(suppressed) = context.log_limiter.allow(&peer) {
-                        let reason = match outcome {
-                            Ok(Err(error)) => error.to_string(),
-                            _ => "timed out".to_owned(),
-                        };
-                        tracing::warn!(%remote, reason, suppressed, "TLS handshake with a node failed");
-                    }
-                    return;
-                }
-            }
-        }
-    };
-    NodeLink::new(writer, remote, context)
-        .run(reader, registration_deadline, shutdown)
-        .await;
-    // The slot is held until the session is over.
-    drop(permit);
-}
-
 /// The registered identity of a session.
 struct Session {
     node_id: u64,
@@ -185,10 +109,10 @@ enum Flow {
 
 /// Either half of a node connection, whatever carries it (plain TCP today; a TLS stream
 /// fits the same shape).
-type ConnectionReader = Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync>;
-type ConnectionWriter = Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>;
+pub(crate) type ConnectionReader = Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync>;
+pub(crate) type ConnectionWriter = Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>;
 
-struct NodeLink {
+pub(crate) struct NodeLink {
     writer: Option<ConnectionWriter>,
     remote: SocketAddr,
     context: Arc<LinkContext>,
@@ -198,7 +122,7 @@ struct NodeLink {
 }
 
 impl NodeLink {
-    fn new(writer: ConnectionWriter, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
+    pub fn new(writer: ConnectionWriter, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
         // Small until the peer registered: an unauthenticated connection must not make
         // the Core buffer a full-size envelope.
         let decoder = EnvelopeDecoder::new(context.max_unregistered_envelope_bytes);
@@ -212,7 +136,9 @@ impl NodeLink {
         }
     }
 
-    async fn run(
+    /// Serves the session until it ends; `handshake_deadline` is when an unregistered
+    /// connection is closed (set at accept, so the TLS handshake counts against it).
+    pub async fn run(
         mut self,
         mut reader: ConnectionReader,
         handshake_deadline: Instant,
@@ -285,7 +211,9 @@ impl NodeLink {
                     };
                     last_read = Instant::now();
                     self.decoder.push(&read_buffer[..count]);
-                    if count == read_buffer.len() && read_buffer.len() < READ_BUFFER_MAX_BYTES {
+                    // Only a registered node's buffer grows: before, a peer is owed no more
+                    // memory than its registration needs.
+                    if registered && count == read_buffer.len() && read_buffer.len() < READ_BUFFER_MAX_BYTES {
                         read_buffer.resize(read_buffer.len() * 2, 0);
                     }
                     match self.drain_envelopes(&mut graceful).await {

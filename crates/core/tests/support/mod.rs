@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct TestCore {
     pub node_address: SocketAddr,
     pub api_address: SocketAddr,
+    /// Whether the API speaks TLS (`tls.api`).
+    api_tls: bool,
     shutdown: CancellationToken,
     running: Option<honeybee_core::RunningCore>,
     _dir: tempfile::TempDir,
@@ -33,6 +35,7 @@ impl TestCore {
         config.storage.data_dir = dir.path().to_path_buf();
         config.api.auth = honeybee_core::config::ApiAuth::None;
         adjust(&mut config);
+        let api_tls = config.tls.api;
         let shutdown = CancellationToken::new();
         let running = honeybee_core::start(config, shutdown.clone())
             .await
@@ -40,6 +43,7 @@ impl TestCore {
         TestCore {
             node_address: running.node_address,
             api_address: running.api_address,
+            api_tls,
             shutdown,
             running: Some(running),
             _dir: dir,
@@ -54,14 +58,27 @@ impl TestCore {
             .unwrap();
     }
 
+    /// The Core's state directory (its generated TLS CA is `tls/ca.pem`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// The value of the metric line starting with `series` (name and labels), if any.
     pub async fn metric(&self, series: &str) -> Option<u64> {
-        let (_, body) = http_request(
-            self.api_address,
-            "127.0.0.1",
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        )
-        .await;
+        let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let body = if self.api_tls {
+            let stream = connect_from("127.0.0.1", self.api_address).await;
+            let mut tls = tls_handshake(self, stream).await;
+            tls.write_all(request.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            // A TLS peer may close without close_notify; what was read still counts.
+            let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut response))
+                .await
+                .expect("the API answers within 10 s");
+            String::from_utf8_lossy(&response).into_owned()
+        } else {
+            http_request(self.api_address, "127.0.0.1", request).await.1
+        };
         body.lines()
             .find_map(|line| line.strip_prefix(series))
             .and_then(|value| value.trim().parse().ok())
@@ -189,4 +206,38 @@ pub fn registration(node_id: u64, name: &str) -> String {
 
 pub fn envelope(message: Value) -> String {
     json!({"version": 2, "message": message}).to_string() + "\n"
+}
+
+/// A TLS 1.3 client trusting the Core's generated CA (`<data_dir>/tls/ca.pem`).
+pub fn tls_connector(core: &TestCore) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in
+        rustls_pki_types::CertificateDer::pem_file_iter(core.data_dir().join("tls/ca.pem")).unwrap()
+    {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// Completes a TLS handshake with the Core over `stream`.
+pub async fn tls_handshake(
+    core: &TestCore,
+    stream: TcpStream,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tls_connector(core).connect(name, stream),
+    )
+    .await
+    .expect("the TLS handshake ends within 10 s")
+    .expect("the TLS handshake succeeds")
 }

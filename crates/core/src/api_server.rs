@@ -27,6 +27,11 @@ use crate::peer_log::{PeerKey, PeerLogLimiter};
 /// finishes its request would otherwise hold the Core open forever.
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Most bytes hyper buffers for one connection (headers must fit): hyper's default of
+/// about 400 KiB times every open connection would let clients that send huge headers pin
+/// hundreds of MiB; the API's requests have small headers and stream their bodies.
+const API_CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
+
 /// How the API's connections are served.
 pub(crate) struct ApiServerSettings {
     /// Present when the API speaks TLS.
@@ -127,7 +132,8 @@ async fn serve_http<Io>(
     // Without a timer hyper silently ignores its header-read timeout.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(API_CONNECTION_BUFFER_BYTES);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let served = tokio::select! {

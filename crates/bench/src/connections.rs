@@ -70,7 +70,9 @@ pub async fn run(settings: &ConnectionSettings, dir: &Path) -> anyhow::Result<Co
         &settings.bin_dir,
         dir,
         &format!(
-            "[server]\nmax_node_connections = {}\nheartbeat_interval = {}\n",
+            // Every simulated node connects from 127.0.0.1: the per-address cap, which
+            // keeps one host from taking every slot, must let all of them in here.
+            "[server]\nmax_node_connections = {0}\nmax_node_connections_per_address = {0}\nheartbeat_interval = {1}\n",
             settings.nodes + 64,
             settings.heartbeat_interval
         ),

@@ -67,23 +67,61 @@ pub struct TlsConfig {
     /// in this PEM file (node `tls.cert_file`/`tls.key_file`). Default: no client
     /// certificates (nodes prove themselves with TOTP).
     pub client_ca_file: Option<PathBuf>,
+    /// Let the REST API listen beyond loopback (`server.api_host`) without `tls.api`. Default
+    /// false: such a Core refuses to start, because API tokens would cross the network in
+    /// clear text.
+    pub allow_plaintext_api: bool,
 }
 
-/// `[api]`: who may use the REST API.
+/// `[api]`: who may use the REST API and how much of the Core one client may hold.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// `tokens` (default): every request but `GET /health` needs `Authorization: Bearer
     /// <token>`; `GET` needs a `read` or `admin` token, anything else `admin`. `none`: no
-    /// authentication at all — only behind something that authenticates for you.
+    /// authentication at all — only behind something that authenticates for you, and only
+    /// while `server.api_host` is loopback.
     pub auth: ApiAuth,
+    /// Host names (without port) requests may carry in their `Host` header besides the
+    /// loopback ones (`localhost`, `127.x.x.x`, `[::1]`), e.g. the name a reverse proxy
+    /// forwards. Checked while the API listens on loopback (a web page that rebinds its DNS
+    /// name to 127.0.0.1 must not reach the API) or whenever this list is not empty.
+    /// Default: empty.
+    pub allowed_hosts: Vec<String>,
+    /// API connections open at once; further connections wait in the accept backlog.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// API connections open at once from one address (IPv6: one /64); a connection beyond
+    /// it is closed at once. Default 64.
+    pub max_connections_per_address: usize,
+    /// Seconds a connection has to complete its TLS handshake and then each request's
+    /// headers (also how long an idle keep-alive connection stays open). Default 10.
+    pub header_read_timeout: f64,
+    /// Seconds one request may take from its headers to its response (reading the body
+    /// included); a slower one is answered 408. Default 60.
+    pub request_timeout: f64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             auth: ApiAuth::Tokens,
+            allowed_hosts: Vec::new(),
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            header_read_timeout: 10.0,
+            request_timeout: 60.0,
         }
+    }
+}
+
+impl ApiConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_read_timeout)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout)
     }
 }
 
@@ -98,9 +136,13 @@ pub enum ApiAuth {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address both listeners bind to. Default `127.0.0.1`; use `0.0.0.0` to accept remote
+    /// Address the node port binds to. Default `127.0.0.1`; use `0.0.0.0` to accept remote
     /// nodes.
     pub host: String,
+    /// Address the REST API binds to. Default `127.0.0.1`, whatever `host` is: accepting
+    /// remote nodes does not expose the admin API. Beyond loopback it needs `tls.api` (or
+    /// `tls.allow_plaintext_api`) and `api.auth = "tokens"`.
+    pub api_host: String,
     /// Protocol v2 port for nodes. Default 9001; 0 picks a free port.
     pub node_port: u16,
     /// REST API port. Default 9002; 0 picks a free port.
@@ -119,6 +161,14 @@ pub struct ServerConfig {
     /// Node connections served at once; further connections wait in the accept backlog.
     /// Default 10000.
     pub max_node_connections: usize,
+    /// Node connections open at once from one address (IPv6: one /64); a connection beyond
+    /// it is closed at once, so one host cannot take every slot. Default 64.
+    pub max_node_connections_per_address: usize,
+    /// Largest envelope accepted from a connection that has not registered yet, in bytes;
+    /// a bigger one ends the connection. Default 16 KiB (a registration is far smaller),
+    /// so unauthenticated peers cannot make the Core buffer `max_envelope_bytes` each.
+    /// A value above `max_envelope_bytes` counts as `max_envelope_bytes`.
+    pub max_unregistered_envelope_bytes: usize,
     /// How a node id the Core has never seen gets its TOTP secret. `token`: it must present
     /// an enrollment token (`honeybee enroll create`). `open`: any node that reaches the
     /// port enrolls; allowed on loopback only. Default: `open` when `host` is a loopback
@@ -138,6 +188,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             host: "127.0.0.1".into(),
+            api_host: "127.0.0.1".into(),
             node_port: 9001,
             backend_port: 9002,
             debug: false,
@@ -146,6 +197,8 @@ impl Default for ServerConfig {
             max_envelope_bytes: honeybee_protocol::DEFAULT_MAX_ENVELOPE_BYTES,
             handshake_timeout: 10.0,
             max_node_connections: 10_000,
+            max_node_connections_per_address: 64,
+            max_unregistered_envelope_bytes: 16 * 1024,
             enrollment: None,
         }
     }
@@ -163,6 +216,19 @@ impl ServerConfig {
     /// Whether `host` is a loopback address (nothing beyond this machine can connect).
     pub fn is_loopback(&self) -> bool {
         self.host
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+    }
+
+    /// The envelope cap in force before registration.
+    pub fn unregistered_envelope_cap(&self) -> usize {
+        self.max_unregistered_envelope_bytes
+            .min(self.max_envelope_bytes)
+    }
+
+    /// Whether `api_host` is a loopback address.
+    pub fn api_is_loopback(&self) -> bool {
+        self.api_host
             .parse::<IpAddr>()
             .is_ok_and(|address| address.is_loopback())
     }
@@ -323,6 +389,13 @@ impl CoreConfig {
                 "must be an IP address such as 127.0.0.1 or 0.0.0.0",
             ));
         }
+        if self.server.api_host.parse::<IpAddr>().is_err() {
+            return Err(invalid(
+                "server.api_host",
+                self.server.api_host.clone(),
+                "must be an IP address such as 127.0.0.1 or 0.0.0.0",
+            ));
+        }
         let positive_seconds = |field, value: f64| {
             if value.is_finite() && value > 0.0 && value <= 86_400.0 {
                 Ok(())
@@ -336,6 +409,8 @@ impl CoreConfig {
         };
         positive_seconds("server.heartbeat_interval", self.server.heartbeat_interval)?;
         positive_seconds("server.handshake_timeout", self.server.handshake_timeout)?;
+        positive_seconds("api.header_read_timeout", self.api.header_read_timeout)?;
+        positive_seconds("api.request_timeout", self.api.request_timeout)?;
         if self.server.missed_heartbeats_offline == 0 {
             return Err(invalid(
                 "server.missed_heartbeats_offline",
@@ -355,6 +430,45 @@ impl CoreConfig {
                 "server.max_node_connections",
                 "0".into(),
                 "must be at least 1",
+            ));
+        }
+        if self.server.max_node_connections_per_address == 0 {
+            return Err(invalid(
+                "server.max_node_connections_per_address",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.server.max_unregistered_envelope_bytes < 1024 {
+            return Err(invalid(
+                "server.max_unregistered_envelope_bytes",
+                self.server.max_unregistered_envelope_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if self.api.max_connections == 0 {
+            return Err(invalid(
+                "api.max_connections",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.api.max_connections_per_address == 0 {
+            return Err(invalid(
+                "api.max_connections_per_address",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if let Some(bad) =
+            self.api.allowed_hosts.iter().find(|name| {
+                name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/')
+            })
+        {
+            return Err(invalid(
+                "api.allowed_hosts",
+                bad.clone(),
+                "must be host names or addresses without spaces or slashes",
             ));
         }
         if self.server.node_port != 0 && self.server.node_port == self.server.backend_port {
@@ -391,6 +505,21 @@ impl CoreConfig {
                 "tls.enabled",
                 "false".into(),
                 "server.host is reachable beyond this machine: enable [tls] (or, on a network you trust entirely, set tls.allow_plaintext = true)",
+            ));
+        }
+        let api_loopback = self.server.api_is_loopback();
+        if !api_loopback && !self.tls.api && !self.tls.allow_plaintext_api {
+            return Err(invalid(
+                "server.api_host",
+                self.server.api_host.clone(),
+                "the REST API would be reachable beyond this machine without TLS: set [tls] api = true (or, on a network you trust entirely, tls.allow_plaintext_api = true)",
+            ));
+        }
+        if !api_loopback && self.api.auth == ApiAuth::None {
+            return Err(invalid(
+                "api.auth",
+                "none".into(),
+                "an API without authentication is allowed only when server.api_host is loopback (use api.auth = \"tokens\")",
             ));
         }
         if !self.tls.enabled && (self.tls.api || self.tls.client_ca_file.is_some()) {
@@ -513,5 +642,66 @@ port = 9003
         config.server.heartbeat_interval = 0.0;
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("server.heartbeat_interval"), "{error}");
+    }
+
+    #[test]
+    fn remote_nodes_do_not_expose_the_api() {
+        let config =
+            CoreConfig::from_toml("[server]\nhost = \"0.0.0.0\"\n[tls]\nenabled = true\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.server.api_host, "127.0.0.1");
+        assert!(config.server.api_is_loopback());
+    }
+
+    #[test]
+    fn a_plaintext_api_beyond_loopback_is_refused_unless_allowed() {
+        let mut config = CoreConfig::from_toml("[server]\napi_host = \"0.0.0.0\"\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("server.api_host")
+                && error.contains("0.0.0.0")
+                && error.contains("tls.allow_plaintext_api"),
+            "{error}"
+        );
+        config.tls.allow_plaintext_api = true;
+        config.validate().unwrap();
+        config.tls.allow_plaintext_api = false;
+        config.tls.enabled = true;
+        config.tls.api = true;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn an_unauthenticated_api_is_refused_beyond_loopback() {
+        let mut config = CoreConfig::from_toml(
+            "[server]\napi_host = \"0.0.0.0\"\n[api]\nauth = \"none\"\n[tls]\nenabled = true\napi = true\n",
+        )
+        .unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("api.auth") && error.contains("none"),
+            "{error}"
+        );
+        config.server.api_host = "::1".into();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn connection_limits_are_validated() {
+        let mut config = CoreConfig::default();
+        config.server.max_unregistered_envelope_bytes = 1000;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("server.max_unregistered_envelope_bytes"),
+            "{error}"
+        );
+        let mut config = CoreConfig::default();
+        config.api.max_connections_per_address = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("api.max_connections_per_address"), "{error}");
+        let mut config = CoreConfig::default();
+        config.api.allowed_hosts = vec!["proxy example".into()];
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("api.allowed_hosts"), "{error}");
     }
 }

@@ -6,15 +6,20 @@
 //! cancelling the shutdown token stops accepting, ends node sessions, drains the event
 //! queue into the store and stops the API.
 
+mod accept_loop;
 mod api;
+mod api_server;
 mod commands;
 pub mod config;
+mod connection_limits;
 mod delivery;
 mod enrollment;
 mod event_writer;
 mod guess_limiter;
 mod metrics;
 mod node_link;
+mod node_listener;
+mod peer_log;
 mod sessions;
 mod tls;
 mod tokens;
@@ -23,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use honeybee_store::{SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError};
-use honeybee_telemetry::{LogRateLimiter, MetricsRegistry};
+use honeybee_telemetry::MetricsRegistry;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -33,8 +38,10 @@ use tokio_util::sync::CancellationToken;
 pub use config::{ConfigError, CoreConfig};
 pub use honeybee_store::ApiRole;
 
+use crate::api_server::ApiServerSettings;
 use crate::commands::CommandTracker;
 use crate::config::{ApiAuth, StorageBackend, Synchronous};
+use crate::connection_limits::ConnectionLimiter;
 use crate::metrics::CoreMetrics;
 use crate::node_link::LinkContext;
 use crate::sessions::SessionRegistry;
@@ -127,7 +134,12 @@ pub async fn start(
     let registry = MetricsRegistry::new();
     let metrics = Arc::new(CoreMetrics::new(registry.clone()));
     let node_listener = bind(&config.server.host, config.server.node_port, "node port").await?;
-    let api_listener = bind(&config.server.host, config.server.backend_port, "REST API").await?;
+    let api_listener = bind(
+        &config.server.api_host,
+        config.server.backend_port,
+        "REST API",
+    )
+    .await?;
     let node_address = local_address(&node_listener, "node port")?;
     let api_address = local_address(&api_listener, "REST API")?;
     let loopback = config
@@ -138,7 +150,7 @@ pub async fn start(
     if !loopback && !config.tls.enabled {
         tracing::warn!(
             host = %config.server.host,
-            "tls.allow_plaintext: the node port and the API are reachable beyond this machine without TLS (see docs/security.md)"
+            "tls.allow_plaintext: the node port is reachable beyond this machine without TLS (see docs/security.md)"
         );
     }
     if config.proxy.enabled {
@@ -161,9 +173,10 @@ pub async fn start(
     } else {
         None
     };
-    if !loopback && !config.tls.api {
+    if !config.server.api_is_loopback() && !config.tls.api {
         tracing::warn!(
-            "the REST API is reachable beyond this machine without TLS: API tokens cross the network in clear text (set [tls] api = true)"
+            api_host = %config.server.api_host,
+            "tls.allow_plaintext_api: the REST API is reachable beyond this machine without TLS: API tokens cross the network in clear text (set [tls] api = true)"
         );
     }
     let api_tls = tls
@@ -192,17 +205,23 @@ pub async fn start(
         ),
         metrics: metrics.clone(),
         max_envelope_bytes: config.server.max_envelope_bytes,
+        max_unregistered_envelope_bytes: config.server.unregistered_envelope_cap(),
         handshake_timeout: config.server.handshake_timeout(),
         tls,
         idle_timeout: config.server.idle_timeout(),
-        log_limiter: LogRateLimiter::default(),
+        log_limiter: Arc::default(),
     });
-    let nodes = tokio::spawn(node_link::run_node_listener(
+    let nodes = tokio::spawn(node_listener::run_node_listener(
         node_listener,
         context,
-        config.server.max_node_connections,
+        ConnectionLimiter::new(
+            config.server.max_node_connections,
+            config.server.max_node_connections_per_address,
+        ),
+        config.server.max_node_connections_per_address,
         shutdown.clone(),
     ));
+    let api_log_limiter = Arc::default();
     let api_state = Arc::new(api::ApiState {
         store: store.clone(),
         sessions,
@@ -210,21 +229,29 @@ pub async fn start(
         auth: config.api.auth,
         metrics: metrics.clone(),
         offline_after: config.server.offline_after(),
+        host_policy: api::HostPolicy::new(
+            config.server.api_is_loopback(),
+            &config.api.allowed_hosts,
+        ),
+        request_timeout: config.api.request_timeout(),
+        log_limiter: Arc::clone(&api_log_limiter),
     });
-    let api_shutdown = shutdown.clone();
-    let api_router = api::router(api_state);
-    let api = match api_tls {
-        Some(acceptor) => {
-            let listener = tls::TlsApiListener::start(api_listener, acceptor, shutdown.clone())
-                .map_err(|source| CoreError::Bind {
-                    what: "REST API",
-                    address: api_address.to_string(),
-                    source,
-                })?;
-            tokio::spawn(serve_api(listener, api_router, api_shutdown))
-        }
-        None => tokio::spawn(serve_api(api_listener, api_router, api_shutdown)),
-    };
+    let api = tokio::spawn(api_server::run_api_server(
+        api_listener,
+        api::router(api_state),
+        ApiServerSettings {
+            tls: api_tls,
+            header_read_timeout: config.api.header_read_timeout(),
+            limiter: ConnectionLimiter::new(
+                config.api.max_connections,
+                config.api.max_connections_per_address,
+            ),
+            max_per_address: config.api.max_connections_per_address,
+            metrics: metrics.clone(),
+            log_limiter: api_log_limiter,
+        },
+        shutdown.clone(),
+    ));
     tracing::info!(%node_address, %api_address, data_dir = %config.storage.data_dir.display(), "core started");
     // The node listener finishes after every session (and with them every event sender)
     // is gone; only then can the writer drain the queue and finish.
@@ -235,35 +262,6 @@ pub async fn start(
         store,
         tasks: vec![nodes, writer, api],
     })
-}
-
-/// How long open API requests may run on after shutdown began. A client that never
-/// finishes its request would otherwise hold the Core open forever.
-const API_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Serves the REST API on `listener` (plain or TLS) until `shutdown` (plus a grace period
-/// for requests in progress).
-async fn serve_api<L>(listener: L, router: axum::Router, shutdown: CancellationToken)
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let served =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(API_SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = served => {
-            if let Err(error) = served {
-                tracing::error!(%error, "REST API server failed");
-            }
-        }
-        _ = grace_over => {
-            tracing::warn!("API connections still open after the shutdown grace period were dropped");
-        }
-    }
 }
 
 /// Opens the configured store.

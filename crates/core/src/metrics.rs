@@ -126,4 +126,26 @@ impl CoreMetrics {
             )
             .increment();
     }
+
+    /// Counts a connection closed at once by a connection limit, by listener and reason.
+    pub fn connection_refused(&self, port: &str, reason: &str) {
+        self.registry
+            .counter(
+                "honeybee_core_connections_refused_total",
+                "Connections closed when accepted (a connection limit), by port and reason.",
+                &[("port", port), ("reason", reason)],
+            )
+            .increment();
+    }
+
+    /// Counts an API request refused before it reached a handler, by reason.
+    pub fn api_request_refused(&self, reason: &str) {
+        self.registry
+            .counter(
+                "honeybee_core_api_requests_refused_total",
+                "REST API requests refused before any handler ran (host check, timeout), by reason.",
+                &[("reason", reason)],
+            )
+            .increment();
+    }
 }

@@ -1,4 +1,4 @@
-//! The node port: accepts TCP connections and runs one Protocol v2 session per connection.
+//! One Protocol v2 session per node connection (`node_listener.rs` accepts them).
 //!
 //! A session is a small state machine: it waits (with a deadline) for a `NodeRegistration`,
 //! acknowledges it, and from then on stores what the node reports and writes the commands
@@ -21,18 +21,16 @@ use honeybee_store::{
     NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord, PotState, Store,
     SOURCE_ADDRESS_KEYS,
 };
-use honeybee_telemetry::LogRateLimiter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::commands::{CommandOutcome, CommandTracker};
 use crate::delivery::{DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
+use crate::peer_log::{peer_text, PeerKey, PeerLogLimiter};
 use crate::sessions::{OutgoingCommand, SessionHandle, SessionRegistry};
 
 /// The protocol extensions this Core speaks; a session uses those the node announced too.
@@ -73,79 +71,16 @@ pub(crate) struct LinkContext {
     pub authenticator: NodeAuthenticator,
     pub metrics: Arc<CoreMetrics>,
     pub max_envelope_bytes: usize,
+    /// The envelope cap until the connection registered.
+    pub max_unregistered_envelope_bytes: usize,
+    /// From accept to registered, TLS handshake included.
     pub handshake_timeout: Duration,
     /// Present when the node port speaks TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// A registered node silent this long is disconnected (its connection is presumed dead).
     pub idle_timeout: Duration,
-    pub log_limiter: LogRateLimiter,
-}
-
-/// Accepts node connections until `shutdown`, then waits for every session to end.
-pub(crate) async fn run_node_listener(
-    listener: TcpListener,
-    context: Arc<LinkContext>,
-    max_connections: usize,
-    shutdown: CancellationToken,
-) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let tasks = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: pause instead of spinning.
-                    tracing::warn!(%error, "accepting a node connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        context.metrics.node_connections_accepted.increment();
-        let _ = stream.set_nodelay(true);
-        let context = context.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let (reader, writer): (ConnectionReader, ConnectionWriter) = match &context.tls {
-                None => {
-                    let (reader, writer) = stream.into_split();
-                    (Box::new(reader), Box::new(writer))
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(context.handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let (reader, writer) = tokio::io::split(tls);
-                            (Box::new(reader), Box::new(writer))
-                        }
-                        outcome => {
-                            context.metrics.registration_refused("tls_handshake");
-                            if let Some(suppressed) = context.log_limiter.allow() {
-                                let reason = match outcome {
-                                    Ok(Err(error)) => error.to_string(),
-                                    _ => "timed out".to_owned(),
-                                };
-                                tracing::warn!(%remote, reason, suppressed, "TLS handshake with a node failed");
-                            }
-                            drop(permit);
-                            return;
-                        }
-                    }
-                }
-            };
-            NodeLink::new(writer, remote, context)
-                .run(reader, shutdown)
-                .await;
-            drop(permit);
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
+    /// Lines about peers, limited per peer (shared with the accept loop).
+    pub log_limiter: Arc<PeerLogLimiter>,
 }
 
 /// The registered identity of a session.
@@ -177,10 +112,10 @@ enum Flow {
 
 /// Either half of a node connection, whatever carries it (plain TCP today; a TLS stream
 /// fits the same shape).
-type ConnectionReader = Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync>;
-type ConnectionWriter = Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>;
+pub(crate) type ConnectionReader = Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync>;
+pub(crate) type ConnectionWriter = Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>;
 
-struct NodeLink {
+pub(crate) struct NodeLink {
     writer: Option<ConnectionWriter>,
     remote: SocketAddr,
     context: Arc<LinkContext>,
@@ -190,8 +125,10 @@ struct NodeLink {
 }
 
 impl NodeLink {
-    fn new(writer: ConnectionWriter, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
-        let decoder = EnvelopeDecoder::new(context.max_envelope_bytes);
+    pub fn new(writer: ConnectionWriter, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
+        // Small until the peer registered: an unauthenticated connection must not make
+        // the Core buffer a full-size envelope.
+        let decoder = EnvelopeDecoder::new(context.max_unregistered_envelope_bytes);
         NodeLink {
             writer: Some(writer),
             remote,
@@ -202,8 +139,14 @@ impl NodeLink {
         }
     }
 
-    async fn run(mut self, mut reader: ConnectionReader, shutdown: CancellationToken) {
-        let handshake_deadline = Instant::now() + self.context.handshake_timeout;
+    /// Serves the session until it ends; `handshake_deadline` is when an unregistered
+    /// connection is closed (set at accept, so the TLS handshake counts against it).
+    pub async fn run(
+        mut self,
+        mut reader: ConnectionReader,
+        handshake_deadline: Instant,
+        shutdown: CancellationToken,
+    ) {
         let mut read_buffer = vec![0u8; READ_BUFFER_START_BYTES];
         let mut graceful = false;
         let mut last_read = Instant::now();
@@ -271,7 +214,9 @@ impl NodeLink {
                     };
                     last_read = Instant::now();
                     self.decoder.push(&read_buffer[..count]);
-                    if count == read_buffer.len() && read_buffer.len() < READ_BUFFER_MAX_BYTES {
+                    // Only a registered node's buffer grows: before, a peer is owed no more
+                    // memory than its registration needs.
+                    if registered && count == read_buffer.len() && read_buffer.len() < READ_BUFFER_MAX_BYTES {
                         read_buffer.resize(read_buffer.len() * 2, 0);
                     }
                     match self.drain_envelopes(&mut graceful).await {
@@ -370,13 +315,18 @@ impl NodeLink {
             Message::NodeEvent(event) => {
                 let kind = format!("{:?}", event.kind);
                 self.context.metrics.node_event(&kind);
-                let detail = event.message.as_deref().unwrap_or("");
-                match event.kind {
-                    NodeEventKind::Error | NodeEventKind::Alarm => {
-                        tracing::warn!(node_id, kind, detail, "node reported an event")
-                    }
-                    NodeEventKind::Started | NodeEventKind::Stopped => {
-                        tracing::info!(node_id, kind, detail, "node reported an event")
+                // A node decides how often and how much it reports: its lines are limited
+                // per node and cut short, so it can neither flood the log nor hide another
+                // node's reports.
+                if let Some(suppressed) = self.context.log_limiter.allow(&PeerKey::Node(node_id)) {
+                    let detail = peer_text(event.message.as_deref().unwrap_or(""));
+                    match event.kind {
+                        NodeEventKind::Error | NodeEventKind::Alarm => {
+                            tracing::warn!(node_id, kind, %detail, suppressed, "node reported an event")
+                        }
+                        NodeEventKind::Started | NodeEventKind::Stopped => {
+                            tracing::info!(node_id, kind, %detail, suppressed, "node reported an event")
+                        }
                     }
                 }
                 self.touch(node_id, now).await;
@@ -444,7 +394,7 @@ impl NodeLink {
             Ok(authenticated) => authenticated,
             Err(refusal) => {
                 self.context.metrics.registration_refused(refusal.reason);
-                if let Some(suppressed) = self.context.log_limiter.allow() {
+                if let Some(suppressed) = self.context.log_limiter.allow(&self.peer_key()) {
                     tracing::warn!(
                         node_id,
                         remote = %self.remote,
@@ -530,6 +480,9 @@ impl NodeLink {
                 .await;
             return Flow::Close;
         }
+        // Registered: from now on the node may send envelopes of the full size.
+        self.decoder
+            .set_max_envelope_bytes(self.context.max_envelope_bytes);
         self.session = Some(Session {
             node_id,
             session_id,
@@ -547,7 +500,7 @@ impl NodeLink {
         self.context.metrics.node_sessions_active.increment();
         tracing::info!(
             node_id,
-            node_name = %registration.node_name,
+            node_name = %peer_text(&registration.node_name),
             node_type = ?registration.node_type,
             remote = %self.remote,
             "node registered"
@@ -682,15 +635,23 @@ impl NodeLink {
 
     /// Hands a command's answer to the tracker; a successful uninstall also forgets the pot.
     async fn record_answer(&self, answer: CommandAnswer, now: DateTime<Utc>) {
-        tracing::info!(
-            node_id = answer.node_id,
-            command = %answer.command,
-            command_id = answer.command_id,
-            pot_id = answer.pot_id.as_deref(),
-            success = answer.success,
-            detail = answer.message.as_deref().unwrap_or(""),
-            "node answered a command"
-        );
+        // Answers are the node's text: limited per node and cut short like its other lines.
+        if let Some(suppressed) = self
+            .context
+            .log_limiter
+            .allow(&PeerKey::Node(answer.node_id))
+        {
+            tracing::info!(
+                node_id = answer.node_id,
+                command = %peer_text(&answer.command),
+                command_id = answer.command_id,
+                pot_id = answer.pot_id.as_deref().map(peer_text).as_deref(),
+                success = answer.success,
+                detail = %peer_text(answer.message.as_deref().unwrap_or("")),
+                suppressed,
+                "node answered a command"
+            );
+        }
         if answer.success && answer.command == "UninstallPot" {
             if let Some(pot_id) = &answer.pot_id {
                 if let Err(error) = self
@@ -753,7 +714,9 @@ impl NodeLink {
     }
 
     async fn send_refusal(&mut self, node_id: u64, reason: String) -> Result<(), ()> {
-        tracing::info!(remote = %self.remote, node_id, reason, "refusing node session");
+        if let Some(suppressed) = self.context.log_limiter.allow(&self.peer_key()) {
+            tracing::info!(remote = %self.remote, node_id, reason = %peer_text(&reason), suppressed, "refusing node session");
+        }
         self.write_message(&Message::RegistrationAck(RegistrationAck {
             node_id,
             accepted: false,
@@ -775,9 +738,20 @@ impl NodeLink {
         }
     }
 
+    /// Whom lines about this connection count against: the node once registered, its
+    /// address before.
+    fn peer_key(&self) -> PeerKey {
+        PeerKey::of(
+            self.session.as_ref().map(|session| session.node_id),
+            self.remote.ip(),
+        )
+    }
+
     fn warn_limited(&self, what: &str, detail: &dyn std::fmt::Display) {
-        if let Some(suppressed) = self.context.log_limiter.allow() {
+        if let Some(suppressed) = self.context.log_limiter.allow(&self.peer_key()) {
             let node_id = self.session.as_ref().map(|session| session.node_id);
+            let detail = detail.to_string();
+            let detail = peer_text(&detail);
             tracing::warn!(remote = %self.remote, ?node_id, %detail, suppressed, "{what}");
         }
     }

@@ -128,14 +128,23 @@ pub(crate) async fn run_ingest_listener(
         });
     }
     // Honeypots that connected just before the stop are still served (their lines are read
-    // for the drain period): take what waits in the accept backlog.
-    while let Ok(Ok((stream, remote))) = tokio::time::timeout(BACKLOG_POLL, listener.accept()).await
-    {
+    // for the drain period): take what waits in the accept backlog, within the same
+    // connection limit. Without a free slot the rest of the backlog is closed with the
+    // listener: a flood queued in the backlog must not get past `max_connections` only
+    // because the node is stopping.
+    while let Ok(permit) = slots.clone().try_acquire_owned() {
+        let Ok(Ok((stream, remote))) = tokio::time::timeout(BACKLOG_POLL, listener.accept()).await
+        else {
+            break;
+        };
         let context = context.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             context.metrics.ingest_connections.increment();
+            context.metrics.ingest_connections_active.increment();
             serve_ingest_connection(stream, remote, &context, shutdown).await;
+            context.metrics.ingest_connections_active.decrement();
+            drop(permit);
         });
     }
     tasks.close();
@@ -250,5 +259,55 @@ pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use honeybee_telemetry::MetricsRegistry;
+
+    #[tokio::test]
+    async fn connections_waiting_in_the_backlog_at_shutdown_stay_within_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (queue, _events) = mpsc::channel(1024);
+        let (alarms, _alarms) = mpsc::channel(16);
+        let metrics = Arc::new(NodeMetrics::new(MetricsRegistry::new()));
+        let context = Arc::new(IngestContext {
+            queue,
+            metrics: metrics.clone(),
+            max_line_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_events_per_second: 1000,
+            alarms,
+            log_limiter: LogRateLimiter::default(),
+        });
+        let shutdown = CancellationToken::new();
+        let listening = tokio::spawn(run_ingest_listener(listener, context, 2, shutdown.clone()));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(TcpStream::connect(address).await.unwrap());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.ingest_connections_active.get() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the two connections were not served"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Both slots are taken: these wait in the kernel's backlog.
+        let mut waiting = Vec::new();
+        for _ in 0..5 {
+            waiting.push(TcpStream::connect(address).await.unwrap());
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), listening)
+            .await
+            .expect("the listener stops within 10 s")
+            .unwrap();
+        assert_eq!(metrics.ingest_connections.get(), 2);
+        assert_eq!(metrics.ingest_connections_active.get(), 0);
     }
 }

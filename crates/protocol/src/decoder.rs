@@ -55,6 +55,12 @@ impl EnvelopeDecoder {
         }
     }
 
+    /// Changes the size cap for envelopes not yet returned, e.g. a Core that accepts only
+    /// small envelopes until a peer has registered.
+    pub fn set_max_envelope_bytes(&mut self, max_envelope_bytes: usize) {
+        self.max_envelope_bytes = max_envelope_bytes;
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.start >= COMPACT_THRESHOLD_BYTES {

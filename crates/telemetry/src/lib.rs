@@ -5,6 +5,10 @@
 //! Deliberately tiny and dependency-free: hot paths hold an `Arc<Counter>` and pay one
 //! relaxed atomic add per increment; the registry lock is only taken to register or render.
 
+mod peer_log;
+
+pub use peer_log::{truncate_for_log, PeerLogRateLimiter, MAX_LOGGED_PEER_TEXT_BYTES};
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

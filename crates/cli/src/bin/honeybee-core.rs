@@ -19,9 +19,12 @@ struct Arguments {
     /// Directory for the Core's state (overrides storage.data_dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Address to bind (overrides server.host).
+    /// Address the node port binds to (overrides server.host).
     #[arg(long)]
     host: Option<String>,
+    /// Address the REST API binds to (overrides server.api_host).
+    #[arg(long)]
+    api_host: Option<String>,
     /// Node port (overrides server.node_port).
     #[arg(long)]
     node_port: Option<u16>,
@@ -65,6 +68,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(host) = arguments.host {
         config.server.host = host;
+    }
+    if let Some(api_host) = arguments.api_host {
+        config.server.api_host = api_host;
     }
     if let Some(port) = arguments.node_port {
         config.server.node_port = port;

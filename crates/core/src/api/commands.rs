@@ -20,7 +20,7 @@ use crate::commands::CommandOutcome;
 use crate::sessions::SendCommandError;
 
 /// Longest `?wait=` accepted, in seconds (an install can take minutes).
-const MAX_WAIT_SECONDS: f64 = 600.0;
+pub(super) const MAX_WAIT_SECONDS: f64 = 600.0;
 
 pub(super) fn router() -> Router<Arc<ApiState>> {
     Router::new()

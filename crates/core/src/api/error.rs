@@ -15,6 +15,10 @@ pub(crate) enum ApiError {
     Unauthorized(String),
     /// A token whose role does not allow the request.
     Forbidden(String),
+    /// The `Host` header names a host this API does not serve (421).
+    MisdirectedHost(String),
+    /// The request did not complete within `api.request_timeout` (408).
+    RequestTimeout(String),
     /// The request is valid but cannot be carried out now (node offline, queue full).
     Conflict(String),
     /// A fault on the Core's side that is not the store's (e.g. a corrupt stored value).
@@ -40,6 +44,8 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
+            ApiError::MisdirectedHost(message) => (StatusCode::MISDIRECTED_REQUEST, message),
+            ApiError::RequestTimeout(message) => (StatusCode::REQUEST_TIMEOUT, message),
             ApiError::Internal(message) => {
                 tracing::error!(message, "api request failed");
                 (

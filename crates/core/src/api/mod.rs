@@ -7,7 +7,9 @@ mod enrollment;
 mod error;
 mod events;
 mod honeypots;
+mod host_check;
 mod nodes;
+mod request_deadline;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +22,12 @@ use honeybee_store::Store;
 use serde_json::json;
 
 pub(crate) use error::ApiError;
+pub(crate) use host_check::HostPolicy;
 
 use crate::commands::CommandTracker;
 use crate::config::ApiAuth;
 use crate::metrics::CoreMetrics;
+use crate::peer_log::PeerLogLimiter;
 use crate::sessions::SessionRegistry;
 
 /// The contract of this API, served at `/api/v1/openapi.json`.
@@ -38,6 +42,12 @@ pub(crate) struct ApiState {
     pub metrics: Arc<CoreMetrics>,
     /// A connected node silent for longer than this is shown offline.
     pub offline_after: Duration,
+    /// Which `Host` headers are served.
+    pub host_policy: HostPolicy,
+    /// The deadline of one request, body included.
+    pub request_timeout: Duration,
+    /// Lines about API clients, limited per client address.
+    pub log_limiter: Arc<PeerLogLimiter>,
 }
 
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
@@ -54,6 +64,16 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        // Outside authentication: a page rebinding its name to the Core learns nothing,
+        // not even whether a token is valid.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host_check::require_known_host,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline::enforce_request_deadline,
         ))
         .with_state(state)
 }

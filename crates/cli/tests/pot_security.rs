@@ -85,18 +85,6 @@ fn write_potstore(root: &Path) {
     std::os::unix::fs::symlink("/etc", store.join("etc-link")).unwrap();
 }
 
-/// `honeybee-<first 10 hex digits of sha256(pot id)>`, the documented user name.
-fn pot_user_name(pot_id: &str) -> String {
-    let output = Command::new("sh")
-        .args(["-c", &format!("printf %s '{pot_id}' | sha256sum")])
-        .output()
-        .unwrap();
-    format!(
-        "honeybee-{}",
-        &String::from_utf8_lossy(&output.stdout)[..10]
-    )
-}
-
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()))

@@ -149,6 +149,39 @@ impl Sensor {
     }
 }
 
+impl Drop for Sensor {
+    /// Stops the node (and so its pots), then removes the users of the pots it still had:
+    /// test runs must not fill the system's range of user ids.
+    fn drop(&mut self) {
+        drop(self.node.take());
+        let installed = std::fs::read_to_string(self.data_dir().join("pots.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<Value>>(&text).ok())
+            .unwrap_or_default();
+        for pot in installed {
+            if let Some(pot_id) = pot["pot_id"].as_str() {
+                let _ = Command::new("userdel")
+                    .arg(pot_user_name(pot_id))
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// `honeybee-<first 10 hex digits of sha256(pot id)>`, the documented user name of a pot
+/// (with the default `honeypot.run_as`).
+pub fn pot_user_name(pot_id: &str) -> String {
+    let output = Command::new("sh")
+        .args(["-c", &format!("printf %s '{pot_id}' | sha256sum")])
+        .output()
+        .unwrap();
+    format!(
+        "honeybee-{}",
+        &String::from_utf8_lossy(&output.stdout)[..10]
+    )
+}
+
 pub fn install(pot_id: &str, pot_type: &str, config: Value, git_url: Option<&str>) -> Value {
     json!({"InstallPot": {
         "pot_id": pot_id,

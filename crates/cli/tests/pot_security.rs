@@ -189,6 +189,38 @@ async fn a_compromised_pot_cannot_speak_for_another_escape_its_stop_outpace_its_
             .await
             .is_empty()
     );
+    // A sender that is not that pot's user cannot use the id of a pot the node runs; its
+    // other events still arrive (in order, so the forged one would be stored first).
+    send_lines(
+        sensor.event_port,
+        &[
+            json!({"pot_id": "sleeper-1", "event_type": "forged.claim"}).to_string(),
+            json!({"pot_id": "manual-1", "event_type": "manual.ok"}).to_string(),
+        ],
+    )
+    .await;
+    wait_for_events(
+        &sensor.client,
+        &sensor.ports.api_base(),
+        "event_type=manual.ok",
+        1,
+    )
+    .await;
+    assert!(all_events(
+        &sensor.client,
+        &sensor.ports.api_base(),
+        "event_type=forged.claim"
+    )
+    .await
+    .is_empty());
+    assert_eq!(
+        node_metric(
+            metrics_port,
+            "honeybee_node_ingest_pot_claims_refused_total"
+        )
+        .await,
+        1
+    );
 
     // Five connections of 30 events each, under a limit of 50 per second: within each
     // connection's own budget, over the pot's.

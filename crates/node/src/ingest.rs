@@ -57,6 +57,10 @@ impl IngestContext {
     /// The pot a connection comes from, by the uid owning the peer's socket.
     fn sender_pot(&self, stream: &TcpStream, remote: SocketAddr) -> Option<PotIdentity> {
         let identities = self.identities.as_ref()?;
+        if identities.is_empty() {
+            // No pot runs under a user of its own: no need to read the socket tables.
+            return None;
+        }
         let uid = peer_socket_uid(remote, stream.local_addr().ok()?)?;
         identities.get(uid)
     }
@@ -250,7 +254,7 @@ fn stamp(
     context: &IngestContext,
 ) -> Result<Option<IngestEvent>, IngestError> {
     let Some(sender) = sender else {
-        return result;
+        return refuse_unproven_claim(result, remote, context);
     };
     let Ok(Some(mut event)) = result else {
         return result;
@@ -264,6 +268,27 @@ fn stamp(
         event.pot_type.clone_from(&sender.pot_type);
     }
     Ok(Some(event))
+}
+
+/// A sender that is not known as one of this node's pots (a honeypot run by hand, or a pot
+/// whose socket was gone before the node could look up its owner) may not use the id of a
+/// pot this node runs under a user of its own: such an event is dropped and counted.
+fn refuse_unproven_claim(
+    result: Result<Option<IngestEvent>, IngestError>,
+    remote: SocketAddr,
+    context: &IngestContext,
+) -> Result<Option<IngestEvent>, IngestError> {
+    let (Ok(Some(event)), Some(identities)) = (&result, &context.identities) else {
+        return result;
+    };
+    if !identities.runs_pot(&event.pot_id) {
+        return result;
+    }
+    context.metrics.ingest_pot_claims_refused.increment();
+    if let Some(suppressed) = context.log_limiter.allow() {
+        tracing::warn!(%remote, claimed_pot_id = %event.pot_id, suppressed, "an event naming one of this node's pots came from another sender; dropped");
+    }
+    Ok(None)
 }
 
 /// Holds the sender to its event rate: waiting here stops its reads, so a flooding

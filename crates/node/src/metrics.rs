@@ -18,6 +18,7 @@ pub(crate) struct NodeMetrics {
     pub ingest_idle_closed: Arc<Counter>,
     pub ingest_events_delayed: Arc<Counter>,
     pub ingest_pot_claims_overridden: Arc<Counter>,
+    pub ingest_pot_claims_refused: Arc<Counter>,
     pub spool_appended: Arc<Counter>,
     pub spool_syncs: Arc<Counter>,
     pub spool_refused: Arc<Counter>,
@@ -118,6 +119,11 @@ impl NodeMetrics {
             ingest_pot_claims_overridden: registry.counter(
                 "honeybee_node_ingest_pot_claims_overridden_total",
                 "Events from a pot the node started that named another pot id or type; stamped with the sender's own.",
+                &[],
+            ),
+            ingest_pot_claims_refused: registry.counter(
+                "honeybee_node_ingest_pot_claims_refused_total",
+                "Events dropped because they named a pot this node runs under its own user but came from another sender.",
                 &[],
             ),
             lines_rejected: registry.counter(

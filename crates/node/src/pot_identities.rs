@@ -33,6 +33,22 @@ impl PotIdentities {
             .remove(&uid);
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_uid
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Whether `pot_id` is a pot this node runs under a user of its own.
+    pub fn runs_pot(&self, pot_id: &str) -> bool {
+        self.by_uid
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|identity| identity.pot_id == pot_id)
+    }
+
     pub fn get(&self, uid: u32) -> Option<PotIdentity> {
         self.by_uid
             .read()

@@ -9,133 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::sensor::*;
 use support::*;
-
-/// The Core and a Node (run as root here, so its pots run as the `honeybee` user).
-struct Sensor {
-    client: reqwest::Client,
-    ports: CorePorts,
-    event_port: u16,
-    node_id: u64,
-    _core: Daemon,
-    node: Option<Daemon>,
-    dir: tempfile::TempDir,
-}
-
-impl Sensor {
-    async fn start() -> Self {
-        Self::start_in(true).await
-    }
-
-    /// `open`: whether the pot user may pass through the test's temporary directory.
-    async fn start_in(open: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // Pots run as an unprivileged user, who must reach their directories in here (or,
-        // to test the refusal, must not).
-        let mode = if open { "755" } else { "700" };
-        let status = Command::new("chmod")
-            .arg(mode)
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let ports = CorePorts::free();
-        let event_port = free_port();
-        let core = start_core(dir.path(), &ports, "");
-        let node = start_node(dir.path(), &ports, event_port);
-        let client = reqwest::Client::new();
-        let node_id = wait_for_online_node(&client, &ports.api_base()).await;
-        Sensor {
-            client,
-            ports,
-            event_port,
-            node_id,
-            _core: core,
-            node: Some(node),
-            dir,
-        }
-    }
-
-    async fn restart_node(&mut self) {
-        let mut node = self.node.take().unwrap();
-        assert!(node.stop_with("TERM").await.success());
-        self.node = Some(start_node(self.dir.path(), &self.ports, self.event_port));
-    }
-
-    /// SIGKILL: the node gets no chance to stop its pots.
-    fn kill_and_start_node(&mut self) {
-        self.node.take().unwrap().kill_hard();
-        self.node = Some(start_node(self.dir.path(), &self.ports, self.event_port));
-    }
-
-    /// Sends a command and waits (up to `wait` seconds) for the node's answer.
-    async fn command(&self, command: Value, wait: u64) -> Value {
-        let url = format!(
-            "{}/api/v1/nodes/{}/commands?wait={wait}",
-            self.ports.api_base(),
-            self.node_id
-        );
-        // The node may be reconnecting (after its restart): retry while it is not connected.
-        eventually(
-            Duration::from_secs(30),
-            "the node to take the command",
-            || {
-                let request = self.client.post(&url).json(&command).send();
-                let command = command.clone();
-                async move {
-                    let response = request.await.ok()?;
-                    if response.status() == 409 {
-                        return None;
-                    }
-                    assert_eq!(
-                        response.status(),
-                        200,
-                        "command {command} was not answered in time"
-                    );
-                    let body: Value = response.json().await.ok()?;
-                    Some(body["answer"].clone())
-                }
-            },
-        )
-        .await
-    }
-
-    async fn pot(&self, pot_id: &str) -> Option<Value> {
-        let pots = get_json(
-            &self.client,
-            &format!("{}/api/v1/honeypots", self.ports.api_base()),
-        )
-        .await?;
-        pots["honeypots"]
-            .as_array()?
-            .iter()
-            .find(|pot| pot["pot_id"] == pot_id)
-            .cloned()
-    }
-
-    async fn wait_for_status(&self, pot_id: &str, status: &str) -> Value {
-        eventually(
-            Duration::from_secs(60),
-            &format!("{pot_id} to be {status}"),
-            || async move { self.pot(pot_id).await.filter(|pot| pot["status"] == status) },
-        )
-        .await
-    }
-
-    fn pots_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("node-data/pots")
-    }
-}
-
-fn install(pot_id: &str, pot_type: &str, config: Value, git_url: Option<&str>) -> Value {
-    json!({"InstallPot": {
-        "pot_id": pot_id,
-        "honeypot_type": pot_type,
-        "git_url": git_url,
-        "config": config,
-        "auto_start": true,
-    }})
-}
 
 /// Logs in to a tcp-banner pot the FTP way and returns the banner it sent.
 async fn ftp_login(port: u16, user: &str, password: &str) -> String {
@@ -168,24 +43,6 @@ async fn login_events(sensor: &Sensor, pot_id: &str, count: usize) -> Vec<Value>
         count,
     )
     .await
-}
-
-/// A process that exists and is not a zombie waiting to be reaped.
-fn process_alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .map(|rest| rest.trim_start().to_owned())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z'))
-}
-
-async fn port_accepts(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
 }
 
 #[tokio::test]
@@ -391,10 +248,10 @@ async fn the_light_pot_lives_its_whole_lifecycle_through_the_api() {
     assert!(!port_accepts(port).await);
 }
 
-/// A git repository with its own manifest: one good pot (the tcp-banner files) and one whose
-/// install step fails.
-fn git_potstore(parent: &Path) -> String {
-    let repository = parent.join("potstore-repo");
+/// A git repository `<root>/potstore-repo` with its own manifest: one good pot (the
+/// tcp-banner files), one that keeps crashing and one whose install step fails.
+fn git_potstore(root: &Path) {
+    let repository = root.join("potstore-repo");
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../potstore/tcp-banner");
     std::fs::create_dir_all(repository.join("banner")).unwrap();
     std::fs::copy(
@@ -431,32 +288,26 @@ start = ["true"]
 "#,
     )
     .unwrap();
-    let git = |arguments: &[&str]| {
-        let status = Command::new("git")
-            .args([
-                "-c",
-                "user.name=HoneyBee Test",
-                "-c",
-                "user.email=test@honeybee.invalid",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(arguments)
-            .current_dir(&repository)
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {arguments:?}");
-    };
-    git(&["init", "--quiet"]);
-    git(&["add", "."]);
-    git(&["commit", "--quiet", "-m", "potstore"]);
-    format!("file://{}", repository.display())
+    commit_all(&repository);
+}
+
+/// A sensor whose node trusts the test's https git server.
+async fn git_sensor() -> (Sensor, HttpsGitServer) {
+    let sensor = Sensor::start_with(true, |dir| {
+        format!("  git_ca_file: {}\n", dir.join("git-ca.pem").display())
+    })
+    .await;
+    let repositories = sensor.dir.path().join("repositories");
+    std::fs::create_dir_all(&repositories).unwrap();
+    git_potstore(&repositories);
+    let server = HttpsGitServer::start(&repositories, sensor.dir.path()).await;
+    (sensor, server)
 }
 
 #[tokio::test]
 async fn pots_install_from_a_git_repository_and_failed_installs_say_why() {
-    let sensor = Sensor::start().await;
-    let url = git_potstore(sensor.dir.path());
+    let (sensor, server) = git_sensor().await;
+    let url = server.url("potstore-repo");
     let port = free_port();
 
     let answer = sensor
@@ -529,34 +380,17 @@ async fn pots_install_from_a_git_repository_and_failed_installs_say_why() {
     assert_eq!(metrics["data"]["pid"], Value::Null);
 
     // A bad manifest, an unknown type, a missing repository: Failed with the reason.
-    let bad = sensor.dir.path().join("bad-repo");
+    let bad = sensor.dir.path().join("repositories/bad-repo");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(
         bad.join("manifest.toml"),
         "[[pots]]\nid = \"x\"\nthis is not toml\n",
     )
     .unwrap();
-    for arguments in [
-        &["init", "--quiet"][..],
-        &["add", "."],
-        &["commit", "--quiet", "-m", "bad"],
-    ] {
-        let status = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
-            .args(arguments)
-            .current_dir(&bad)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    commit_all(&bad);
     let cases = [
         (
-            install(
-                "bad-1",
-                "x",
-                json!({}),
-                Some(&format!("file://{}", bad.display())),
-            ),
+            install("bad-1", "x", json!({}), Some(&server.url("bad-repo"))),
             "parsing potstore manifest",
         ),
         (
@@ -568,7 +402,7 @@ async fn pots_install_from_a_git_repository_and_failed_installs_say_why() {
                 "bad-3",
                 "git-banner",
                 json!({}),
-                Some("file:///nonexistent/repo"),
+                Some(&server.url("no-such-repo")),
             ),
             "git clone",
         ),
@@ -696,7 +530,7 @@ async fn the_cli_installs_lists_inspects_and_stops_pots() {
 #[tokio::test]
 async fn a_node_whose_pot_directory_the_pot_user_cannot_reach_says_so_and_still_forwards() {
     // The temporary directory is private to root: the pot user cannot pass through it.
-    let sensor = Sensor::start_in(false).await;
+    let sensor = Sensor::start_with(false, |_| String::new()).await;
     let answer = sensor
         .command(install("unreachable-1", "tcp-banner", json!({}), None), 10)
         .await;

@@ -216,9 +216,21 @@ pub struct HoneypotSection {
     /// Interpreter for Python pots and their virtualenvs; the pot user must be able to run
     /// it (not one under `/root`). Default `/usr/bin/python3`.
     pub python: String,
-    /// When the node runs as root, pots run as this user (created if missing). Default
+    /// When the node runs as root, each pot runs as a system user of its own named
+    /// `<run_as>-<10 hex digits of the pot id's SHA-256>` (created at install, removed at
+    /// uninstall). Lowercase letters, digits, `_` and `-`, at most 21 characters. Default
     /// `honeybee`.
     pub run_as: String,
+    /// Whether a node that is not root may run pots anyway, as its own user (then a pot can
+    /// read the node's `totp.key`, spool and keys, and speak for any pot). Default false:
+    /// such a node refuses every pot command and says why.
+    pub allow_unprivileged: bool,
+    /// Whether `InstallPot.git_url` may be an `ssh://` or `user@host:path` URL (besides
+    /// `https://`). Default false.
+    pub git_allow_ssh: bool,
+    /// A CA bundle (PEM) that `git clone` over https trusts instead of the system's; it must
+    /// be readable by the pot users. Default: the system's.
+    pub git_ca_file: Option<PathBuf>,
     /// Seconds between SIGTERM and SIGKILL when a pot is stopped. Default 10.
     pub stop_grace: f64,
     /// First delay before restarting a pot that died, in seconds; doubles per crash up to
@@ -242,6 +254,9 @@ impl Default for HoneypotSection {
             potstore: None,
             python: "/usr/bin/python3".into(),
             run_as: "honeybee".into(),
+            allow_unprivileged: false,
+            git_allow_ssh: false,
+            git_ca_file: None,
             stop_grace: 10.0,
             restart_backoff: 1.0,
             log_max_bytes: 1024 * 1024,
@@ -559,11 +574,11 @@ impl NodeConfig {
                 "must be between 0 and 30 seconds",
             ));
         }
-        if self.honeypot.run_as.trim().is_empty() || self.honeypot.run_as == "root" {
+        if !crate::pots::valid_user_prefix(&self.honeypot.run_as) {
             return Err(invalid(
                 "honeypot.run_as",
                 self.honeypot.run_as.clone(),
-                "must name an unprivileged user",
+                "must be 1-21 lowercase letters, digits, '_' or '-', starting with a letter or '_' (the prefix of each pot's user name)",
             ));
         }
         if self.honeypot.log_max_bytes < 1024 {

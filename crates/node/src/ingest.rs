@@ -5,8 +5,9 @@
 //! working for the next line. When the queue is full the connection stops being read, so
 //! a slow Core slows honeypots down instead of losing their events.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -22,7 +23,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ingest_peer::peer_socket_uid;
 use crate::metrics::NodeMetrics;
+use crate::pot_identities::{PotIdentities, PotIdentity};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// On shutdown, how long a honeypot connection keeps being read: lines a honeypot wrote
@@ -42,10 +45,45 @@ pub(crate) struct IngestContext {
     /// Where alarms for the Core go (the uplink's outbox).
     pub alarms: mpsc::Sender<Message>,
     pub log_limiter: LogRateLimiter,
+    /// The pots this node runs under users of their own (`None`: it runs none, or runs them
+    /// as itself): their connections are stamped with their pot, whatever the lines say.
+    pub identities: Option<Arc<PotIdentities>>,
+    /// One pace per pot, shared by all its connections: a pot cannot multiply its rate by
+    /// opening more of them.
+    pub pot_pacers: Mutex<HashMap<String, Arc<Mutex<Pacer>>>>,
 }
 
-/// Paces one connection to at most `rate` events per second (bursts of one second's worth).
-struct Pacer {
+impl IngestContext {
+    /// The pot a connection comes from, by the uid owning the peer's socket.
+    fn sender_pot(&self, stream: &TcpStream, remote: SocketAddr) -> Option<PotIdentity> {
+        let identities = self.identities.as_ref()?;
+        if identities.is_empty() {
+            // No pot runs under a user of its own: no need to read the socket tables.
+            return None;
+        }
+        let uid = peer_socket_uid(remote, stream.local_addr().ok()?)?;
+        identities.get(uid)
+    }
+
+    /// The pace of `pot`, or a new one for a connection of its own.
+    fn pacer_for(&self, pot: Option<&PotIdentity>) -> Arc<Mutex<Pacer>> {
+        let new = || Arc::new(Mutex::new(Pacer::new(self.max_events_per_second)));
+        match pot {
+            Some(pot) => self
+                .pot_pacers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(pot.pot_id.clone())
+                .or_insert_with(new)
+                .clone(),
+            None => new(),
+        }
+    }
+}
+
+/// Paces one pot (or one connection of a sender that is not a pot of this node) to at most
+/// `rate` events per second (bursts of one second's worth).
+pub(crate) struct Pacer {
     rate: f64,
     tokens: f64,
     last: Instant,
@@ -159,10 +197,17 @@ async fn serve_ingest_connection(
 ) {
     let mut framer = LineFramer::new(context.max_line_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
-    // Which pot a connection belongs to is not known yet; lines must name their pot.
-    let pot_context = PotContext::default();
+    // A pot this node started is known by its socket's owner; other senders name their pot.
+    let sender = context.sender_pot(&stream, remote);
+    let pot_context = match &sender {
+        Some(pot) => PotContext {
+            pot_id: Some(pot.pot_id.clone()),
+            pot_type: Some(pot.pot_type.clone()),
+        },
+        None => PotContext::default(),
+    };
     let mut drain_deadline: Option<Instant> = None;
-    let mut pacer = Pacer::new(context.max_events_per_second);
+    let pacer = context.pacer_for(sender.as_ref());
     let mut last_read = Instant::now();
     loop {
         let read = tokio::select! {
@@ -192,8 +237,9 @@ async fn serve_ingest_connection(
                     max_bytes: context.max_line_bytes,
                 }),
             };
+            let result = stamp(result, sender.as_ref(), remote, context);
             if result.as_ref().is_ok_and(Option::is_some) {
-                pace(&mut pacer, remote, context).await;
+                pace(&pacer, sender.as_ref(), remote, context).await;
             }
             if !accept(result, remote, context).await {
                 return;
@@ -203,24 +249,85 @@ async fn serve_ingest_connection(
     // A sender may close without a final newline: its last line still counts.
     if let Some(line) = framer.finish() {
         let result = normalize_ingest_line(line, &pot_context, Utc::now());
+        let result = stamp(result, sender.as_ref(), remote, context);
         accept(result, remote, context).await;
     }
 }
 
-/// Holds the connection to its event rate: waiting here stops its reads, so a flooding
+/// Events from a pot this node started carry that pot's id and type, whatever the line
+/// said: a compromised pot cannot speak for another one.
+fn stamp(
+    result: Result<Option<IngestEvent>, IngestError>,
+    sender: Option<&PotIdentity>,
+    remote: SocketAddr,
+    context: &IngestContext,
+) -> Result<Option<IngestEvent>, IngestError> {
+    let Some(sender) = sender else {
+        return refuse_unproven_claim(result, remote, context);
+    };
+    let Ok(Some(mut event)) = result else {
+        return result;
+    };
+    if event.pot_id != sender.pot_id || event.pot_type != sender.pot_type {
+        context.metrics.ingest_pot_claims_overridden.increment();
+        if let Some(suppressed) = context.log_limiter.allow() {
+            tracing::warn!(%remote, pot_id = %sender.pot_id, claimed_pot_id = %event.pot_id, claimed_pot_type = %event.pot_type, suppressed, "a pot sent an event naming another pot; stamped with its own id");
+        }
+        event.pot_id.clone_from(&sender.pot_id);
+        event.pot_type.clone_from(&sender.pot_type);
+    }
+    Ok(Some(event))
+}
+
+/// A sender that is not known as one of this node's pots (a honeypot run by hand, or a pot
+/// whose socket was gone before the node could look up its owner) may not use the id of a
+/// pot this node runs under a user of its own: such an event is dropped and counted.
+fn refuse_unproven_claim(
+    result: Result<Option<IngestEvent>, IngestError>,
+    remote: SocketAddr,
+    context: &IngestContext,
+) -> Result<Option<IngestEvent>, IngestError> {
+    let (Ok(Some(event)), Some(identities)) = (&result, &context.identities) else {
+        return result;
+    };
+    if !identities.runs_pot(&event.pot_id) {
+        return result;
+    }
+    context.metrics.ingest_pot_claims_refused.increment();
+    if let Some(suppressed) = context.log_limiter.allow() {
+        tracing::warn!(%remote, claimed_pot_id = %event.pot_id, suppressed, "an event naming one of this node's pots came from another sender; dropped");
+    }
+    Ok(None)
+}
+
+/// Holds the sender to its event rate: waiting here stops its reads, so a flooding
 /// honeypot slows down instead of losing events or starving the others.
-async fn pace(pacer: &mut Pacer, remote: SocketAddr, context: &IngestContext) {
-    let delay = pacer.delay_for_next();
+async fn pace(
+    pacer: &Mutex<Pacer>,
+    sender: Option<&PotIdentity>,
+    remote: SocketAddr,
+    context: &IngestContext,
+) {
+    let (delay, alarm_due, delayed) = {
+        let mut pacer = pacer.lock().unwrap_or_else(|p| p.into_inner());
+        let delay = pacer.delay_for_next();
+        let alarm_due = !delay.is_zero() && pacer.alarm_due();
+        (delay, alarm_due, pacer.delayed)
+    };
     if delay.is_zero() {
         return;
     }
     context.metrics.ingest_events_delayed.increment();
-    if pacer.alarm_due() {
+    if alarm_due {
+        let who = match sender {
+            Some(pot) => format!("pot {}", pot.pot_id),
+            None => format!("honeypot connection {remote}"),
+        };
         let message = format!(
-            "honeypot connection {remote} exceeds ingest.max_events_per_second ({}); {} events delayed so far",
-            context.max_events_per_second, pacer.delayed
+            "{who} exceeds ingest.max_events_per_second ({}); {delayed} events delayed so far",
+            context.max_events_per_second
         );
-        tracing::warn!(%remote, delayed = pacer.delayed, "a honeypot connection exceeds the event rate");
+        tracing::warn!(%remote, pot_id = sender.map(|pot| pot.pot_id.as_str()), delayed, "a honeypot exceeds the event rate");
         let _ = context.alarms.try_send(Message::NodeEvent(NodeEvent {
             kind: NodeEventKind::Alarm,
             message: Some(message),

@@ -9,11 +9,14 @@
 
 pub mod config;
 mod credentials;
+mod data_dir;
 mod embedded;
 mod identity;
 mod ingest;
+mod ingest_peer;
 mod metrics;
 mod metrics_endpoint;
+mod pot_identities;
 mod pots;
 mod spool;
 mod tls;
@@ -40,7 +43,8 @@ pub use uplink::UplinkError;
 use crate::config::NodeTypeSetting;
 use crate::ingest::IngestContext;
 use crate::metrics::NodeMetrics;
-use crate::pots::{PotManager, PotSettings};
+use crate::pot_identities::PotIdentities;
+use crate::pots::{PotManager, PotPrivilege, PotSettings};
 use crate::uplink::UplinkContext;
 
 /// Messages about pots waiting for the uplink (statuses are re-sent in full on reconnect).
@@ -99,7 +103,24 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningNode, NodeError> {
     config.validate()?;
+    // Everything the node creates is its own alone (0600/0700); what earlier versions left
+    // readable is closed below, once the data directory exists.
+    data_dir::private_umask();
     let node_id = identity::load_or_create_node_id(&config.node.data_dir)?;
+    let data_dir = &config.node.data_dir;
+    match data_dir::tighten(data_dir, &config.honeypot.base_dir(data_dir)) {
+        Ok(0) => {}
+        Ok(changed) => tracing::warn!(
+            data_dir = %data_dir.display(),
+            changed,
+            "closed files and directories of the data directory that others could read (now 0600/0700)"
+        ),
+        Err(error) => tracing::error!(
+            data_dir = %data_dir.display(),
+            %error,
+            "tightening the data directory's permissions failed"
+        ),
+    }
     let credentials = if config.auth.totp_enabled {
         let credentials = credentials::NodeCredentials::load(
             config.totp_secret_file(),
@@ -153,6 +174,7 @@ pub async fn start(
             alarms: outbox_sender.clone(),
         },
     ));
+    let identities = Arc::new(PotIdentities::default());
     let ingest_context = Arc::new(IngestContext {
         queue: queue_sender,
         metrics: metrics.clone(),
@@ -161,6 +183,8 @@ pub async fn start(
         max_events_per_second: config.ingest.max_events_per_second,
         alarms: outbox_sender.clone(),
         log_limiter: LogRateLimiter::default(),
+        identities: Some(identities.clone()),
+        pot_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let ingest = tokio::spawn(ingest::run_ingest_listener(
         listener,
@@ -176,6 +200,7 @@ pub async fn start(
                 &config,
                 node_id,
                 ingest_address.port(),
+                identities,
                 outbox_sender.clone(),
             ) {
                 Ok(manager) => (Some(manager), None),
@@ -279,17 +304,26 @@ fn start_pot_manager(
     config: &NodeConfig,
     node_id: u64,
     event_port: u16,
+    identities: Arc<PotIdentities>,
     outbox: mpsc::Sender<honeybee_protocol::Message>,
 ) -> Result<Arc<PotManager>, NodeError> {
     let data_dir = &config.node.data_dir;
     let setup = |what: &str, path: &Path, error: std::io::Error| {
         NodeError::Pots(format!("{what} {}: {error}", path.display()))
     };
-    let run_as = pots::resolve_run_as(&config.honeypot.run_as).map_err(NodeError::Pots)?;
+    let privilege =
+        pots::decide_pot_privilege(&config.honeypot.run_as, config.honeypot.allow_unprivileged)
+            .map_err(NodeError::Pots)?;
     let base_dir = config.honeypot.base_dir(data_dir);
     std::fs::create_dir_all(&base_dir).map_err(|e| setup("creating", &base_dir, e))?;
-    if let Some(run_as) = &run_as {
-        check_reachable(&base_dir, &run_as.name)?;
+    // Pot users pass through to their own directories; nobody lists the others.
+    std::fs::set_permissions(
+        &base_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(data_dir::TRAVERSE_ONLY),
+    )
+    .map_err(|e| setup("restricting", &base_dir, e))?;
+    if let PotPrivilege::PerPotUsers { prefix } = &privilege {
+        check_reachable(&base_dir, &format!("{prefix}-…"))?;
     }
     let kit_dir = data_dir.join("kit");
     embedded::materialize(embedded::PYTHON_KIT, &kit_dir)
@@ -322,7 +356,12 @@ fn start_pot_manager(
         kit_dir,
         python: config.honeypot.python.clone(),
         event_port,
-        run_as,
+        privilege,
+        identities,
+        git: pots::GitPolicy {
+            allow_ssh: config.honeypot.git_allow_ssh,
+            ca_file: config.honeypot.git_ca_file.clone(),
+        },
         stop_grace: config.honeypot.stop_grace(),
         restart_backoff: config.honeypot.restart_backoff(),
         log_max_bytes: config.honeypot.log_max_bytes,

@@ -17,6 +17,8 @@ pub(crate) struct NodeMetrics {
     pub lines_rejected: Arc<Counter>,
     pub ingest_idle_closed: Arc<Counter>,
     pub ingest_events_delayed: Arc<Counter>,
+    pub ingest_pot_claims_overridden: Arc<Counter>,
+    pub ingest_pot_claims_refused: Arc<Counter>,
     pub spool_appended: Arc<Counter>,
     pub spool_syncs: Arc<Counter>,
     pub spool_refused: Arc<Counter>,
@@ -111,7 +113,17 @@ impl NodeMetrics {
             ),
             ingest_events_delayed: registry.counter(
                 "honeybee_node_ingest_events_delayed_total",
-                "Events held back because their connection exceeded ingest.max_events_per_second.",
+                "Events held back because their pot (or, for senders that are not pots of this node, their connection) exceeded ingest.max_events_per_second.",
+                &[],
+            ),
+            ingest_pot_claims_overridden: registry.counter(
+                "honeybee_node_ingest_pot_claims_overridden_total",
+                "Events from a pot the node started that named another pot id or type; stamped with the sender's own.",
+                &[],
+            ),
+            ingest_pot_claims_refused: registry.counter(
+                "honeybee_node_ingest_pot_claims_refused_total",
+                "Events dropped because they named a pot this node runs under its own user but came from another sender.",
                 &[],
             ),
             lines_rejected: registry.counter(

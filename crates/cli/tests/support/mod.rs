@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset of the harness.
 
+pub mod sensor;
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -200,8 +202,18 @@ pub fn start_node(dir: &Path, core: &CorePorts, event_port: u16) -> Daemon {
     start_node_with(dir, core, event_port, "")
 }
 
-/// Like [`start_node`], with more config sections (YAML, e.g. `"ingest:\n  idle_timeout: 2\n"`).
+/// Like [`start_node`], with more config sections (YAML, e.g. `"ingest:\n  idle_timeout: 2\n"`;
+/// lines indented by two spaces at the start belong to `honeypot:`).
 pub fn start_node_with(dir: &Path, core: &CorePorts, event_port: u16, sections: &str) -> Daemon {
+    Daemon::spawn_command(
+        "honeybee-node",
+        node_command(dir, core, event_port, sections),
+        dir,
+    )
+}
+
+/// The command [`start_node_with`] runs (to change its user, say).
+pub fn node_command(dir: &Path, core: &CorePorts, event_port: u16, sections: &str) -> Command {
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
@@ -210,21 +222,18 @@ pub fn start_node_with(dir: &Path, core: &CorePorts, event_port: u16, sections: 
         ),
     )
     .unwrap();
-    Daemon::spawn(
-        "honeybee-node",
-        env!("CARGO_BIN_EXE_honeybee-node"),
-        &[
-            "--config".into(),
-            config.display().to_string(),
-            "--data-dir".into(),
-            dir.join("node-data").display().to_string(),
-            "--core".into(),
-            core.node_address(),
-            "--event-port".into(),
-            event_port.to_string(),
-        ],
-        dir,
-    )
+    let mut command = Command::new(env!("CARGO_BIN_EXE_honeybee-node"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("node-data"))
+        .arg("--core")
+        .arg(core.node_address())
+        .arg("--event-port")
+        .arg(event_port.to_string())
+        .env("RUST_LOG", "debug");
+    command
 }
 
 /// An HTTP client that sends `token` as a bearer token.

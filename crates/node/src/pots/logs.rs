@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Appends lines to `path`, moving it to `path.1` (… `path.N`) when it grows past a size.
@@ -33,11 +34,17 @@ impl RotatingLog {
             self.rotate();
         }
         if self.file.is_none() {
+            // 0600: a pot's output may hold what attackers typed, and the node's own
+            // directories are closed to everyone else.
             self.file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.path)
                 .ok();
+            if let Some(file) = &self.file {
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+            }
         }
         if let Some(file) = self.file.as_mut() {
             if file
@@ -102,6 +109,10 @@ mod tests {
             log.write_line(format!("line {index:02}").as_bytes());
         }
         assert!(std::fs::metadata(&path).unwrap().len() <= 100);
+        for file in [path.clone(), numbered(&path, 1), numbered(&path, 2)] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
         assert!(numbered(&path, 2).exists());
         assert!(
             !numbered(&path, 3).exists(),

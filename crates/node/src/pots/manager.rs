@@ -7,15 +7,12 @@
 //! and a long install, never block each other or the uplink.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use honeybee_protocol::{
-    format_timestamp, Command, CommandAnswer, InstallPot, Message, NodeEvent, NodeEventKind,
-    PotStatus, PotStatusUpdate,
+    Command, CommandAnswer, Message, NodeEvent, NodeEventKind, PotStatus, PotStatusUpdate,
 };
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -24,22 +21,21 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::git_source::GitPolicy;
 use super::logs::{self, RotatingLog};
-use super::manifest::{self, Manifest};
-use super::privilege::{chown_tree, RunAs};
+use super::pot_users;
+use super::privilege::{PotPrivilege, RunAs};
 use super::procfs;
+use super::redact::redact_credentials;
 use super::state::{self, InstalledPot};
+use super::stopping::end_user_processes;
 use super::supervisor::POT_LOG;
+use crate::pot_identities::{PotIdentities, PotIdentity};
 
 /// Lines of the install output quoted in a failure.
-const INSTALL_ERROR_TAIL_LINES: usize = 20;
-/// Longest a single install step may run.
-const INSTALL_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(super) const INSTALL_ERROR_TAIL_LINES: usize = 20;
 /// Lines answered to `GetPotLogs`.
 const LOG_TAIL_LINES: usize = 200;
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// In the pot's control directory: the output of its install steps.
-const INSTALL_LOG: &str = "install.log";
 /// Longest line of pot output kept.
 const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 
@@ -59,7 +55,12 @@ pub(crate) struct PotSettings {
     pub kit_dir: PathBuf,
     pub python: String,
     pub event_port: u16,
-    pub run_as: Option<RunAs>,
+    /// Per-pot users (root) or the node's own user (opted in).
+    pub privilege: PotPrivilege,
+    /// uid → pot, shared with ingest.
+    pub identities: Arc<PotIdentities>,
+    /// Which git URLs installs accept.
+    pub git: GitPolicy,
     pub stop_grace: Duration,
     /// First delay before restarting a pot that died.
     pub restart_backoff: Duration,
@@ -74,13 +75,48 @@ pub(crate) struct PotSettings {
 pub(super) type StartNotice = Option<(oneshot::Sender<Result<u32, String>>, Option<u64>)>;
 
 impl PotSettings {
-    /// The pot's control directory, created when missing.
+    /// The pot's control directory, created (0700, like its parent) when missing.
     pub(super) fn control_dir(&self, pot_id: &str) -> PathBuf {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let directory = self.control_base.join(pot_id);
-        if let Err(error) = std::fs::create_dir_all(&directory) {
+        let created = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&directory);
+        let private = [&self.control_base, &directory]
+            .into_iter()
+            .try_for_each(|path| {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            });
+        if let Err(error) = created.and(private) {
             tracing::warn!(pot_id, %error, "creating the pot's control directory failed");
         }
         directory
+    }
+
+    /// The user pot `pot_id` runs as: its own (created when missing, and registered so that
+    /// ingest knows its events), or `None` when pots run as the node's own user.
+    pub(super) fn pot_user(&self, pot_id: &str, pot_type: &str) -> Result<Option<RunAs>, String> {
+        let PotPrivilege::PerPotUsers { prefix } = &self.privilege else {
+            return Ok(None);
+        };
+        let user = pot_users::ensure_pot_user(&pot_users::pot_user_name(prefix, pot_id))?;
+        self.identities.insert(
+            user.uid,
+            PotIdentity {
+                pot_id: pot_id.to_owned(),
+                pot_type: pot_type.to_owned(),
+            },
+        );
+        Ok(Some(user))
+    }
+
+    /// The pot's user if it exists, without creating it.
+    pub(super) fn existing_pot_user(&self, pot_id: &str) -> Option<RunAs> {
+        let PotPrivilege::PerPotUsers { prefix } = &self.privilege else {
+            return None;
+        };
+        pot_users::existing_user(&pot_users::pot_user_name(prefix, pot_id))
     }
 }
 
@@ -101,7 +137,11 @@ pub(super) struct PotSlot {
 }
 
 impl PotSlot {
-    fn new(pot_type: String, installed: Option<InstalledPot>, status: PotStatus) -> Self {
+    pub(super) fn new(
+        pot_type: String,
+        installed: Option<InstalledPot>,
+        status: PotStatus,
+    ) -> Self {
         PotSlot {
             installed,
             pot_type,
@@ -128,14 +168,14 @@ pub(crate) struct PotManager {
 }
 
 /// The outcome of a command: the `CommandAnswer` fields.
-struct Outcome {
+pub(super) struct Outcome {
     success: bool,
     message: String,
     data: Option<Value>,
 }
 
 impl Outcome {
-    fn ok(message: impl Into<String>) -> Self {
+    pub(super) fn ok(message: impl Into<String>) -> Self {
         Outcome {
             success: true,
             message: message.into(),
@@ -143,7 +183,7 @@ impl Outcome {
         }
     }
 
-    fn failed(message: impl Into<String>) -> Self {
+    pub(super) fn failed(message: impl Into<String>) -> Self {
         Outcome {
             success: false,
             message: message.into(),
@@ -202,7 +242,7 @@ impl PotManager {
         self.pots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pot_lock(&self, pot_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn pot_lock(&self, pot_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -244,7 +284,9 @@ impl PotManager {
                 return;
             };
             slot.status = status;
-            slot.message = message;
+            // Whatever a message quotes (a git URL, git's or a step's output), no credentials
+            // leave the node.
+            slot.message = message.map(|text| redact_credentials(&text));
             self.status_message(pot_id, slot, command_id)
         };
         match status {
@@ -259,13 +301,14 @@ impl PotManager {
     }
 
     /// A status update for a pot that has no slot (e.g. a refused install).
-    fn report_unslotted(
+    pub(super) fn report_unslotted(
         &self,
         pot_id: &str,
         pot_type: &str,
         message: String,
         command_id: Option<u64>,
     ) {
+        let message = redact_credentials(&message);
         tracing::warn!(pot_id, detail = %message, "pot command failed");
         self.send(Message::PotStatusUpdate(PotStatusUpdate {
             node_id: self.settings.node_id,
@@ -285,7 +328,7 @@ impl PotManager {
         }
     }
 
-    fn persist(&self) {
+    pub(super) fn persist(&self) {
         let _saving = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
         let installed: Vec<InstalledPot> = self
             .lock_pots()
@@ -327,7 +370,7 @@ impl PotManager {
             command: name.to_owned(),
             pot_id,
             success: outcome.success,
-            message: Some(outcome.message),
+            message: Some(redact_credentials(&outcome.message)),
             data: outcome.data,
         });
         // Unlike statuses, an answer is waited for: it is never dropped.
@@ -335,7 +378,7 @@ impl PotManager {
     }
 
     /// The installed pot, or an outcome saying it is not installed (also reported).
-    fn installed(&self, pot_id: &str) -> Result<InstalledPot, Outcome> {
+    pub(super) fn installed(&self, pot_id: &str) -> Result<InstalledPot, Outcome> {
         let found = self
             .lock_pots()
             .get(pot_id)
@@ -343,380 +386,6 @@ impl PotManager {
         // No status update for a pot that does not exist: the Core would keep a row for it.
         found
             .ok_or_else(|| Outcome::failed(format!("pot {pot_id:?} is not installed on this node")))
-    }
-
-    async fn install(self: &Arc<Self>, install: InstallPot, command_id: Option<u64>) -> Outcome {
-        let pot_id = install.pot_id.clone();
-        if !manifest::valid_id(&pot_id) {
-            let message =
-                format!("invalid pot id {pot_id:?}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
-            self.report_unslotted(&pot_id, &install.honeypot_type, message.clone(), command_id);
-            return Outcome::failed(message);
-        }
-        let lock = self.pot_lock(&pot_id);
-        let _guard = lock.lock().await;
-        {
-            let mut pots = self.lock_pots();
-            if let Some(existing) = pots.get(&pot_id) {
-                let message = format!(
-                    "pot id {pot_id:?} is already installed (type {}); uninstall it first",
-                    existing.pot_type
-                );
-                drop(pots);
-                // The existing pot's status stays as it is; only this command fails.
-                tracing::warn!(pot_id, "refused a second install under one pot id");
-                return Outcome::failed(message);
-            }
-            pots.insert(
-                pot_id.clone(),
-                PotSlot::new(install.honeypot_type.clone(), None, PotStatus::Installing),
-            );
-        }
-        let source = install.git_url.clone().unwrap_or_else(|| "potstore".into());
-        self.report(
-            &pot_id,
-            PotStatus::Installing,
-            Some(format!(
-                "installing {} from {source}",
-                install.honeypot_type
-            )),
-            command_id,
-        );
-        match self.install_files(&install, command_id).await {
-            Ok(installed) => {
-                let auto_start = install.auto_start;
-                if let Some(slot) = self.lock_pots().get_mut(&pot_id) {
-                    slot.installed = Some(installed);
-                }
-                self.persist();
-                self.report(
-                    &pot_id,
-                    PotStatus::Stopped,
-                    Some("installed".into()),
-                    command_id,
-                );
-                if auto_start {
-                    return self.start_and_wait(&pot_id, command_id).await;
-                }
-                Outcome::ok(format!("installed {pot_id}"))
-            }
-            Err(reason) => {
-                let instance = self.settings.base_dir.join(&pot_id);
-                let _ = std::fs::remove_dir_all(&instance);
-                self.report(&pot_id, PotStatus::Failed, Some(reason.clone()), command_id);
-                self.lock_pots().remove(&pot_id);
-                Outcome::failed(reason)
-            }
-        }
-    }
-
-    /// Fetches the definition, lays out the instance directory and runs the install steps.
-    async fn install_files(
-        &self,
-        install: &InstallPot,
-        command_id: Option<u64>,
-    ) -> Result<InstalledPot, String> {
-        let pot_id = &install.pot_id;
-        let sources = self.settings.base_dir.join(".sources").join(pot_id);
-        let potstore_dir = match &install.git_url {
-            Some(url) => {
-                clone_repository(url, install.git_branch.as_deref(), &sources).await?;
-                sources.clone()
-            }
-            None => self.settings.potstore_dir.clone(),
-        };
-        let result = self.lay_out(install, &potstore_dir, command_id).await;
-        let _ = std::fs::remove_dir_all(&sources);
-        result
-    }
-
-    async fn lay_out(
-        &self,
-        install: &InstallPot,
-        potstore_dir: &Path,
-        command_id: Option<u64>,
-    ) -> Result<InstalledPot, String> {
-        let pot_id = &install.pot_id;
-        let manifest = Manifest::load(potstore_dir).map_err(|error| error.to_string())?;
-        let definition = manifest
-            .find(&install.honeypot_type)
-            .map_err(|error| error.to_string())?
-            .clone();
-        let instance = self.settings.base_dir.join(pot_id);
-        let values = self.placeholder_values(install, &definition, &instance)?;
-        let render = |text: &str| manifest::render(text, &values);
-
-        for requirement in &definition.requirements {
-            let executable = render(requirement)?;
-            if !executable_exists(&executable) {
-                return Err(format!(
-                    "requirement {executable:?} of {} is not installed on this node",
-                    definition.id
-                ));
-            }
-        }
-        let ports = parse_ports(&render(&definition.ports)?)?;
-
-        if instance.exists() {
-            std::fs::remove_dir_all(&instance)
-                .map_err(|error| format!("removing a stale {}: {error}", instance.display()))?;
-        }
-        let io = |what: &str, path: &Path, error: std::io::Error| {
-            format!("{what} {}: {error}", path.display())
-        };
-        std::fs::create_dir_all(&instance).map_err(|e| io("creating", &instance, e))?;
-        if let Some(files) = &definition.files {
-            copy_tree(&potstore_dir.join(files), &instance.join("files"))
-                .map_err(|e| io("copying the pot files to", &instance, e))?;
-        }
-        copy_tree(&self.settings.kit_dir, &instance.join("kit"))
-            .map_err(|e| io("copying the kit to", &instance, e))?;
-        for directory in &definition.directories {
-            std::fs::create_dir_all(instance.join(directory))
-                .map_err(|e| io("creating", &instance.join(directory), e))?;
-        }
-        for template in &definition.templates {
-            let source = instance.join("files").join(&template.source);
-            let text =
-                std::fs::read_to_string(&source).map_err(|e| io("reading template", &source, e))?;
-            let rendered =
-                render(&text).map_err(|error| format!("template {}: {error}", template.source))?;
-            let target = instance.join(&template.target);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
-            }
-            std::fs::write(&target, rendered).map_err(|e| io("writing", &target, e))?;
-        }
-        chown_tree(&instance, self.settings.run_as.as_ref())
-            .map_err(|e| io("giving the pot user", &instance, e))?;
-
-        let steps = definition.install.len();
-        for (index, step) in definition.install.iter().enumerate() {
-            let argv: Vec<String> = step
-                .iter()
-                .map(|part| render(part))
-                .collect::<Result<_, _>>()?;
-            if argv.is_empty() {
-                continue;
-            }
-            self.report(
-                pot_id,
-                PotStatus::Installing,
-                Some(format!("step {}/{steps}: {}", index + 1, argv.join(" "))),
-                command_id,
-            );
-            self.run_install_step(pot_id, &definition.env, &values, &instance, &argv)
-                .await
-                .map_err(|reason| {
-                    format!(
-                        "install step {}/{steps} ({}) failed: {reason}",
-                        index + 1,
-                        argv.join(" ")
-                    )
-                })?;
-        }
-        Ok(InstalledPot {
-            pot_id: pot_id.clone(),
-            pot_type: definition.id.clone(),
-            version: definition.version.clone(),
-            source: install.git_url.clone().unwrap_or_else(|| "potstore".into()),
-            definition,
-            values,
-            ports,
-            instance_dir: instance,
-            desired_running: install.auto_start,
-            installed_at: format_timestamp(Utc::now()),
-        })
-    }
-
-    /// The placeholders the node itself provides, as they are now.
-    fn node_values(
-        &self,
-        pot_id: &str,
-        pot_type: &str,
-        instance: &Path,
-    ) -> BTreeMap<String, String> {
-        let path = |p: PathBuf| p.display().to_string();
-        BTreeMap::from([
-            ("instance".to_owned(), path(instance.to_path_buf())),
-            ("files".to_owned(), path(instance.join("files"))),
-            ("kit".to_owned(), path(instance.join("kit"))),
-            ("python".to_owned(), self.settings.python.clone()),
-            ("pot_id".to_owned(), pot_id.to_owned()),
-            ("pot_type".to_owned(), pot_type.to_owned()),
-            (
-                "event_port".to_owned(),
-                self.settings.event_port.to_string(),
-            ),
-        ])
-    }
-
-    /// Before each start: when a node value changed since the install (the ingest port, the
-    /// interpreter), the pot's templates are rendered again, so it reports to where the node
-    /// listens now. No pot process runs at this point.
-    pub(super) fn refresh_node_values(&self, pot_id: &str) -> Result<(), String> {
-        let Some(mut installed) = self
-            .lock_pots()
-            .get(pot_id)
-            .and_then(|slot| slot.installed.clone())
-        else {
-            return Ok(());
-        };
-        let current = self.node_values(pot_id, &installed.pot_type, &installed.instance_dir);
-        if current
-            .iter()
-            .all(|(key, value)| installed.values.get(key) == Some(value))
-        {
-            return Ok(());
-        }
-        tracing::info!(
-            pot_id,
-            "node settings changed since the install; rendering the pot's templates again"
-        );
-        installed.values.extend(current);
-        let files = installed.instance_dir.join("files");
-        for template in &installed.definition.templates {
-            let source = files.join(&template.source);
-            let text = std::fs::read_to_string(&source)
-                .map_err(|error| format!("reading template {}: {error}", source.display()))?;
-            let rendered = manifest::render(&text, &installed.values)
-                .map_err(|error| format!("template {}: {error}", template.source))?;
-            write_inside(
-                &installed.instance_dir,
-                &template.target,
-                &rendered,
-                self.settings.run_as.as_ref(),
-            )?;
-        }
-        if let Some(slot) = self.lock_pots().get_mut(pot_id) {
-            slot.installed = Some(installed);
-        }
-        self.persist();
-        Ok(())
-    }
-
-    /// Config defaults, node defaults, the command's config, then the node's own values.
-    fn placeholder_values(
-        &self,
-        install: &InstallPot,
-        definition: &manifest::PotDefinition,
-        instance: &Path,
-    ) -> Result<BTreeMap<String, String>, String> {
-        let mut values = definition.config.clone();
-        for (key, value) in &self.settings.default_config {
-            if values.contains_key(key) {
-                values.insert(key.clone(), value.clone());
-            }
-        }
-        for (key, value) in install.config.iter().flatten() {
-            if value.chars().any(char::is_control) {
-                return Err(format!(
-                    "config value for {key:?} contains control characters"
-                ));
-            }
-            if manifest::BUILTIN_PLACEHOLDERS.contains(&key.as_str()) {
-                return Err(format!(
-                    "config key {key:?} is set by the node and cannot be overridden"
-                ));
-            }
-            values.insert(key.clone(), value.clone());
-        }
-        values.extend(self.node_values(&install.pot_id, &definition.id, instance));
-        Ok(values)
-    }
-
-    /// A command for a pot's process: its user, its environment, its own process group.
-    pub(super) fn pot_command(
-        &self,
-        env: &BTreeMap<String, String>,
-        values: &BTreeMap<String, String>,
-        instance: &Path,
-        working_dir: &Path,
-        argv: &[String],
-    ) -> Result<tokio::process::Command, String> {
-        let mut command = tokio::process::Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .current_dir(working_dir)
-            .env_clear()
-            .env("PATH", DEFAULT_PATH)
-            .env("HOME", instance)
-            .env("LANG", "C.UTF-8")
-            .env("HONEYBEE_EVENT_HOST", "127.0.0.1")
-            .env("HONEYBEE_EVENT_PORT", self.settings.event_port.to_string())
-            .env(
-                "HONEYBEE_POT_ID",
-                values.get("pot_id").cloned().unwrap_or_default(),
-            )
-            .env(
-                "HONEYBEE_HONEYPOT_TYPE",
-                values.get("pot_type").cloned().unwrap_or_default(),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, manifest::render(value, values)?);
-        }
-        if let Some(run_as) = &self.settings.run_as {
-            command.uid(run_as.uid).gid(run_as.gid);
-        }
-        Ok(command)
-    }
-
-    async fn run_install_step(
-        &self,
-        pot_id: &str,
-        env: &BTreeMap<String, String>,
-        values: &BTreeMap<String, String>,
-        instance: &Path,
-        argv: &[String],
-    ) -> Result<(), String> {
-        let mut child = self
-            .pot_command(env, values, instance, instance, argv)?
-            .spawn()
-            .map_err(|error| format!("cannot run {:?}: {error}", argv[0]))?;
-        let log = Arc::new(Mutex::new(RotatingLog::new(
-            self.settings.control_dir(pot_id).join(INSTALL_LOG),
-            self.settings.log_max_bytes,
-            self.settings.log_files,
-        )));
-        let tail = Arc::new(Mutex::new(Vec::<String>::new()));
-        let pumps = [
-            child
-                .stdout
-                .take()
-                .map(|out| pump_lines(out, log.clone(), Some(tail.clone()))),
-            child
-                .stderr
-                .take()
-                .map(|err| pump_lines(err, log.clone(), Some(tail.clone()))),
-        ];
-        let pid = child.id().unwrap_or(0);
-        let status = match tokio::time::timeout(INSTALL_STEP_TIMEOUT, child.wait()).await {
-            Ok(status) => status.map_err(|error| format!("waiting for the step: {error}"))?,
-            Err(_) => {
-                terminate_group(&mut child, pid, Duration::from_secs(5)).await;
-                return Err(format!(
-                    "timed out after {} s",
-                    INSTALL_STEP_TIMEOUT.as_secs()
-                ));
-            }
-        };
-        // A step may leave a background process holding its output open: end the group,
-        // and give the readers a bounded time to finish.
-        terminate_group(&mut child, pid, Duration::ZERO).await;
-        for pump in pumps.into_iter().flatten() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
-        }
-        if status.success() {
-            return Ok(());
-        }
-        let lines = tail.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let start = lines.len().saturating_sub(INSTALL_ERROR_TAIL_LINES);
-        Err(format!("{status}; output:\n{}", lines[start..].join("\n")))
     }
 
     async fn deploy(self: &Arc<Self>, pot_id: &str, command_id: Option<u64>) -> Outcome {
@@ -739,7 +408,11 @@ impl PotManager {
     }
 
     /// Starts the supervisor and waits for the first outcome (healthy, or why not).
-    async fn start_and_wait(self: &Arc<Self>, pot_id: &str, command_id: Option<u64>) -> Outcome {
+    pub(super) async fn start_and_wait(
+        self: &Arc<Self>,
+        pot_id: &str,
+        command_id: Option<u64>,
+    ) -> Outcome {
         let (started_sender, started) = oneshot::channel();
         self.launch_supervisor(pot_id, Some((started_sender, command_id)));
         match started.await {
@@ -845,7 +518,14 @@ impl PotManager {
         self.lock_pots().remove(pot_id);
         self.persist();
         let _ = std::fs::remove_dir_all(self.settings.control_base.join(pot_id));
-        if let Err(error) = std::fs::remove_dir_all(&installed.instance_dir) {
+        // Its processes first (nothing may write into the directory being removed), the
+        // user last (its uid must not be reused while files of it remain).
+        if let Some(user) = self.settings.existing_pot_user(pot_id) {
+            end_user_processes(&user, Duration::ZERO).await;
+        }
+        let removed = std::fs::remove_dir_all(&installed.instance_dir);
+        self.forget_pot_user(pot_id).await;
+        if let Err(error) = removed {
             return Outcome::failed(format!(
                 "{pot_id} was removed from the node but {} could not be deleted: {error}",
                 installed.instance_dir.display()
@@ -1063,178 +743,5 @@ fn write_log_line(log: &Mutex<RotatingLog>, tail: Option<&Arc<Mutex<Vec<String>>
         if tail.len() > INSTALL_ERROR_TAIL_LINES * 4 {
             tail.drain(..INSTALL_ERROR_TAIL_LINES * 2);
         }
-    }
-}
-
-/// SIGTERM to the child's whole process group, SIGKILL after `grace`: no orphans. `pid` is
-/// the one recorded at spawn (the child may be reaped already, and then has no id).
-pub(super) async fn terminate_group(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
-    use nix::sys::signal::{killpg, Signal};
-    use nix::unistd::Pid;
-    if pid == 0 {
-        return;
-    }
-    let group = Pid::from_raw(pid as i32);
-    let _ = killpg(group, Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        tracing::warn!(pid, "pot ignored SIGTERM; killing its process group");
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = child.wait().await;
-    }
-    // Whatever the leader left behind in its group goes too.
-    let _ = killpg(group, Signal::SIGKILL);
-}
-
-async fn clone_repository(url: &str, branch: Option<&str>, target: &Path) -> Result<(), String> {
-    let _ = std::fs::remove_dir_all(target);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|error| format!("creating {}: {error}", parent.display()))?;
-    }
-    let mut command = tokio::process::Command::new("git");
-    command.args(["clone", "--quiet", "--depth", "1"]);
-    if let Some(branch) = branch {
-        command.args(["--branch", branch]);
-    }
-    command
-        .arg("--")
-        .arg(url)
-        .arg(target)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(300), command.output())
-        .await
-        .map_err(|_| format!("git clone {url} timed out"))?
-        .map_err(|error| format!("cannot run git: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "git clone {url} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-fn executable_exists(name: &str) -> bool {
-    if name.contains('/') {
-        return Path::new(name).is_file();
-    }
-    DEFAULT_PATH
-        .split(':')
-        .any(|directory| Path::new(directory).join(name).is_file())
-}
-
-fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(|part| match part.parse::<u16>() {
-            Ok(port) if port > 0 => Ok(port),
-            _ => Err(format!("invalid port {part:?} in {text:?}")),
-        })
-        .collect()
-}
-
-/// Writes `relative` below `root` as root into a directory the pot user owns: no component
-/// may be a symbolic link (the pot could point it anywhere), and the file is opened without
-/// following one. The file is then given to the pot user.
-fn write_inside(
-    root: &Path,
-    relative: &str,
-    content: &str,
-    run_as: Option<&RunAs>,
-) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if !manifest::safe_relative(relative) {
-        return Err(format!("path {relative:?} leaves the instance directory"));
-    }
-    let target = root.join(relative);
-    let mut walked = root.to_path_buf();
-    for component in Path::new(relative).components() {
-        walked.push(component);
-        if std::fs::symlink_metadata(&walked).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(format!(
-                "refusing to write through the symbolic link {}",
-                walked.display()
-            ));
-        }
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(&target)
-        .map_err(|error| format!("writing {}: {error}", target.display()))?;
-    file.write_all(content.as_bytes())
-        .map_err(|error| format!("writing {}: {error}", target.display()))?;
-    chown_tree(&target, run_as)
-        .map_err(|error| format!("giving {} to the pot user: {error}", target.display()))
-}
-
-fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(target)?;
-    for entry in std::fs::read_dir(source)? {
-        let entry = entry?;
-        let destination = target.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_symlink() {
-            // A link could hand any file the node can read to the pot user.
-            return Err(std::io::Error::other(format!(
-                "refusing the symbolic link {}",
-                entry.path().display()
-            )));
-        }
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &destination)?;
-        } else {
-            std::fs::copy(entry.path(), destination)?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn files_are_never_copied_or_written_through_symbolic_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("source");
-        std::fs::create_dir_all(&source).unwrap();
-        std::fs::write(source.join("ok.txt"), "ok").unwrap();
-        std::os::unix::fs::symlink("/etc/hostname", source.join("link")).unwrap();
-        let error = copy_tree(&source, &dir.path().join("copy"))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("symbolic link"), "{error}");
-
-        let instance = dir.path().join("instance");
-        std::fs::create_dir_all(instance.join("etc")).unwrap();
-        write_inside(&instance, "etc/real.cfg", "x", None).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(instance.join("etc/real.cfg")).unwrap(),
-            "x"
-        );
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, "secret").unwrap();
-        std::os::unix::fs::symlink(&secret, instance.join("etc/cowrie.cfg")).unwrap();
-        let error = write_inside(&instance, "etc/cowrie.cfg", "overwritten", None).unwrap_err();
-        assert!(error.contains("symbolic link"), "{error}");
-        std::os::unix::fs::symlink(dir.path(), instance.join("state")).unwrap();
-        assert!(write_inside(&instance, "state/secret", "overwritten", None).is_err());
-        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
-        assert!(write_inside(&instance, "../escape", "x", None).is_err());
-    }
-
-    #[test]
-    fn ports_are_parsed_and_bad_ones_named() {
-        assert_eq!(parse_ports("2222, 2223").unwrap(), vec![2222, 2223]);
-        assert_eq!(parse_ports("").unwrap(), Vec::<u16>::new());
-        assert!(parse_ports("22,x").unwrap_err().contains("\"x\""));
-        assert!(parse_ports("70000").is_err());
     }
 }

@@ -23,12 +23,6 @@ pub(crate) const BUILTIN_PLACEHOLDERS: [&str; 7] = [
 
 #[derive(Debug, Error)]
 pub enum ManifestError {
-    #[error("reading potstore manifest {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("parsing potstore manifest {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("unknown pot type {id:?}; the potstore has: {available}")]
@@ -102,15 +96,19 @@ fn default_health_timeout() -> f64 {
 }
 
 impl Manifest {
-    /// Reads `manifest.toml` from a potstore directory.
+    /// Reads `manifest.toml` from a potstore directory (tests; the node reads it through
+    /// a directory handle, see `install.rs`).
+    #[cfg(test)]
     pub fn load(directory: &Path) -> Result<Self, ManifestError> {
         let path = directory.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|error| ManifestError::Parse {
-            path: path.clone(),
+        let text = std::fs::read_to_string(&path).expect("test manifest is readable");
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and validates manifest text read from `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|error| ManifestError::Parse {
+            path: path.to_path_buf(),
             message: error.to_string().trim().to_owned(),
         })?;
         for pot in &manifest.pots {

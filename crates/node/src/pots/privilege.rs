@@ -1,9 +1,11 @@
-//! Least privilege for pots: when the node runs as root, pots run as an unprivileged user
-//! (created if missing) that owns their files.
+//! Least privilege for pots: whether this node may run pots at all, and as whom.
+//!
+//! A node running as root gives every pot a unix user of its own (see `pot_users.rs`). A
+//! node that is not root could only run pots as itself, and a pot would then read the
+//! node's `totp.key`, spool and TLS keys: it refuses to run pots unless the operator opted
+//! in with `honeypot.allow_unprivileged: true`.
 
-use std::path::Path;
-
-use nix::unistd::{Uid, User};
+use nix::unistd::Uid;
 
 /// Who a pot's processes run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,56 +15,36 @@ pub(crate) struct RunAs {
     pub gid: u32,
 }
 
-/// `None` when the node is not root (pots then run as the node's own user); otherwise the
-/// configured user, created as a system user without a login shell when it is missing.
-pub(crate) fn resolve_run_as(user_name: &str) -> Result<Option<RunAs>, String> {
-    if !Uid::effective().is_root() {
-        return Ok(None);
-    }
-    if lookup(user_name)?.is_none() {
-        let status = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                user_name,
-            ])
-            .status()
-            .map_err(|error| format!("running useradd for {user_name:?}: {error}"))?;
-        if !status.success() {
-            return Err(format!("useradd {user_name:?} failed with {status}"));
-        }
-        tracing::info!(user = user_name, "created the unprivileged pot user");
-    }
-    let user = lookup(user_name)?
-        .ok_or_else(|| format!("user {user_name:?} still missing after useradd"))?;
-    if user.uid.is_root() {
-        return Err(format!(
-            "honeypot.run_as {user_name:?} is root; pots must not run as root"
-        ));
-    }
-    Ok(Some(RunAs {
-        name: user_name.to_owned(),
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-    }))
+/// How this node runs its pots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PotPrivilege {
+    /// Root: each pot runs as its own system user, named from this prefix
+    /// (`honeypot.run_as`) and the pot id.
+    PerPotUsers { prefix: String },
+    /// Not root, and the operator accepted that pots run as the node's own user.
+    NodeUser,
 }
 
-fn lookup(user_name: &str) -> Result<Option<User>, String> {
-    User::from_name(user_name).map_err(|error| format!("looking up user {user_name:?}: {error}"))
-}
-
-/// Gives `path` and everything below it to the pot user (no-op without one).
-pub(crate) fn chown_tree(path: &Path, run_as: Option<&RunAs>) -> std::io::Result<()> {
-    let Some(run_as) = run_as else {
-        return Ok(());
-    };
-    std::os::unix::fs::lchown(path, Some(run_as.uid), Some(run_as.gid))?;
-    if path.is_dir() && !path.is_symlink() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), Some(run_as))?;
-        }
+/// Decides how pots run. `Err` (pots unavailable, with the fix in the message) when the node
+/// is not root and `allow_unprivileged` is off.
+pub(crate) fn decide_pot_privilege(
+    run_as_prefix: &str,
+    allow_unprivileged: bool,
+) -> Result<PotPrivilege, String> {
+    if Uid::effective().is_root() {
+        return Ok(PotPrivilege::PerPotUsers {
+            prefix: run_as_prefix.to_owned(),
+        });
     }
-    Ok(())
+    if allow_unprivileged {
+        tracing::warn!(
+            uid = Uid::effective().as_raw(),
+            "THE NODE IS NOT ROOT AND honeypot.allow_unprivileged IS SET: pots run as the node's own user and a compromised pot can read the node's totp.key, spool and TLS keys, and speak for any pot; run the node as root for per-pot users"
+        );
+        return Ok(PotPrivilege::NodeUser);
+    }
+    Err(format!(
+        "the node runs as uid {} (not root), so its pots would run as the node's own user and could read its totp.key, spool and TLS keys; run the node as root (each pot then gets a user of its own) or set honeypot.allow_unprivileged: true to accept that",
+        Uid::effective().as_raw()
+    ))
 }

@@ -21,6 +21,11 @@ pub(crate) struct InstalledPot {
     pub definition: PotDefinition,
     /// Every placeholder value (config and the node's own).
     pub values: BTreeMap<String, String>,
+    /// The text of each template source (by `source`) as installed: templates are rendered
+    /// again from here, never from the pot's directory (where the pot could put a link to
+    /// a root-only file). Empty for pots installed by earlier versions.
+    #[serde(default)]
+    pub template_sources: BTreeMap<String, String>,
     pub ports: Vec<u16>,
     pub instance_dir: PathBuf,
     /// Whether the operator wants it running (survives node restarts).
@@ -37,10 +42,19 @@ pub(crate) fn load(path: &Path) -> Result<Vec<InstalledPot>, String> {
     }
 }
 
-/// Writes through a temporary file and a rename: a crash never leaves half a file.
+/// Writes through a temporary file and a rename: a crash never leaves half a file. Mode
+/// 0600: the file holds every pot's config values and sources.
 pub(crate) fn save(path: &Path, pots: &[InstalledPot]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let temporary = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&temporary)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    // A temporary file left by an earlier version keeps its old mode: make sure.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(&serde_json::to_vec_pretty(pots).map_err(std::io::Error::other)?)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)

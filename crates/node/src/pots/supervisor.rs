@@ -10,8 +10,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::logs::RotatingLog;
-use super::manager::{pump_lines, terminate_group, PotManager, StartNotice};
+use super::manager::{pump_lines, PotManager, StartNotice};
+use super::privilege::RunAs;
 use super::procfs;
+use super::safe_fs;
+use super::stopping::{end_user_processes, terminate_pot};
 
 /// More crashes than this within [`CRASH_WINDOW`] and the pot stays `Failed`.
 const MAX_CRASHES: usize = 5;
@@ -146,6 +149,19 @@ impl PotManager {
             return RunEnd::Stopped;
         };
         let installed = &installed;
+        let user = match self.settings.pot_user(pot_id, &installed.pot_type) {
+            Ok(user) => user,
+            Err(reason) => return RunEnd::Unstartable(reason),
+        };
+        if let Some(user) = &user {
+            // Anything of the pot's user still running (left by a node that was killed, or
+            // escaped from an earlier run) ends before the pot starts again.
+            end_user_processes(user, self.settings.stop_grace).await;
+            if let Err(reason) = self.adopt_instance(&installed.instance_dir, user) {
+                return RunEnd::Unstartable(reason);
+            }
+        }
+        let user = user.as_ref();
         for port in &installed.ports {
             if port_in_use(*port) {
                 return RunEnd::Unstartable(format!("port {port} is already in use on this node"));
@@ -166,6 +182,7 @@ impl PotManager {
             None => installed.instance_dir.clone(),
         };
         let mut command = match self.pot_command(
+            user,
             &definition.env,
             &installed.values,
             &installed.instance_dir,
@@ -215,17 +232,17 @@ impl PotManager {
             }
             tokio::select! {
                 _ = stop.cancelled() => {
-                    terminate_group(&mut child, pid, self.settings.stop_grace).await;
+                    terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
                     return RunEnd::Stopped;
                 }
                 status = child.wait() => {
-                    terminate_group(&mut child, pid, Duration::ZERO).await;
+                    terminate_pot(&mut child, pid, Duration::ZERO, user).await;
                     return RunEnd::Crashed(format!("exited during start-up with {}", describe(status)));
                 }
                 _ = tokio::time::sleep(HEALTH_POLL) => {}
             }
             if Instant::now() > deadline {
-                terminate_group(&mut child, pid, self.settings.stop_grace).await;
+                terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
                 return RunEnd::Crashed(format!(
                     "health check failed: ports {:?} not listening after {} s",
                     installed.ports, definition.health_timeout
@@ -242,15 +259,40 @@ impl PotManager {
 
         tokio::select! {
             _ = stop.cancelled() => {
-                terminate_group(&mut child, pid, self.settings.stop_grace).await;
+                terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
                 RunEnd::Stopped
             }
             status = child.wait() => {
                 // The leader is gone; anything left in its group goes too.
-                terminate_group(&mut child, pid, Duration::ZERO).await;
+                terminate_pot(&mut child, pid, Duration::ZERO, user).await;
                 RunEnd::Crashed(format!("exited with {}", describe(status)))
             }
         }
+    }
+
+    /// Gives the pot's directory to its own user when it belongs to someone else (a pot
+    /// installed by an earlier version, under the user all pots shared then).
+    fn adopt_instance(&self, instance: &std::path::Path, user: &RunAs) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::symlink_metadata(instance)
+            .map_err(|error| format!("reading {}: {error}", instance.display()))?
+            .uid();
+        if owner == user.uid {
+            return Ok(());
+        }
+        let Some(name) = instance.file_name() else {
+            return Err(format!(
+                "instance directory {} has no name",
+                instance.display()
+            ));
+        };
+        tracing::info!(instance = %instance.display(), user = %user.name, previous_owner = owner, "giving a pot's directory to its own user");
+        let text = |error: safe_fs::SafeFsError| error.to_string();
+        let base = safe_fs::open_trusted_dir(&self.settings.base_dir).map_err(text)?;
+        let directory =
+            safe_fs::open_dir_beneath(&base, &self.settings.base_dir, std::path::Path::new(name))
+                .map_err(text)?;
+        safe_fs::chown_tree_beneath(&directory, instance, &[owner], user).map_err(text)
     }
 
     fn clear_process(&self, pot_id: &str) {

@@ -1,0 +1,93 @@
+//! Who is on the other end of a local ingest connection: the unix user owning the peer's
+//! socket, read from `/proc/net/tcp` and `/proc/net/tcp6` (the socket whose local address
+//! is the connection's remote one and whose remote address is our local one).
+//!
+//! A pot can write any `pot_id` into its lines, but it cannot change the uid its sockets
+//! belong to: that is what ingest trusts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+const TABLES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+
+/// The uid owning the socket at `peer` that is connected to `local`, if it is on this
+/// machine (`None` for a remote peer, or when the connection is already gone).
+pub(crate) fn peer_socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    TABLES.iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        find_owner(&text, peer, local)
+    })
+}
+
+/// Searches one table's text for the socket `peer` → `local`.
+fn find_owner(table: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let socket_local = parse_address(fields.get(1)?)?;
+        let socket_remote = parse_address(fields.get(2)?)?;
+        (same(socket_local, peer) && same(socket_remote, local))
+            .then(|| fields.get(7)?.parse().ok())
+            .flatten()
+    })
+}
+
+fn same(left: SocketAddr, right: SocketAddr) -> bool {
+    left.port() == right.port() && left.ip().to_canonical() == right.ip().to_canonical()
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6). The kernel prints each 32-bit
+/// word of the address as a number in the machine's byte order, the port in hex.
+fn parse_address(text: &str) -> Option<SocketAddr> {
+    let (address, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Option<Vec<[u8; 4]>> = address
+        .as_bytes()
+        .chunks(8)
+        .map(|chunk| {
+            let chunk = std::str::from_utf8(chunk).ok()?;
+            Some(u32::from_str_radix(chunk, 16).ok()?.to_ne_bytes())
+        })
+        .collect();
+    let bytes: Vec<u8> = words?.concat();
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_of_a_real_loopback_connection_is_found() {
+        for host in ["127.0.0.1", "::1"] {
+            let Ok(listener) = std::net::TcpListener::bind((host, 0)) else {
+                continue; // no IPv6 on this machine
+            };
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, remote) = listener.accept().unwrap();
+            assert_eq!(remote, client.local_addr().unwrap());
+            let uid = peer_socket_uid(remote, accepted.local_addr().unwrap());
+            assert_eq!(uid, Some(nix::unistd::geteuid().as_raw()), "{host}");
+            // The node's own end of the connection is not mistaken for the peer's.
+            let unrelated: SocketAddr = (remote.ip(), 1).into();
+            assert_eq!(
+                peer_socket_uid(unrelated, accepted.local_addr().unwrap()),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_are_read_in_the_kernels_format() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:D431 0100007F:238C 01 00000000:00000000 00:00000000 00000000  1234        0 1 1 0 10 0\n";
+        if cfg!(target_endian = "little") {
+            let peer: SocketAddr = "127.0.0.1:54321".parse().unwrap();
+            let local: SocketAddr = "127.0.0.1:9100".parse().unwrap();
+            assert_eq!(find_owner(table, peer, local), Some(1234));
+            assert_eq!(find_owner(table, local, peer), None);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! One unix user per pot: naming, creating and removing it, and ending every process it
+//! runs.
+//!
+//! A pot that broke out of its honeypot owns its user. With a user per pot it cannot touch
+//! another pot's files, and stopping it does not depend on process groups it can leave
+//! with `setsid()`: the node ends everything that user runs.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::unistd::User;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::privilege::RunAs;
+
+/// Longest user name `useradd` accepts everywhere.
+pub(crate) const MAX_USER_NAME: usize = 32;
+/// Hex digits of the pot id's SHA-256 in the user name: short, yet unlikely to collide.
+const HASH_DIGITS: usize = 10;
+/// Longest `honeypot.run_as` prefix: prefix, `-` and the hash stay within 32 characters.
+pub(crate) const MAX_PREFIX: usize = MAX_USER_NAME - HASH_DIGITS - 1;
+const KILL_POLL: Duration = Duration::from_millis(50);
+
+/// `useradd`/`userdel` lock the user database; two at once would fail, so they take turns.
+static USER_DATABASE: Mutex<()> = Mutex::new(());
+
+/// `<prefix>-<first 10 hex digits of sha256(pot id)>`: valid for `useradd` whatever the
+/// pot id (which may hold `.` and capitals), and the same for a pot id every time.
+pub(crate) fn pot_user_name(prefix: &str, pot_id: &str) -> String {
+    let digest = Sha256::digest(pot_id.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{prefix}-{}", &hex[..HASH_DIGITS])
+}
+
+/// Whether `prefix` can start a user name `useradd` accepts (lowercase letters, digits,
+/// `_` and `-`, starting with a letter or `_`), short enough for the hash to follow.
+pub(crate) fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}
+
+fn lookup(user_name: &str) -> Result<Option<User>, String> {
+    User::from_name(user_name).map_err(|error| format!("looking up user {user_name:?}: {error}"))
+}
+
+/// The pot's user, created as a system user without home or login shell when missing.
+pub(crate) fn ensure_pot_user(user_name: &str) -> Result<RunAs, String> {
+    if lookup(user_name)?.is_none() {
+        let _turn = USER_DATABASE.lock().unwrap_or_else(|p| p.into_inner());
+        if lookup(user_name)?.is_none() {
+            let status = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    user_name,
+                ])
+                .status()
+                .map_err(|error| format!("running useradd for {user_name:?}: {error}"))?;
+            if !status.success() {
+                return Err(format!("useradd {user_name:?} failed with {status}"));
+            }
+            tracing::info!(user = user_name, "created a pot user");
+        }
+    }
+    let user = lookup(user_name)?
+        .ok_or_else(|| format!("user {user_name:?} still missing after useradd"))?;
+    if user.uid.is_root() {
+        return Err(format!(
+            "pot user {user_name:?} is root; pots must not run as root"
+        ));
+    }
+    Ok(RunAs {
+        name: user_name.to_owned(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    })
+}
+
+/// The uid of an existing user, `None` when there is none.
+pub(crate) fn existing_user(user_name: &str) -> Option<RunAs> {
+    lookup(user_name).ok().flatten().map(|user| RunAs {
+        name: user_name.to_owned(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    })
+}
+
+/// Removes a pot's user (after its processes were ended). A user that is already gone is
+/// fine.
+pub(crate) fn remove_pot_user(user_name: &str) -> Result<(), String> {
+    let _turn = USER_DATABASE.lock().unwrap_or_else(|p| p.into_inner());
+    if lookup(user_name)?.is_none() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("userdel")
+        .arg(user_name)
+        .status()
+        .map_err(|error| format!("running userdel for {user_name:?}: {error}"))?;
+    if !status.success() {
+        return Err(format!("userdel {user_name:?} failed with {status}"));
+    }
+    tracing::info!(user = user_name, "removed a pot user");
+    Ok(())
+}
+
+/// Live processes (not zombies) whose real, effective, saved or filesystem uid is `uid`.
+pub(crate) fn processes_of(uid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let zombie = status
+                .lines()
+                .find(|line| line.starts_with("State:"))
+                .is_some_and(|line| line.contains('Z'));
+            let owned = status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .is_some_and(|line| {
+                    line.split_whitespace()
+                        .skip(1)
+                        .any(|field| field.parse::<u32>() == Ok(uid))
+                });
+            owned && !zombie
+        })
+        .collect()
+}
+
+/// Sends `signal` (a `kill` signal name) to every process of `user` at once: a child running
+/// as that user calls `kill(-1, signal)`, which reaches exactly the processes the user may
+/// signal — its own — and, being one call, also those forked meanwhile. Root never signals
+/// a pid it read from `/proc` (the pid could have been reused by then).
+async fn signal_all_of(user: &RunAs, signal: &str) -> Result<(), String> {
+    let mut command = tokio::process::Command::new("/bin/sh");
+    command
+        .args(["-c", &format!("kill -s {signal} -- -1")])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .uid(user.uid)
+        .gid(user.gid)
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("signalling the processes of {}: {error}", user.name))?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    Ok(())
+}
+
+/// SIGTERM to everything `user` runs, then SIGKILL after `grace` to whatever is left, until
+/// nothing is (bounded by `deadline` after the SIGKILL).
+pub(crate) async fn end_all_processes_of(
+    user: &RunAs,
+    grace: Duration,
+    deadline: Duration,
+) -> Result<(), String> {
+    if processes_of(user.uid).is_empty() {
+        return Ok(());
+    }
+    if !grace.is_zero() {
+        signal_all_of(user, "TERM").await?;
+        let until = Instant::now() + grace;
+        while !processes_of(user.uid).is_empty() && Instant::now() < until {
+            tokio::time::sleep(KILL_POLL).await;
+        }
+    }
+    let until = Instant::now() + deadline;
+    loop {
+        let left = processes_of(user.uid);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(format!(
+                "processes {left:?} of pot user {} survived SIGKILL",
+                user.name
+            ));
+        }
+        signal_all_of(user, "KILL").await?;
+        tokio::time::sleep(KILL_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_valid_short_and_stable() {
+        let name = pot_user_name("honeybee", "Cowrie.01_x");
+        assert_eq!(name, pot_user_name("honeybee", "Cowrie.01_x"));
+        assert_ne!(name, pot_user_name("honeybee", "cowrie.01_x"));
+        assert!(name.starts_with("honeybee-") && name.len() == "honeybee-".len() + 10);
+        let longest = pot_user_name(&"a".repeat(MAX_PREFIX), &"x".repeat(64));
+        assert!(longest.len() <= MAX_USER_NAME);
+        assert!(valid_prefix("honeybee") && valid_prefix("hb") && valid_prefix("_pots-1"));
+        assert!(!valid_prefix("") && !valid_prefix("HoneyBee") && !valid_prefix("1abc"));
+        assert!(!valid_prefix("a b") && !valid_prefix(&"a".repeat(MAX_PREFIX + 1)));
+    }
+
+    #[test]
+    fn processes_are_found_by_uid() {
+        let me = nix::unistd::getuid().as_raw();
+        assert!(processes_of(me).contains(&std::process::id()));
+    }
+}

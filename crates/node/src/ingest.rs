@@ -389,6 +389,8 @@ mod tests {
             max_events_per_second: 1000,
             alarms,
             log_limiter: LogRateLimiter::default(),
+            identities: None,
+            pot_pacers: Mutex::new(HashMap::new()),
         });
         let shutdown = CancellationToken::new();
         let listening = tokio::spawn(run_ingest_listener(listener, context, 2, shutdown.clone()));

@@ -99,9 +99,9 @@ struct Session {
     last_state_write: Option<(NodeState, Instant)>,
     /// The last status written per pot, to skip identical repeats.
     pot_statuses: HashMap<String, (PotState, Option<String>)>,
-    /// This session enrolled the node and the node has not spoken since the ack that carried
-    /// its secret; its next message shows the secret arrived.
-    secret_unconfirmed: bool,
+    /// The secret this session issued, while the node has not spoken since the ack that
+    /// carried it; its next message shows that this secret (not a later one) arrived.
+    unconfirmed_secret: Option<String>,
 }
 
 /// What to do after a message.
@@ -357,15 +357,19 @@ impl NodeLink {
     /// now on its id registers with a TOTP code only (nobody can be handed a new secret for
     /// it, with or without a token).
     async fn confirm_secret_once(&mut self, node_id: u64) {
-        let Some(session) = self
+        let Some(secret) = self
             .session
             .as_mut()
-            .filter(|session| session.secret_unconfirmed)
+            .and_then(|session| session.unconfirmed_secret.take())
         else {
             return;
         };
-        session.secret_unconfirmed = false;
-        match self.context.store.confirm_node_credential(node_id).await {
+        match self
+            .context
+            .store
+            .confirm_node_credential(node_id, secret)
+            .await
+        {
             Ok(()) => tracing::debug!(
                 node_id,
                 "the enrolled node confirmed that it holds its secret"
@@ -494,7 +498,7 @@ impl NodeLink {
             last_touch: Instant::now(),
             last_state_write: None,
             pot_statuses: HashMap::new(),
-            secret_unconfirmed: authenticated.new_totp_key.is_some(),
+            unconfirmed_secret: authenticated.new_totp_key.clone(),
         });
         self.context.metrics.registrations_accepted.increment();
         self.context.metrics.node_sessions_active.increment();

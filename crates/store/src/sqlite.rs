@@ -1130,11 +1130,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn confirm_node_credential(&self, node_id: u64) -> Result<(), StoreError> {
+    async fn confirm_node_credential(
+        &self,
+        node_id: u64,
+        totp_secret: String,
+    ) -> Result<(), StoreError> {
         self.with_writer(move |connection| {
             connection.execute(
-                "UPDATE node_credentials SET confirmed = 1 WHERE node_id = ?1 AND confirmed = 0",
-                [node_id_to_sql(node_id)],
+                "UPDATE node_credentials SET confirmed = 1 \
+                 WHERE node_id = ?1 AND totp_secret = ?2 AND confirmed = 0",
+                params![node_id_to_sql(node_id), totp_secret],
             )?;
             Ok(())
         })

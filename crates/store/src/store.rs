@@ -91,7 +91,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the node's credential as delivered: the session it enrolled on went on talking
     /// after the ack that carried the secret. From then on only a TOTP code registers it.
-    async fn confirm_node_credential(&self, node_id: u64) -> Result<(), StoreError>;
+    /// Only `totp_secret` is confirmed: if the id was given a newer secret meanwhile, that one
+    /// stays unconfirmed.
+    async fn confirm_node_credential(
+        &self,
+        node_id: u64,
+        totp_secret: String,
+    ) -> Result<(), StoreError>;
 
     async fn node_credential(&self, node_id: u64) -> Result<Option<NodeCredential>, StoreError>;
 

@@ -554,7 +554,13 @@ async fn an_unconfirmed_secret_is_reissued_only_with_a_new_token_use_or_briefly_
         enroll(6, None, now).await.unwrap(),
         EnrollmentOutcome::Enrolled
     );
-    store.confirm_node_credential(6).await.unwrap();
+    // Confirming a secret the id no longer has changes nothing (a newer one was issued).
+    store
+        .confirm_node_credential(6, "older".into())
+        .await
+        .unwrap();
+    assert!(!store.node_credential(6).await.unwrap().unwrap().confirmed);
+    store.confirm_node_credential(6, "S6".into()).await.unwrap();
     assert!(store.node_credential(6).await.unwrap().unwrap().confirmed);
     assert_eq!(
         enroll(6, None, inside).await.unwrap(),

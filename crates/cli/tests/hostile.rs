@@ -94,3 +94,79 @@ async fn hundreds_of_silent_connections_do_not_stop_a_well_behaved_node() {
         assert!(matches!(read, Ok(0) | Err(_)), "the peer closed it");
     }
 }
+
+/// A broken or hostile Core that acknowledges a seq the node never sent (here `u64::MAX`)
+/// is a protocol error: the node drops the connection, keeps its spool, and sends the event
+/// again on its next connection.
+#[tokio::test]
+async fn an_acknowledgement_beyond_what_was_sent_is_a_protocol_error_and_loses_nothing() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let fake_core = tokio::net::TcpListener::bind(("127.0.0.1", ports.node_port))
+        .await
+        .unwrap();
+    let event_port = free_port();
+    let node = start_node(dir.path(), &ports, event_port);
+    let secret = honeybee_protocol::base32_encode(&[9u8; 20]);
+
+    // Accepts one connection, registers the node with acknowledged delivery and returns the
+    // connection once the node has sent its first numbered event (its seq).
+    let accept_until_first_event = || async {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(15), fake_core.accept())
+            .await
+            .expect("the node connects")
+            .unwrap();
+        let (reader, mut writer) = stream.into_split();
+        let mut lines = BufReader::new(reader).lines();
+        let registration: serde_json::Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        let node_id = registration["message"]["NodeRegistration"]["node_id"].clone();
+        let ack = json!({"version": 2, "message": {"RegistrationAck": {
+            "node_id": node_id, "accepted": true, "totp_key": secret,
+            "capabilities": ["acked_delivery"], "acked_seq": 0}}});
+        writer
+            .write_all(format!("{ack}\n").as_bytes())
+            .await
+            .unwrap();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+                .await
+                .expect("the node sends its event")
+                .unwrap()
+                .expect("the connection stays open");
+            let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if let Some(seq) = message["message"]["PotEvent"]["seq"].as_u64() {
+                return (node_id, seq, lines, writer);
+            }
+        }
+    };
+
+    wait_for_port(format!("127.0.0.1:{event_port}").parse().unwrap()).await;
+    send_lines(
+        event_port,
+        &[json!({"pot_id": "p", "event_type": "kept", "data": {}}).to_string()],
+    )
+    .await;
+    let (node_id, seq, mut lines, mut writer) = accept_until_first_event().await;
+    let bogus =
+        json!({"version": 2, "message": {"EventAck": {"node_id": node_id, "seq": u64::MAX}}});
+    writer
+        .write_all(format!("{bogus}\n").as_bytes())
+        .await
+        .unwrap();
+    // The node hangs up on the broken Core ...
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(_)) = lines.next_line().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the node kept the connection");
+    // ... and, reconnecting, sends the same event again: nothing was deleted.
+    let (_, seq_again, _, _) = accept_until_first_event().await;
+    assert_eq!(seq_again, seq, "the event the bogus ack named was lost");
+    assert!(
+        node.log().contains("beyond the last seq sent"),
+        "{}",
+        node.log()
+    );
+}

@@ -59,7 +59,13 @@ pub enum UplinkError {
     Lost { reason: String },
     #[error("reading the spool failed: {0}")]
     Spool(#[from] crate::spool::SpoolError),
+    #[error("the core broke the protocol: {0}")]
+    Protocol(String),
 }
+
+/// The highest seq a Core may name: it stores seqs as signed 64-bit integers, so anything
+/// above is a broken or hostile Core (and `seq + 1` must never overflow here).
+const HIGHEST_VALID_SEQ: u64 = i64::MAX as u64;
 
 pub(crate) struct UplinkContext {
     pub node_id: u64,
@@ -320,6 +326,11 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
                 }
                 session.capabilities = ack.capabilities;
                 if let Some(stored) = ack.acked_seq {
+                    if stored > HIGHEST_VALID_SEQ {
+                        return Err(UplinkError::Protocol(format!(
+                            "RegistrationAck.acked_seq {stored} is beyond any seq a core stores"
+                        )));
+                    }
                     // The Core holds everything up to there: never send it again, and never
                     // number a new event at or below it.
                     let acknowledged = context.spool.ack(stored);
@@ -579,6 +590,14 @@ impl CoreSession {
                 self.write_messages(&answer).await
             }
             Message::EventAck(ack) => {
+                // Acknowledging what was never sent would delete events the Core never got.
+                if ack.seq > self.last_sent_seq.max(context.spool.acked_seq()) {
+                    context.metrics.core_message_rejected("ack_beyond_sent");
+                    return Err(UplinkError::Protocol(format!(
+                        "EventAck.seq {} is beyond the last seq sent ({})",
+                        ack.seq, self.last_sent_seq
+                    )));
+                }
                 let acknowledged = context.spool.ack(ack.seq);
                 context.metrics.events_acknowledged.add(acknowledged);
                 Ok(())

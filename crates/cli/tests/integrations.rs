@@ -17,10 +17,20 @@ fn repository_root() -> PathBuf {
 }
 
 /// Runs a test suite program with the live Core and Node described in its environment.
-fn run_suite(program: &str, arguments: &[&str], ports: &CorePorts, event_port: u16) {
+/// It runs in `work_dir` (a temporary directory): whatever it writes stays out of the
+/// repository; `suite` is its path inside the repository.
+fn run_suite(
+    program: &str,
+    arguments: &[&str],
+    suite: &str,
+    work_dir: &Path,
+    ports: &CorePorts,
+    event_port: u16,
+) {
     let output = Command::new(program)
         .args(arguments)
-        .current_dir(repository_root())
+        .arg(repository_root().join(suite))
+        .current_dir(work_dir)
         .env("HONEYBEE_TEST_API", ports.api_base())
         .env("HONEYBEE_TEST_CORE", ports.node_address())
         .env("HONEYBEE_TEST_EVENT_PORT", event_port.to_string())
@@ -54,12 +64,9 @@ async fn the_python_kit_suite_passes_against_a_live_node() {
     let (ports, event_port, _core, _node) = live_core_and_node(dir.path()).await;
     run_suite(
         "python3",
-        &[
-            "-m",
-            "unittest",
-            "-v",
-            "integrations/python/tests/test_honeybee.py",
-        ],
+        &[],
+        "integrations/python/tests/test_honeybee.py",
+        dir.path(),
         &ports,
         event_port,
     );
@@ -71,7 +78,9 @@ async fn the_php_forwarder_suite_passes_against_a_live_node() {
     let (ports, event_port, _core, _node) = live_core_and_node(dir.path()).await;
     run_suite(
         "php",
-        &["integrations/php/tests/forwarder_test.php"],
+        &[],
+        "integrations/php/tests/forwarder_test.php",
+        dir.path(),
         &ports,
         event_port,
     );

@@ -116,11 +116,7 @@ pub fn normalize_ingest_line(
                         ObjectEntries::parse(data.get()).map_err(|error| IngestError::NotJson {
                             reason: error.to_string(),
                         })?;
-                    for (key, value) in fields.into_entries() {
-                        if !payload.contains(&key) {
-                            payload.push(key, value);
-                        }
-                    }
+                    payload.extend_missing(fields);
                     JsonObject::from_entries(&payload)
                 }
             }
@@ -268,6 +264,28 @@ mod tests {
         let data = event.data.to_map().unwrap();
         assert_eq!(data["k"], "v");
         assert_eq!(data["src_ip"], "inner");
+    }
+
+    /// The hostile case of the merge: a 64 KiB line whose thousands of `data` keys and
+    /// thousands of top-level keys half overlap. Each side's keys are looked up once (the
+    /// merge hashes them), and the payload's own values win every clash.
+    #[test]
+    fn thousands_of_extra_keys_merge_into_data_once_each() {
+        let data: Vec<String> = (0..3000).map(|n| format!("\"k{n}\":\"data\"")).collect();
+        let extra: Vec<String> = (1500..4500).map(|n| format!("\"k{n}\":\"top\"")).collect();
+        let line = format!(
+            "{{\"event_type\":\"e\",{},\"data\":{{{}}}}}",
+            extra.join(","),
+            data.join(",")
+        );
+        let event = normalize_ingest_line(line.as_bytes(), &PotContext::default(), now())
+            .unwrap()
+            .unwrap();
+        let merged = event.data.to_map().unwrap();
+        assert_eq!(merged.len(), 4500);
+        assert_eq!(merged["k0"], "data");
+        assert_eq!(merged["k2999"], "data", "the payload's own value wins");
+        assert_eq!(merged["k4499"], "top");
     }
 
     #[test]

@@ -67,16 +67,27 @@ pub fn init_tracing(settings: LogSettings<'_>) -> anyhow::Result<()> {
 
 /// A token cancelled on the first SIGINT or SIGTERM.
 pub fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let cancel = token.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down (press Ctrl-C again to stop at once)"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down (a second signal stops at once)"),
         }
         cancel.cancel();
+        // The usual convention: a second signal during a shutdown that hangs ends the
+        // process now. What is in the spool or already committed stays; what is in memory
+        // queues may be lost, which the operator asked for.
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::warn!("second signal during shutdown: exiting at once without finishing it");
+        std::process::exit(130);
     });
     Ok(token)
 }

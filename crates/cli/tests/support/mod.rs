@@ -92,6 +92,25 @@ impl Daemon {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Sends `signal` without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The exit status, once the process has exited (bounded wait).
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon still running");
+        eventually(Duration::from_secs(15), "the daemon to exit", || {
+            let result = child.try_wait().unwrap();
+            async move { result }
+        })
+        .await
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill_hard(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -218,6 +218,20 @@ struct CoreSession {
     last_sent_seq: u64,
 }
 
+/// Applies an acknowledgement to the spool on the blocking pool: it deletes segment files
+/// and rewrites the position file, which must not stall the runtime's threads. Awaited, so
+/// acknowledgements still apply in order.
+async fn acknowledge_in_spool(spool: &Arc<Spool>, seq: u64) -> u64 {
+    let spool = spool.clone();
+    match tokio::task::spawn_blocking(move || spool.ack(seq)).await {
+        Ok(acknowledged) => acknowledged,
+        Err(error) => {
+            tracing::error!(seq, %error, "applying an acknowledgement to the spool failed; the events are sent again later");
+            0
+        }
+    }
+}
+
 async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, UplinkError> {
     // Before connecting: finding an unused TOTP step may wait, and the Core's handshake
     // timeout must not run meanwhile.
@@ -333,7 +347,7 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
                     }
                     // The Core holds everything up to there: never send it again, and never
                     // number a new event at or below it.
-                    let acknowledged = context.spool.ack(stored);
+                    let acknowledged = acknowledge_in_spool(&context.spool, stored).await;
                     context.metrics.events_acknowledged.add(acknowledged);
                     context.spool.raise_seq_floor(stored);
                 }
@@ -507,7 +521,7 @@ impl CoreSession {
         context.metrics.events_forwarded.add(forwarded);
         self.last_sent_seq = last_seq;
         if !numbered {
-            let acknowledged = context.spool.ack(last_seq);
+            let acknowledged = acknowledge_in_spool(&context.spool, last_seq).await;
             context.metrics.events_acknowledged.add(acknowledged);
         }
         Ok(())
@@ -598,7 +612,7 @@ impl CoreSession {
                         ack.seq, self.last_sent_seq
                     )));
                 }
-                let acknowledged = context.spool.ack(ack.seq);
+                let acknowledged = acknowledge_in_spool(&context.spool, ack.seq).await;
                 context.metrics.events_acknowledged.add(acknowledged);
                 Ok(())
             }

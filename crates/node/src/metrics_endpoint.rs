@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// A client that has not sent its request head by then is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the kernel's backlog. A scraper needs one.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Serves until `shutdown`.
 pub(crate) async fn serve_metrics(
@@ -23,7 +25,14 @@ pub(crate) async fn serve_metrics(
     shutdown: CancellationToken,
 ) {
     let tasks = TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A slot first, then the accept: silent clients cannot hold more than the cap.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -35,6 +44,7 @@ pub(crate) async fn serve_metrics(
         let registry = registry.clone();
         tasks.spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &registry)).await;
+            drop(slot);
         });
     }
     tasks.close();
@@ -56,7 +66,14 @@ async fn answer(mut stream: TcpStream, registry: &MetricsRegistry) -> std::io::R
     }
     let request_line = head.split(|&byte| byte == b'\r').next().unwrap_or_default();
     let mut parts = request_line.split(|&byte| byte == b' ');
-    match (parts.next(), parts.next()) {
+    // Scrapers may add a query (`/metrics?format=…`); it selects nothing here.
+    let path = |target: &[u8]| {
+        target
+            .split(|&byte| byte == b'?')
+            .next()
+            .map(<[u8]>::to_vec)
+    };
+    match (parts.next(), parts.next().and_then(path).as_deref()) {
         (Some(b"GET"), Some(b"/metrics")) => {
             respond(&mut stream, "200 OK", &registry.render_prometheus()).await
         }
@@ -78,4 +95,50 @@ async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::R
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(address: std::net::SocketAddr, target: &str) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_with_a_query_and_silent_clients_do_not_shut_scrapers_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let registry = MetricsRegistry::new();
+        registry.counter("honeybee_node_test_total", "a test counter", &[]);
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(serve_metrics(listener, registry, shutdown.clone()));
+
+        assert!(get(address, "/metrics?format=text")
+            .await
+            .starts_with("HTTP/1.1 200"));
+        assert!(get(address, "/other").await.starts_with("HTTP/1.1 404"));
+        // Every slot taken by a silent client: a scraper waits for one, and gets it when a
+        // silent client goes.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            silent.push(TcpStream::connect(address).await.unwrap());
+        }
+        let scraper = tokio::spawn(get(address, "/metrics"));
+        silent.clear();
+        let response = tokio::time::timeout(Duration::from_secs(10), scraper)
+            .await
+            .expect("the scraper is served once slots free up")
+            .unwrap();
+        assert!(response.contains("honeybee_node_test_total"), "{response}");
+        shutdown.cancel();
+        serving.await.unwrap();
+    }
 }

@@ -609,14 +609,18 @@ mod tests {
         queue.send(event(0)).await.unwrap();
         appended(1).await;
         assert_eq!(metrics.spool_syncs.get(), 1, "the first event alone");
+        // However slow this machine, fifty events sent at once need at most one sync per
+        // started interval (one second here) while they are appended, never one each.
+        let sending = std::time::Instant::now();
         for n in 1..=50 {
             queue.send(event(n)).await.unwrap();
         }
         appended(51).await;
-        assert_eq!(
-            metrics.spool_syncs.get(),
-            2,
-            "the fifty that followed, together"
+        let intervals = sending.elapsed().as_secs() + 1;
+        let syncs = metrics.spool_syncs.get() - 1;
+        assert!(
+            (1..=intervals).contains(&syncs),
+            "{syncs} syncs for fifty events within {intervals} interval(s)"
         );
         drop(queue);
         writing.await.unwrap();

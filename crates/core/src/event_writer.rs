@@ -91,3 +91,6 @@ async fn write_with_retry(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,13 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error("{field} {path} cannot be made absolute: {source}")]
+    NotAbsolute {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -413,6 +420,35 @@ impl IngestSection {
 }
 
 impl NodeConfig {
+    /// Every configured path made absolute against the current directory (after `~/`
+    /// expansion), so that a relative `node.data_dir` such as `honeybee up`'s default means
+    /// the same to the pot installs and pot processes the node starts in other directories.
+    pub fn with_absolute_paths(mut self) -> Result<Self, ConfigError> {
+        let absolute = |field: &'static str, path: &Path| {
+            std::path::absolute(expand_home(path)).map_err(|source| ConfigError::NotAbsolute {
+                field,
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        self.node.data_dir = absolute("node.data_dir", &self.node.data_dir)?;
+        let optional_paths: [(&'static str, &mut Option<PathBuf>); 7] = [
+            ("honeypot.base_dir", &mut self.honeypot.base_dir),
+            ("honeypot.potstore", &mut self.honeypot.potstore),
+            ("spool.directory", &mut self.spool.directory),
+            ("auth.totp_secret_file", &mut self.auth.totp_secret_file),
+            ("tls.ca_file", &mut self.tls.ca_file),
+            ("tls.cert_file", &mut self.tls.cert_file),
+            ("tls.key_file", &mut self.tls.key_file),
+        ];
+        for (field, path) in optional_paths {
+            if let Some(value) = path.as_mut() {
+                *value = absolute(field, value)?;
+            }
+        }
+        Ok(self)
+    }
+
     /// Where the spool's segment files live.
     pub fn spool_directory(&self) -> PathBuf {
         self.spool
@@ -775,6 +811,24 @@ metrics: {listen: "127.0.0.1:9101"}
         // A misspelt key is an error that names it.
         let error = NodeConfig::from_yaml("server:\n  adress: x:1\n").unwrap_err();
         assert!(error.contains("adress"), "{error}");
+    }
+
+    #[test]
+    fn relative_paths_become_absolute_against_the_current_directory() {
+        let config = NodeConfig::from_yaml(
+            "node:\n  data_dir: honeybee-data/node\nspool:\n  directory: spool-here\n",
+        )
+        .unwrap()
+        .with_absolute_paths()
+        .unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(config.node.data_dir, here.join("honeybee-data/node"));
+        assert_eq!(config.spool_directory(), here.join("spool-here"));
+        assert!(config
+            .honeypot
+            .base_dir(&config.node.data_dir)
+            .is_absolute());
+        assert!(config.totp_secret_file().is_absolute());
     }
 
     #[test]

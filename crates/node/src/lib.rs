@@ -103,6 +103,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningNode, NodeError> {
     config.validate()?;
+    // Children (pot installs, pots) run in other directories: they get absolute paths.
+    let config = config.with_absolute_paths()?;
     // Everything the node creates is its own alone (0600/0700); what earlier versions left
     // readable is closed below, once the data directory exists.
     data_dir::private_umask();

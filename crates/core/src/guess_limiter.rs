@@ -10,6 +10,10 @@
 //!   the whole node id waits the same doubling time — except for the source the node last
 //!   registered from, so the real node keeps reconnecting during an attack.
 //!
+//! Counts are kept for 24 h after a source's (or node id's) last invalid code: the lockout
+//! ending does not hand out new free tries, so a guesser that waits out every lockout gets
+//! one code per hour after its free ones.
+//!
 //! A source is an IPv4 address or an IPv6 /64 (one host usually holds a whole /64).
 //! Memory is bounded: at most [`TRACKED_ENTRIES`] entries per map; expired entries are swept
 //! when a map is full, at most once per [`SWEEP_INTERVAL`], so a flood of failures does not
@@ -29,8 +33,10 @@ pub(crate) const NODE_FREE_FAILURES: u32 = 10;
 /// The first wait; it doubles with every further invalid code, up to [`LONGEST_LOCKOUT`].
 pub(crate) const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
 const LONGEST_LOCKOUT: Duration = Duration::from_secs(3600);
-/// Failures older than this are forgotten (the count starts again).
-const FAILURE_MEMORY: Duration = Duration::from_secs(3600);
+/// A count is forgotten only after this long without an invalid code. It is much longer
+/// than [`LONGEST_LOCKOUT`]: were counts forgotten as soon as a lockout ended, a guesser
+/// would get its free tries back every two hours, for ever.
+const FAILURE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Entries per map.
 const TRACKED_ENTRIES: usize = 100_000;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -286,6 +292,29 @@ mod tests {
             None,
             "other node ids are not"
         );
+    }
+
+    #[test]
+    fn counts_outlive_the_lockout_and_are_forgotten_after_a_day_without_failures() {
+        let start = Instant::now();
+        let mut strikes = Strikes::new(start);
+        for _ in 0..SOURCE_FREE_FAILURES {
+            strikes.strike(start, SOURCE_FREE_FAILURES);
+        }
+        // Two hours later the (longest possible) lockout is long over, but the count is
+        // not: the next invalid code locks out again at once, for longer than the first.
+        let later = start + LONGEST_LOCKOUT * 2;
+        assert_eq!(strikes.wait(later), None);
+        assert!(!strikes.forgettable(later));
+        strikes.strike(later, SOURCE_FREE_FAILURES);
+        assert_eq!(strikes.failures, SOURCE_FREE_FAILURES + 1);
+        assert!(strikes.wait(later).unwrap() > FIRST_LOCKOUT);
+        // A whole day without an invalid code: the count starts again.
+        let next_day = later + FAILURE_MEMORY + Duration::from_secs(1);
+        assert!(strikes.forgettable(next_day));
+        strikes.strike(next_day, SOURCE_FREE_FAILURES);
+        assert_eq!(strikes.failures, 1);
+        assert_eq!(strikes.wait(next_day), None);
     }
 
     #[test]

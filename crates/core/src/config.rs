@@ -78,9 +78,10 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// `tokens` (default): every request but `GET /health` needs `Authorization: Bearer
-    /// <token>`; `GET` needs a `read` or `admin` token, anything else `admin`. `none`: no
-    /// authentication at all — only behind something that authenticates for you, and only
-    /// while `server.api_host` is loopback.
+    /// <token>`; `GET` needs a `read` or `admin` token (`admin` for enrollment tokens and
+    /// command answers), anything else `admin`. `none`: no authentication at all — only
+    /// behind something that authenticates for you, and only while `server.api_host` is
+    /// loopback.
     pub auth: ApiAuth,
     /// Host names (without port) requests may carry in their `Host` header besides the
     /// loopback ones (`localhost`, `127.x.x.x`, `[::1]`), e.g. the name a reverse proxy

@@ -673,6 +673,14 @@ async fn the_api_needs_a_token_with_the_right_role() {
             Some(admin.as_str()),
             404,
         ),
+        // Command answers carry pot configuration and install output: admin only.
+        (
+            get.clone(),
+            "/api/v1/commands/1",
+            Some(reader.as_str()),
+            403,
+        ),
+        (get.clone(), "/api/v1/commands/1", Some(admin.as_str()), 404),
         (post.clone(), "/api/v1/nodes/1/commands", None, 401),
         (
             post.clone(),

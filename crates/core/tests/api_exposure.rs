@@ -194,3 +194,28 @@ async fn a_core_refuses_to_expose_a_plaintext_or_unauthenticated_api() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_core_whose_node_port_listens_everywhere_keeps_its_api_on_loopback() {
+    // The README's remote-node setup: `server.host = "0.0.0.0"` with TLS, `api_host` left
+    // at its default. The node port must be reachable from everywhere, the API only from
+    // this machine.
+    let core = TestCore::start(|config| {
+        config.server.host = "0.0.0.0".into();
+        config.tls.enabled = true;
+    })
+    .await;
+    assert!(
+        core.node_address.ip().is_unspecified(),
+        "the node port listens on {}",
+        core.node_address
+    );
+    assert!(
+        core.api_address.ip().is_loopback(),
+        "the API listens on {}",
+        core.api_address
+    );
+    let (status, _) = http_request(core.api_address, "127.0.0.1", HEALTH).await;
+    assert_eq!(status, 200);
+    core.stop().await;
+}

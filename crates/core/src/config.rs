@@ -101,6 +101,11 @@ pub struct ApiConfig {
     /// Seconds one request may take from its headers to its response (reading the body
     /// included); a slower one is answered 408. Default 60.
     pub request_timeout: f64,
+    /// Seconds one write to a client (part of a response, a TLS record) may stay blocked
+    /// because the client does not read; the connection is then closed. Without it a
+    /// client pipelining requests and never reading would hold its connection for ever.
+    /// Default 30.
+    pub write_timeout: f64,
 }
 
 impl Default for ApiConfig {
@@ -112,6 +117,7 @@ impl Default for ApiConfig {
             max_connections_per_address: 64,
             header_read_timeout: 10.0,
             request_timeout: 60.0,
+            write_timeout: 30.0,
         }
     }
 }
@@ -123,6 +129,10 @@ impl ApiConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.write_timeout)
     }
 }
 
@@ -412,6 +422,7 @@ impl CoreConfig {
         positive_seconds("server.handshake_timeout", self.server.handshake_timeout)?;
         positive_seconds("api.header_read_timeout", self.api.header_read_timeout)?;
         positive_seconds("api.request_timeout", self.api.request_timeout)?;
+        positive_seconds("api.write_timeout", self.api.write_timeout)?;
         if self.server.missed_heartbeats_offline == 0 {
             return Err(invalid(
                 "server.missed_heartbeats_offline",

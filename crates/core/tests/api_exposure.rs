@@ -1,5 +1,5 @@
 //! Attacks on the REST API over real TCP on loopback: clients that trickle their headers
-//! or bodies (slowloris), one host opening every connection, a web page rebinding its
+//! or bodies (slowloris) or never read their responses, one host opening every connection, a web page rebinding its
 //! DNS name to the Core (`Host: evil.example`), and configurations that would expose the
 //! API.
 
@@ -68,6 +68,41 @@ async fn expect_closed_while_trickling(stream: &mut tokio::net::TcpStream) {
         }
     }
     panic!("a client trickling its headers was still connected after 10 s");
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_requests_and_never_reads_is_closed() {
+    // A long header timeout: only the write timeout can end this connection.
+    let core = TestCore::start(|config| {
+        config.api.write_timeout = 0.5;
+        config.api.header_read_timeout = 60.0;
+    })
+    .await;
+    let mut stream = connect_from("127.0.0.2", core.api_address).await;
+    // Keep-alive requests, written until the Core closes the connection; nothing is read,
+    // so the responses fill the socket buffers and the Core's writes block.
+    let pipelined = "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(1000);
+    let writer = tokio::spawn(async move {
+        let mut written = 0usize;
+        loop {
+            if stream.write_all(pipelined.as_bytes()).await.is_err() {
+                return written;
+            }
+            written += 1000;
+        }
+    });
+    let requests = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("a client that never reads was still connected after 20 s")
+        .unwrap();
+    assert!(requests > 0);
+    let (status, body) = http_request(core.api_address, "127.0.0.3", HEALTH).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let closed = core
+        .metric("honeybee_core_connections_refused_total{port=\"api\",reason=\"write_timeout\"}")
+        .await;
+    assert_eq!(closed, Some(1));
+    core.stop().await;
 }
 
 #[tokio::test]

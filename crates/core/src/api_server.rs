@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::accept_loop::{accept_until_shutdown, AcceptSettings};
+use crate::connection_limits::AddressGroup;
 use crate::connection_limits::{ConnectionLimiter, ConnectionPermit};
 use crate::metrics::CoreMetrics;
-use crate::peer_log::{PeerKey, PeerLogLimiter};
+use crate::peer_log::{ConnectionGroup, PeerKey, PeerLogLimiter};
 use crate::write_deadline::{is_write_timeout, WriteDeadlineIo};
 
 /// How long open API requests may run on after shutdown began. A client that never
@@ -100,21 +101,22 @@ async fn serve_api_connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let group = permit.address_group();
     // Below TLS, so TLS records (the handshake included) are bounded like responses.
     let stream = WriteDeadlineIo::new(stream, settings.write_timeout);
     match &settings.tls {
-        None => serve_http(stream, remote, router, &settings, shutdown).await,
+        None => serve_http(stream, remote, group, router, &settings, shutdown).await,
         Some(acceptor) => {
             match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
             {
-                Ok(Ok(tls)) => serve_http(tls, remote, router, &settings, shutdown).await,
+                Ok(Ok(tls)) => serve_http(tls, remote, group, router, &settings, shutdown).await,
                 Ok(Err(error)) if is_write_timeout(&error) => {
-                    refuse_slow_client(&settings, remote, "write_timeout")
+                    refuse_slow_client(&settings, remote, group, "write_timeout")
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(%remote, %error, "TLS handshake on the API port failed")
                 }
-                Err(_) => refuse_slow_client(&settings, remote, "tls_handshake_timeout"),
+                Err(_) => refuse_slow_client(&settings, remote, group, "tls_handshake_timeout"),
             }
         }
     }
@@ -126,6 +128,7 @@ async fn serve_api_connection(
 async fn serve_http<Io>(
     io: Io,
     remote: SocketAddr,
+    group: AddressGroup,
     router: Router,
     settings: &ApiServerSettings,
     shutdown: CancellationToken,
@@ -135,6 +138,7 @@ async fn serve_http<Io>(
     // Handlers and layers may ask who is calling (the log lines about refused requests).
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(ConnectionGroup(group));
         router.clone().call(request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -157,9 +161,9 @@ async fn serve_http<Io>(
     };
     if let Err(error) = served {
         if error.is_timeout() {
-            refuse_slow_client(settings, remote, "header_read_timeout");
+            refuse_slow_client(settings, remote, group, "header_read_timeout");
         } else if is_write_timeout(&error) {
-            refuse_slow_client(settings, remote, "write_timeout");
+            refuse_slow_client(settings, remote, group, "write_timeout");
         } else {
             tracing::debug!(%remote, %error, "API connection ended with an error");
         }
@@ -167,9 +171,14 @@ async fn serve_http<Io>(
 }
 
 /// A connection closed because its client was too slow: a metric and a limited line.
-fn refuse_slow_client(settings: &ApiServerSettings, remote: SocketAddr, reason: &'static str) {
+fn refuse_slow_client(
+    settings: &ApiServerSettings,
+    remote: SocketAddr,
+    group: AddressGroup,
+    reason: &'static str,
+) {
     settings.metrics.connection_refused("api", reason);
-    if let Some(suppressed) = settings.log_limiter.allow(&PeerKey::of(None, remote.ip())) {
+    if let Some(suppressed) = settings.log_limiter.allow(&PeerKey::Address(group)) {
         tracing::info!(%remote, reason, suppressed, "closed an API connection whose client did not send its request or read its response in time");
     }
 }

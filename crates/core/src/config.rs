@@ -92,8 +92,9 @@ pub struct ApiConfig {
     /// API connections open at once; further connections wait in the accept backlog.
     /// Default 1024.
     pub max_connections: usize,
-    /// API connections open at once from one address (IPv6: one /64); a connection beyond
-    /// it is closed at once. Default 64.
+    /// API connections open at once from one address (IPv6: one /64; from this machine:
+    /// one unix user, whichever loopback addresses it uses); a connection beyond it is
+    /// closed at once. Default 64.
     pub max_connections_per_address: usize,
     /// Seconds a connection has to complete its TLS handshake and then each request's
     /// headers (also how long an idle keep-alive connection stays open). Default 10.
@@ -172,7 +173,8 @@ pub struct ServerConfig {
     /// Node connections served at once; further connections wait in the accept backlog.
     /// Default 10000.
     pub max_node_connections: usize,
-    /// Node connections open at once from one address (IPv6: one /64); a connection beyond
+    /// Node connections open at once from one address (IPv6: one /64; from this machine:
+    /// one unix user, whichever loopback addresses it uses); a connection beyond
     /// it is closed at once, so one host cannot take every slot. Default 64.
     pub max_node_connections_per_address: usize,
     /// Largest envelope accepted from a connection that has not registered yet, in bytes;

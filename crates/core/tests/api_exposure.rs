@@ -3,6 +3,7 @@
 //! DNS name to the Core (`Host: evil.example`), and configurations that would expose the
 //! API.
 
+mod other_user;
 mod support;
 
 use std::time::Duration;
@@ -131,11 +132,26 @@ async fn one_address_cannot_hold_more_than_its_share_of_api_connections() {
         config.api.header_read_timeout = 60.0;
     })
     .await;
+    // The greedy host is another local user (a pot's user on the sensor), spreading its
+    // connections over loopback addresses: it is one group all the same.
+    let greedy = other_user::OtherUser::relay_to(core.api_address).await;
     let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(connect_from("127.0.0.2", core.api_address).await);
+    for n in 2..6 {
+        held.push(greedy.connect_from(&format!("127.0.0.{n}")).await);
     }
-    let mut over_the_cap = connect_from("127.0.0.2", core.api_address).await;
+    // Each held connection is admitted (it gets an answer) before the next is tried.
+    for stream in &mut held {
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(stream, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+    }
+    let mut over_the_cap = greedy.connect_from("127.0.0.9").await;
     expect_closed_within(
         &mut over_the_cap,
         Duration::from_secs(10),

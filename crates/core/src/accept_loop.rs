@@ -1,6 +1,6 @@
 //! The one accept loop behind the node port and the REST API: every connection takes a
 //! slot of its listener's [`ConnectionLimiter`] before it is served, in all and per
-//! address, and nothing is accepted once shutdown began (what still waits in the backlog
+//! address (a local peer: per unix user, `connection_limits.rs`), and nothing is accepted once shutdown began (what still waits in the backlog
 //! is closed with the listener, never served past the limits).
 
 use std::future::Future;
@@ -59,8 +59,14 @@ where
                 }
             },
         };
-        let Some(permit) = settings.limiter.admit(slot, remote.ip()) else {
-            refuse_over_address_limit(&settings, remote);
+        // A local peer is grouped by the owner of its socket: read while the connection is
+        // surely still there, before anything else is done with it.
+        let group = match stream.local_addr() {
+            Ok(local) => AddressGroup::of_connection(remote, local),
+            Err(_) => AddressGroup::of(remote.ip()),
+        };
+        let Some(permit) = settings.limiter.admit(slot, group) else {
+            refuse_over_address_limit(&settings, remote, group);
             // Dropping the stream closes it before anything was read or allocated for it.
             drop(stream);
             continue;
@@ -71,11 +77,10 @@ where
     tasks
 }
 
-fn refuse_over_address_limit(settings: &AcceptSettings, remote: SocketAddr) {
+fn refuse_over_address_limit(settings: &AcceptSettings, remote: SocketAddr, group: AddressGroup) {
     settings
         .metrics
         .connection_refused(settings.port_name, "per_address_limit");
-    let group = AddressGroup::of(remote.ip());
     if let Some(suppressed) = settings.log_limiter.allow(&PeerKey::Address(group)) {
         tracing::warn!(
             port = settings.port_name,

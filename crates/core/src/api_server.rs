@@ -1,8 +1,9 @@
 //! Serving the REST API's connections, plain or TLS: the shared accept loop (connection
 //! caps in all and per address), a deadline for the TLS handshake, and hyper's header-read
 //! timeout armed with a Tokio timer, so clients that trickle bytes or idle on keep-alive
-//! connections give their slots back. The request deadline is a router layer
-//! (`api/request_deadline.rs`).
+//! connections give their slots back, and a write deadline under both TLS and HTTP
+//! (`write_deadline.rs`), so clients that never read their responses give theirs back
+//! too. The request deadline is a router layer (`api/request_deadline.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::accept_loop::{accept_until_shutdown, AcceptSettings};
+use crate::connection_limits::AddressGroup;
 use crate::connection_limits::{ConnectionLimiter, ConnectionPermit};
 use crate::metrics::CoreMetrics;
-use crate::peer_log::{PeerKey, PeerLogLimiter};
+use crate::peer_log::{ConnectionGroup, PeerKey, PeerLogLimiter};
+use crate::write_deadline::{is_write_timeout, WriteDeadlineIo};
 
 /// How long open API requests may run on after shutdown began. A client that never
 /// finishes its request would otherwise hold the Core open forever.
@@ -38,6 +41,8 @@ pub(crate) struct ApiServerSettings {
     pub tls: Option<TlsAcceptor>,
     /// For the TLS handshake, then for each request's headers (and keep-alive idling).
     pub header_read_timeout: Duration,
+    /// How long one write to the client (a response, a TLS record) may stay blocked.
+    pub write_timeout: Duration,
     pub limiter: Arc<ConnectionLimiter>,
     pub max_per_address: usize,
     pub metrics: Arc<CoreMetrics>,
@@ -96,16 +101,22 @@ async fn serve_api_connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let group = permit.address_group();
+    // Below TLS, so TLS records (the handshake included) are bounded like responses.
+    let stream = WriteDeadlineIo::new(stream, settings.write_timeout);
     match &settings.tls {
-        None => serve_http(stream, remote, router, &settings, shutdown).await,
+        None => serve_http(stream, remote, group, router, &settings, shutdown).await,
         Some(acceptor) => {
             match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
             {
-                Ok(Ok(tls)) => serve_http(tls, remote, router, &settings, shutdown).await,
+                Ok(Ok(tls)) => serve_http(tls, remote, group, router, &settings, shutdown).await,
+                Ok(Err(error)) if is_write_timeout(&error) => {
+                    refuse_slow_client(&settings, remote, group, "write_timeout")
+                }
                 Ok(Err(error)) => {
                     tracing::debug!(%remote, %error, "TLS handshake on the API port failed")
                 }
-                Err(_) => refuse_slow_client(&settings, remote, "tls_handshake_timeout"),
+                Err(_) => refuse_slow_client(&settings, remote, group, "tls_handshake_timeout"),
             }
         }
     }
@@ -117,6 +128,7 @@ async fn serve_api_connection(
 async fn serve_http<Io>(
     io: Io,
     remote: SocketAddr,
+    group: AddressGroup,
     router: Router,
     settings: &ApiServerSettings,
     shutdown: CancellationToken,
@@ -126,6 +138,7 @@ async fn serve_http<Io>(
     // Handlers and layers may ask who is calling (the log lines about refused requests).
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(ConnectionGroup(group));
         router.clone().call(request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -148,7 +161,9 @@ async fn serve_http<Io>(
     };
     if let Err(error) = served {
         if error.is_timeout() {
-            refuse_slow_client(settings, remote, "header_read_timeout");
+            refuse_slow_client(settings, remote, group, "header_read_timeout");
+        } else if is_write_timeout(&error) {
+            refuse_slow_client(settings, remote, group, "write_timeout");
         } else {
             tracing::debug!(%remote, %error, "API connection ended with an error");
         }
@@ -156,9 +171,14 @@ async fn serve_http<Io>(
 }
 
 /// A connection closed because its client was too slow: a metric and a limited line.
-fn refuse_slow_client(settings: &ApiServerSettings, remote: SocketAddr, reason: &'static str) {
+fn refuse_slow_client(
+    settings: &ApiServerSettings,
+    remote: SocketAddr,
+    group: AddressGroup,
+    reason: &'static str,
+) {
     settings.metrics.connection_refused("api", reason);
-    if let Some(suppressed) = settings.log_limiter.allow(&PeerKey::of(None, remote.ip())) {
-        tracing::info!(%remote, reason, suppressed, "closed an API connection whose client did not send its request in time");
+    if let Some(suppressed) = settings.log_limiter.allow(&PeerKey::Address(group)) {
+        tracing::info!(%remote, reason, suppressed, "closed an API connection whose client did not send its request or read its response in time");
     }
 }

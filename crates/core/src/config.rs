@@ -78,9 +78,10 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// `tokens` (default): every request but `GET /health` needs `Authorization: Bearer
-    /// <token>`; `GET` needs a `read` or `admin` token, anything else `admin`. `none`: no
-    /// authentication at all — only behind something that authenticates for you, and only
-    /// while `server.api_host` is loopback.
+    /// <token>`; `GET` needs a `read` or `admin` token (`admin` for enrollment tokens and
+    /// command answers), anything else `admin`. `none`: no authentication at all — only
+    /// behind something that authenticates for you, and only while `server.api_host` is
+    /// loopback.
     pub auth: ApiAuth,
     /// Host names (without port) requests may carry in their `Host` header besides the
     /// loopback ones (`localhost`, `127.x.x.x`, `[::1]`), e.g. the name a reverse proxy
@@ -91,8 +92,9 @@ pub struct ApiConfig {
     /// API connections open at once; further connections wait in the accept backlog.
     /// Default 1024.
     pub max_connections: usize,
-    /// API connections open at once from one address (IPv6: one /64); a connection beyond
-    /// it is closed at once. Default 64.
+    /// API connections open at once from one address (IPv6: one /64; from this machine:
+    /// one unix user, whichever loopback addresses it uses); a connection beyond it is
+    /// closed at once. Default 64.
     pub max_connections_per_address: usize,
     /// Seconds a connection has to complete its TLS handshake and then each request's
     /// headers (also how long an idle keep-alive connection stays open). Default 10.
@@ -100,6 +102,11 @@ pub struct ApiConfig {
     /// Seconds one request may take from its headers to its response (reading the body
     /// included); a slower one is answered 408. Default 60.
     pub request_timeout: f64,
+    /// Seconds one write to a client (part of a response, a TLS record) may stay blocked
+    /// because the client does not read; the connection is then closed. Without it a
+    /// client pipelining requests and never reading would hold its connection for ever.
+    /// Default 30.
+    pub write_timeout: f64,
 }
 
 impl Default for ApiConfig {
@@ -111,6 +118,7 @@ impl Default for ApiConfig {
             max_connections_per_address: 64,
             header_read_timeout: 10.0,
             request_timeout: 60.0,
+            write_timeout: 30.0,
         }
     }
 }
@@ -122,6 +130,10 @@ impl ApiConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.write_timeout)
     }
 }
 
@@ -161,7 +173,8 @@ pub struct ServerConfig {
     /// Node connections served at once; further connections wait in the accept backlog.
     /// Default 10000.
     pub max_node_connections: usize,
-    /// Node connections open at once from one address (IPv6: one /64); a connection beyond
+    /// Node connections open at once from one address (IPv6: one /64; from this machine:
+    /// one unix user, whichever loopback addresses it uses); a connection beyond
     /// it is closed at once, so one host cannot take every slot. Default 64.
     pub max_node_connections_per_address: usize,
     /// Largest envelope accepted from a connection that has not registered yet, in bytes;
@@ -411,6 +424,7 @@ impl CoreConfig {
         positive_seconds("server.handshake_timeout", self.server.handshake_timeout)?;
         positive_seconds("api.header_read_timeout", self.api.header_read_timeout)?;
         positive_seconds("api.request_timeout", self.api.request_timeout)?;
+        positive_seconds("api.write_timeout", self.api.write_timeout)?;
         if self.server.missed_heartbeats_offline == 0 {
             return Err(invalid(
                 "server.missed_heartbeats_offline",

@@ -1,32 +1,67 @@
 //! How many connections the Core holds open, in all and per address, for the node port
 //! and the REST API alike: one host must not be able to take every slot (and the memory
 //! and file descriptors behind them) before it has proved anything.
+//!
+//! On this machine addresses say nothing: any local user can bind all of 127.0.0.0/8. With
+//! `honeybee up` the pots' users share the machine with the Core, so a connection from
+//! this machine counts against the unix user owning its socket instead.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The unit a per-address cap counts: one IPv4 address, or one IPv6 /64 (the smallest
 /// network a site is usually given, so an attacker holding one cannot multiply its share
-/// by using more of its addresses).
+/// by using more of its addresses); for a connection from this machine, the unix user
+/// owning the peer's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum AddressGroup {
     V4(Ipv4Addr),
     /// The first 64 bits of an IPv6 address.
     V6Prefix(u64),
+    /// A connection from this machine, by the uid owning the peer's socket.
+    LocalUser(u32),
+    /// A connection from this machine whose owner could not be found (the peer already
+    /// closed, or `/proc` is not readable), or a loopback address known without its
+    /// connection: all of these share one group, so none of them gets a share per address.
+    Loopback,
 }
 
 impl AddressGroup {
+    /// The group of `address` known without its connection: loopback addresses all fall
+    /// into [`AddressGroup::Loopback`]. Connections are grouped by [`AddressGroup::of_connection`].
     pub fn of(address: IpAddr) -> Self {
+        let address = address.to_canonical();
+        if address.is_loopback() {
+            return AddressGroup::Loopback;
+        }
         match address {
             IpAddr::V4(v4) => AddressGroup::V4(v4),
-            // An IPv4 client reaching a dual-stack socket counts as its IPv4 address.
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => AddressGroup::V4(v4),
-                None => AddressGroup::V6Prefix((u128::from(v6) >> 64) as u64),
-            },
+            IpAddr::V6(v6) => AddressGroup::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+
+    /// The group of the connection from `remote` to our `local` address: for a peer on this
+    /// machine (a loopback address, or our own address) the uid owning its socket.
+    pub fn of_connection(remote: SocketAddr, local: SocketAddr) -> Self {
+        Self::of_connection_with(remote, local, honeybee_local_peer::peer_socket_uid)
+    }
+
+    fn of_connection_with(
+        remote: SocketAddr,
+        local: SocketAddr,
+        owner: impl FnOnce(SocketAddr, SocketAddr) -> Option<u32>,
+    ) -> Self {
+        let remote_ip = remote.ip().to_canonical();
+        let from_this_machine = remote_ip.is_loopback() || remote_ip == local.ip().to_canonical();
+        if !from_this_machine {
+            return Self::of(remote_ip);
+        }
+        match owner(remote, local) {
+            Some(uid) => AddressGroup::LocalUser(uid),
+            None => AddressGroup::Loopback,
         }
     }
 }
@@ -39,6 +74,8 @@ impl std::fmt::Display for AddressGroup {
                 let network = std::net::Ipv6Addr::from(u128::from(*prefix) << 64);
                 write!(formatter, "{network}/64")
             }
+            AddressGroup::LocalUser(uid) => write!(formatter, "local uid {uid}"),
+            AddressGroup::Loopback => write!(formatter, "local, owner unknown"),
         }
     }
 }
@@ -78,14 +115,13 @@ impl ConnectionLimiter {
             .expect("the connection semaphore is never closed")
     }
 
-    /// Admits a connection from `address` into `slot`, or `None` when its address group
-    /// already holds `max_per_address` connections (the slot is freed again).
+    /// Admits a connection from `group` into `slot`, or `None` when the group already
+    /// holds `max_per_address` connections (the slot is freed again).
     pub fn admit(
         self: &Arc<Self>,
         slot: OwnedSemaphorePermit,
-        address: IpAddr,
+        group: AddressGroup,
     ) -> Option<ConnectionPermit> {
-        let group = AddressGroup::of(address);
         let mut per_address = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
         let open = per_address.entry(group).or_insert(0);
         if *open >= self.max_per_address {
@@ -99,14 +135,11 @@ impl ConnectionLimiter {
         })
     }
 
-    /// Connections open from `address`'s group.
+    /// Connections open from `group`.
     #[cfg(test)]
-    fn open_from(&self, address: IpAddr) -> usize {
+    fn open_from(&self, group: AddressGroup) -> usize {
         let per_address = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        per_address
-            .get(&AddressGroup::of(address))
-            .copied()
-            .unwrap_or(0)
+        per_address.get(&group).copied().unwrap_or(0)
     }
 }
 
@@ -140,9 +173,10 @@ mod tests {
     #[tokio::test]
     async fn one_address_group_cannot_take_more_than_its_share() {
         let limiter = ConnectionLimiter::new(10, 2);
-        let attacker: IpAddr = "2001:db8:1:2::5".parse().unwrap();
-        let attacker_neighbour: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::5".parse().unwrap();
+        let group = |text: &str| AddressGroup::of(text.parse().unwrap());
+        let attacker = group("2001:db8:1:2::5");
+        let attacker_neighbour = group("2001:db8:1:2:ffff::9");
+        let other = group("2001:db8:1:3::5");
         let first = limiter.admit(limiter.free_slot().await, attacker).unwrap();
         let _second = limiter
             .admit(limiter.free_slot().await, attacker_neighbour)
@@ -165,10 +199,67 @@ mod tests {
         assert_eq!(v6.to_string(), "2001:db8::/64");
     }
 
+    #[test]
+    fn connections_from_this_machine_are_grouped_by_the_owner_of_their_socket() {
+        let core: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let owned_by = |uid: Option<u32>| move |_: SocketAddr, _: SocketAddr| uid;
+        // Every loopback address, IPv4, IPv6 or mapped, is the same user's.
+        for peer in [
+            "127.0.0.2:40000",
+            "127.9.8.7:40000",
+            "[::1]:40000",
+            "[::ffff:127.0.0.3]:40000",
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert_eq!(
+                AddressGroup::of_connection_with(peer, core, owned_by(Some(1000))),
+                AddressGroup::LocalUser(1000),
+                "{peer}"
+            );
+            // Owner unknown: one shared group, never a group per address.
+            assert_eq!(
+                AddressGroup::of_connection_with(peer, core, owned_by(None)),
+                AddressGroup::Loopback,
+                "{peer}"
+            );
+        }
+        // Our own non-loopback address is this machine too.
+        let public_core: SocketAddr = "192.0.2.10:9001".parse().unwrap();
+        let own: SocketAddr = "192.0.2.10:40000".parse().unwrap();
+        assert_eq!(
+            AddressGroup::of_connection_with(own, public_core, owned_by(Some(7))),
+            AddressGroup::LocalUser(7)
+        );
+        // A remote peer is never looked up.
+        let remote: SocketAddr = "198.51.100.4:40000".parse().unwrap();
+        let never =
+            |_: SocketAddr, _: SocketAddr| -> Option<u32> { panic!("looked up a remote peer") };
+        assert_eq!(
+            AddressGroup::of_connection_with(remote, public_core, never),
+            AddressGroup::V4("198.51.100.4".parse().unwrap())
+        );
+        assert_eq!(
+            AddressGroup::of("127.0.0.5".parse().unwrap()),
+            AddressGroup::Loopback
+        );
+        assert_eq!(AddressGroup::LocalUser(1000).to_string(), "local uid 1000");
+    }
+
+    #[test]
+    fn the_owner_of_a_real_loopback_connection_is_its_group() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, remote) = listener.accept().unwrap();
+        let group = AddressGroup::of_connection(remote, accepted.local_addr().unwrap());
+        // /proc/self belongs to this process's effective uid.
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+        assert_eq!(group, AddressGroup::LocalUser(uid));
+    }
+
     #[tokio::test]
     async fn the_last_connection_of_a_group_leaves_no_entry() {
         let limiter = ConnectionLimiter::new(1, 1);
-        let address: IpAddr = "192.0.2.1".parse().unwrap();
+        let address = AddressGroup::of("192.0.2.1".parse().unwrap());
         drop(limiter.admit(limiter.free_slot().await, address).unwrap());
         assert!(limiter.per_address.lock().unwrap().is_empty());
         // And the global slot came back.

@@ -18,6 +18,7 @@ use honeybee_store::{EnrollmentOutcome, Store, StoreError};
 use rand::RngCore;
 
 use crate::config::EnrollmentPolicy;
+use crate::connection_limits::AddressGroup;
 use crate::guess_limiter::GuessLimiter;
 use crate::tokens::token_hash;
 
@@ -75,6 +76,7 @@ impl NodeAuthenticator {
         &self,
         registration: &NodeRegistration,
         peer: IpAddr,
+        source: AddressGroup,
         now: DateTime<Utc>,
     ) -> Result<Authenticated, Refusal> {
         let node_id = registration.node_id;
@@ -95,7 +97,7 @@ impl NodeAuthenticator {
                 self.enroll(registration, now, EnrollmentAttempt::Again).await
             }
             Some(credential) => {
-                if let Some(wait) = self.guesses.locked_for(node_id, peer) {
+                if let Some(wait) = self.guesses.locked_for(node_id, source) {
                     return Err(Refusal::new(
                         "totp_locked",
                         format!("too many invalid totp codes for node {node_id} from {peer}; retry in {} s", wait.as_secs() + 1),
@@ -116,7 +118,7 @@ impl NodeAuthenticator {
                 let now_step = totp_step_at(now.timestamp().max(0) as u64);
                 let window = now_step.saturating_sub(1)..=now_step + 1;
                 let Some(step) = totp_matching_step(&secret, code, window) else {
-                    self.guesses.record_failure(node_id, peer);
+                    self.guesses.record_failure(node_id, source);
                     return Err(Refusal::new(
                         "totp_invalid",
                         format!("the totp_code is not valid for node {node_id} now (check that the node's clock is right)"),
@@ -128,13 +130,13 @@ impl NodeAuthenticator {
                     .await
                     .map_err(store_refusal)?
                 {
-                    self.guesses.record_failure(node_id, peer);
+                    self.guesses.record_failure(node_id, source);
                     return Err(Refusal::new(
                         "totp_replayed",
                         format!("the totp_code for node {node_id} was already used (or an older one); each code registers once"),
                     ));
                 }
-                self.guesses.record_success(node_id, peer);
+                self.guesses.record_success(node_id, source);
                 Ok(Authenticated { new_totp_key: None })
             }
             None => self.enroll(registration, now, EnrollmentAttempt::First).await,

@@ -10,14 +10,21 @@
 //!   the whole node id waits the same doubling time — except for the source the node last
 //!   registered from, so the real node keeps reconnecting during an attack.
 //!
-//! A source is an IPv4 address or an IPv6 /64 (one host usually holds a whole /64).
+//! Counts are kept for 24 h after a source's (or node id's) last invalid code: the lockout
+//! ending does not hand out new free tries, so a guesser that waits out every lockout gets
+//! one code per hour after its free ones.
+//!
+//! A source is the connection's [`AddressGroup`]: an IPv4 address or an IPv6 /64 (one host
+//! usually holds a whole /64), and for a connection from this machine the unix user owning
+//! its socket. On a sensor that runs the Core too (`honeybee up`) the real node and a pot's
+//! user both connect from loopback: by address they would be one source, and the pot's user
+//! would share the node's trusted source, exempt from the node-wide budget.
 //! Memory is bounded: at most [`TRACKED_ENTRIES`] entries per map; expired entries are swept
 //! when a map is full, at most once per [`SWEEP_INTERVAL`], so a flood of failures does not
 //! sweep on every one. Past the bound new sources are not tracked per source, but still count
 //! against their node id's budget.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,28 +36,18 @@ pub(crate) const NODE_FREE_FAILURES: u32 = 10;
 /// The first wait; it doubles with every further invalid code, up to [`LONGEST_LOCKOUT`].
 pub(crate) const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
 const LONGEST_LOCKOUT: Duration = Duration::from_secs(3600);
-/// Failures older than this are forgotten (the count starts again).
-const FAILURE_MEMORY: Duration = Duration::from_secs(3600);
+/// A count is forgotten only after this long without an invalid code. It is much longer
+/// than [`LONGEST_LOCKOUT`]: were counts forgotten as soon as a lockout ended, a guesser
+/// would get its free tries back every two hours, for ever.
+const FAILURE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Entries per map.
 const TRACKED_ENTRIES: usize = 100_000;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Where guesses come from: an IPv4 address, or the /64 of an IPv6 address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct GuessSource(u128);
+use crate::connection_limits::AddressGroup;
 
-impl GuessSource {
-    pub fn of(address: IpAddr) -> Self {
-        match address {
-            IpAddr::V4(v4) => GuessSource(u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => GuessSource(u128::from(u32::from(v4))),
-                // The top bit marks IPv6, so no /64 equals an IPv4 address.
-                None => GuessSource((u128::from(v6) & !u128::from(u64::MAX)) | 1 << 127),
-            },
-        }
-    }
-}
+/// Where guesses come from: the connection's address group.
+type GuessSource = AddressGroup;
 
 /// Invalid codes counted against one key, and until when the key must wait.
 #[derive(Clone, Copy)]
@@ -162,10 +159,9 @@ impl GuessLimiter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// How long registrations of `node_id` from `address` must still wait, if at all.
-    pub fn locked_for(&self, node_id: u64, address: IpAddr) -> Option<Duration> {
+    /// How long registrations of `node_id` from `source` must still wait, if at all.
+    pub fn locked_for(&self, node_id: u64, source: GuessSource) -> Option<Duration> {
         let now = Instant::now();
-        let source = GuessSource::of(address);
         let state = self.state();
         let own = state
             .per_source
@@ -181,9 +177,8 @@ impl GuessLimiter {
         own.max(node_wide)
     }
 
-    pub fn record_failure(&self, node_id: u64, address: IpAddr) {
+    pub fn record_failure(&self, node_id: u64, source: GuessSource) {
         let now = Instant::now();
-        let source = GuessSource::of(address);
         let mut state = self.state();
         if let Some(strikes) = state.per_source.entry_if_room(
             (node_id, source),
@@ -206,12 +201,11 @@ impl GuessLimiter {
         }
     }
 
-    /// A valid code from `address`: its own strikes are cleared and it becomes the node's
+    /// A valid code from `source`: its own strikes are cleared and it becomes the node's
     /// trusted source. The node-wide count stays, so the real node reconnecting does not
     /// hand a guesser elsewhere new free tries.
-    pub fn record_success(&self, node_id: u64, address: IpAddr) {
+    pub fn record_success(&self, node_id: u64, source: GuessSource) {
         let now = Instant::now();
-        let source = GuessSource::of(address);
         let mut state = self.state();
         state.per_source.entries.remove(&(node_id, source));
         if let Some(node) = state.per_node.entry_if_room(
@@ -232,8 +226,8 @@ impl GuessLimiter {
 mod tests {
     use super::*;
 
-    fn address(text: &str) -> IpAddr {
-        text.parse().unwrap()
+    fn address(text: &str) -> GuessSource {
+        AddressGroup::of(text.parse().unwrap())
     }
 
     #[test]
@@ -289,6 +283,29 @@ mod tests {
     }
 
     #[test]
+    fn counts_outlive_the_lockout_and_are_forgotten_after_a_day_without_failures() {
+        let start = Instant::now();
+        let mut strikes = Strikes::new(start);
+        for _ in 0..SOURCE_FREE_FAILURES {
+            strikes.strike(start, SOURCE_FREE_FAILURES);
+        }
+        // Two hours later the (longest possible) lockout is long over, but the count is
+        // not: the next invalid code locks out again at once, for longer than the first.
+        let later = start + LONGEST_LOCKOUT * 2;
+        assert_eq!(strikes.wait(later), None);
+        assert!(!strikes.forgettable(later));
+        strikes.strike(later, SOURCE_FREE_FAILURES);
+        assert_eq!(strikes.failures, SOURCE_FREE_FAILURES + 1);
+        assert!(strikes.wait(later).unwrap() > FIRST_LOCKOUT);
+        // A whole day without an invalid code: the count starts again.
+        let next_day = later + FAILURE_MEMORY + Duration::from_secs(1);
+        assert!(strikes.forgettable(next_day));
+        strikes.strike(next_day, SOURCE_FREE_FAILURES);
+        assert_eq!(strikes.failures, 1);
+        assert_eq!(strikes.wait(next_day), None);
+    }
+
+    #[test]
     fn an_ipv6_slash_64_is_one_source() {
         let limiter = GuessLimiter::default();
         for n in 1..=SOURCE_FREE_FAILURES {
@@ -298,17 +315,29 @@ mod tests {
             .locked_for(7, address("2001:db8:1:2:ffff::1"))
             .is_some());
         assert_eq!(limiter.locked_for(7, address("2001:db8:1:3::1")), None);
-        assert_eq!(
-            GuessSource::of(address("::ffff:192.0.2.1")),
-            GuessSource::of(address("192.0.2.1"))
-        );
+        assert_eq!(address("::ffff:192.0.2.1"), address("192.0.2.1"));
+    }
+
+    #[test]
+    fn a_local_user_is_not_the_nodes_trusted_source_on_the_same_machine() {
+        // The real node and a pot's user both connect from loopback on a `honeybee up`
+        // sensor: the node's success must not exempt the pot's user from the node-wide budget.
+        let limiter = GuessLimiter::default();
+        let node = AddressGroup::LocalUser(0);
+        let pot_user = AddressGroup::LocalUser(1001);
+        limiter.record_success(7, node);
+        for n in 0..NODE_FREE_FAILURES as u8 {
+            limiter.record_failure(7, AddressGroup::V4(std::net::Ipv4Addr::new(203, 0, 113, n)));
+        }
+        assert!(limiter.locked_for(7, pot_user).is_some());
+        assert_eq!(limiter.locked_for(7, node), None);
     }
 
     #[test]
     fn the_maps_stay_bounded_under_a_flood_of_sources() {
         let limiter = GuessLimiter::default();
         for n in 0..(TRACKED_ENTRIES as u32 + 1000) {
-            limiter.record_failure(7, IpAddr::V4(std::net::Ipv4Addr::from(n)));
+            limiter.record_failure(7, AddressGroup::V4(std::net::Ipv4Addr::from(n)));
         }
         let state = limiter.state();
         assert!(state.per_source.entries.len() <= TRACKED_ENTRIES);

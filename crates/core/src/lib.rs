@@ -23,6 +23,7 @@ mod peer_log;
 mod sessions;
 mod tls;
 mod tokens;
+mod write_deadline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -242,6 +243,7 @@ pub async fn start(
         ApiServerSettings {
             tls: api_tls,
             header_read_timeout: config.api.header_read_timeout(),
+            write_timeout: config.api.write_timeout(),
             limiter: ConnectionLimiter::new(
                 config.api.max_connections,
                 config.api.max_connections_per_address,

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandOutcome, CommandTracker};
+use crate::connection_limits::AddressGroup;
 use crate::delivery::{DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
@@ -118,6 +119,9 @@ pub(crate) type ConnectionWriter = Box<dyn tokio::io::AsyncWrite + Unpin + Send 
 pub(crate) struct NodeLink {
     writer: Option<ConnectionWriter>,
     remote: SocketAddr,
+    /// Whom the connection counts against before it registered (its address group, or
+    /// the uid of a local peer): its log lines and its TOTP guesses.
+    group: AddressGroup,
     context: Arc<LinkContext>,
     decoder: EnvelopeDecoder,
     session: Option<Session>,
@@ -125,13 +129,19 @@ pub(crate) struct NodeLink {
 }
 
 impl NodeLink {
-    pub fn new(writer: ConnectionWriter, remote: SocketAddr, context: Arc<LinkContext>) -> Self {
+    pub fn new(
+        writer: ConnectionWriter,
+        remote: SocketAddr,
+        group: AddressGroup,
+        context: Arc<LinkContext>,
+    ) -> Self {
         // Small until the peer registered: an unauthenticated connection must not make
         // the Core buffer a full-size envelope.
         let decoder = EnvelopeDecoder::new(context.max_unregistered_envelope_bytes);
         NodeLink {
             writer: Some(writer),
             remote,
+            group,
             context,
             decoder,
             session: None,
@@ -392,7 +402,7 @@ impl NodeLink {
         let authenticated = match self
             .context
             .authenticator
-            .authenticate(&registration, self.remote.ip(), Utc::now())
+            .authenticate(&registration, self.remote.ip(), self.group, Utc::now())
             .await
         {
             Ok(authenticated) => authenticated,
@@ -747,7 +757,7 @@ impl NodeLink {
     fn peer_key(&self) -> PeerKey {
         PeerKey::of(
             self.session.as_ref().map(|session| session.node_id),
-            self.remote.ip(),
+            self.group,
         )
     }
 

@@ -80,7 +80,7 @@ async fn serve_node_connection(
             }
         }
     };
-    NodeLink::new(writer, remote, context)
+    NodeLink::new(writer, remote, permit.address_group(), context)
         .run(reader, registration_deadline, shutdown)
         .await;
     // The slot is held until the session is over.

@@ -19,13 +19,29 @@ pub(crate) enum PeerKey {
 }
 
 impl PeerKey {
-    pub fn of(node_id: Option<u64>, address: std::net::IpAddr) -> Self {
+    pub fn of(node_id: Option<u64>, group: AddressGroup) -> Self {
         match node_id {
             Some(node_id) => PeerKey::Node(node_id),
-            None => PeerKey::Address(AddressGroup::of(address)),
+            None => PeerKey::Address(group),
+        }
+    }
+
+    /// Whom a line about an API request counts against: its connection's group, which the
+    /// API server puts into every request's extensions.
+    pub fn of_request(extensions: &axum::http::Extensions) -> Self {
+        match extensions.get::<ConnectionGroup>() {
+            Some(ConnectionGroup(group)) => PeerKey::Address(*group),
+            // Not served by the API server (a router test): one shared key.
+            None => PeerKey::Address(AddressGroup::Loopback),
         }
     }
 }
+
+/// The [`AddressGroup`] of the connection an API request came on (a request extension):
+/// the layers that log about a request count the line against it, so a local user gets one
+/// budget whichever loopback addresses it uses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionGroup(pub AddressGroup);
 
 /// The Core's limiter of lines about peers.
 pub(crate) type PeerLogLimiter = PeerLogRateLimiter<PeerKey>;

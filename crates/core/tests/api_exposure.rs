@@ -1,8 +1,9 @@
 //! Attacks on the REST API over real TCP on loopback: clients that trickle their headers
-//! or bodies (slowloris), one host opening every connection, a web page rebinding its
+//! or bodies (slowloris) or never read their responses, one host opening every connection, a web page rebinding its
 //! DNS name to the Core (`Host: evil.example`), and configurations that would expose the
 //! API.
 
+mod other_user;
 mod support;
 
 use std::time::Duration;
@@ -71,6 +72,41 @@ async fn expect_closed_while_trickling(stream: &mut tokio::net::TcpStream) {
 }
 
 #[tokio::test]
+async fn a_client_that_pipelines_requests_and_never_reads_is_closed() {
+    // A long header timeout: only the write timeout can end this connection.
+    let core = TestCore::start(|config| {
+        config.api.write_timeout = 0.5;
+        config.api.header_read_timeout = 60.0;
+    })
+    .await;
+    let mut stream = connect_from("127.0.0.2", core.api_address).await;
+    // Keep-alive requests, written until the Core closes the connection; nothing is read,
+    // so the responses fill the socket buffers and the Core's writes block.
+    let pipelined = "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(1000);
+    let writer = tokio::spawn(async move {
+        let mut written = 0usize;
+        loop {
+            if stream.write_all(pipelined.as_bytes()).await.is_err() {
+                return written;
+            }
+            written += 1000;
+        }
+    });
+    let requests = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("a client that never reads was still connected after 20 s")
+        .unwrap();
+    assert!(requests > 0);
+    let (status, body) = http_request(core.api_address, "127.0.0.3", HEALTH).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let closed = core
+        .metric("honeybee_core_connections_refused_total{port=\"api\",reason=\"write_timeout\"}")
+        .await;
+    assert_eq!(closed, Some(1));
+    core.stop().await;
+}
+
+#[tokio::test]
 async fn a_trickled_body_gets_a_408_within_the_request_deadline() {
     let core = TestCore::start(|config| {
         config.api.request_timeout = 0.5;
@@ -96,11 +132,26 @@ async fn one_address_cannot_hold_more_than_its_share_of_api_connections() {
         config.api.header_read_timeout = 60.0;
     })
     .await;
+    // The greedy host is another local user (a pot's user on the sensor), spreading its
+    // connections over loopback addresses: it is one group all the same.
+    let greedy = other_user::OtherUser::relay_to(core.api_address).await;
     let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(connect_from("127.0.0.2", core.api_address).await);
+    for n in 2..6 {
+        held.push(greedy.connect_from(&format!("127.0.0.{n}")).await);
     }
-    let mut over_the_cap = connect_from("127.0.0.2", core.api_address).await;
+    // Each held connection is admitted (it gets an answer) before the next is tried.
+    for stream in &mut held {
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(stream, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+    }
+    let mut over_the_cap = greedy.connect_from("127.0.0.9").await;
     expect_closed_within(
         &mut over_the_cap,
         Duration::from_secs(10),
@@ -193,4 +244,29 @@ async fn a_core_refuses_to_expose_a_plaintext_or_unauthenticated_api() {
         error.contains("api.auth") && error.contains("none"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_core_whose_node_port_listens_everywhere_keeps_its_api_on_loopback() {
+    // The README's remote-node setup: `server.host = "0.0.0.0"` with TLS, `api_host` left
+    // at its default. The node port must be reachable from everywhere, the API only from
+    // this machine.
+    let core = TestCore::start(|config| {
+        config.server.host = "0.0.0.0".into();
+        config.tls.enabled = true;
+    })
+    .await;
+    assert!(
+        core.node_address.ip().is_unspecified(),
+        "the node port listens on {}",
+        core.node_address
+    );
+    assert!(
+        core.api_address.ip().is_loopback(),
+        "the API listens on {}",
+        core.api_address
+    );
+    let (status, _) = http_request(core.api_address, "127.0.0.1", HEALTH).await;
+    assert_eq!(status, 200);
+    core.stop().await;
 }

@@ -1,53 +1,72 @@
 //! Attacks on the node port by peers that have not authenticated: holding every
-//! connection slot from one host, and sending envelopes far bigger than a registration.
+//! connection slot from one host (or one local user on many loopback addresses), and sending envelopes far bigger than a registration.
 
+mod other_user;
 mod support;
 
 use std::time::Duration;
 
 use honeybee_protocol::Message;
+use other_user::OtherUser;
 use serde_json::json;
 use support::{envelope, expect_closed_within, RawPeer, TestCore};
 
 #[tokio::test]
-async fn one_address_cannot_hold_more_than_its_share_of_node_slots() {
+async fn one_local_user_cannot_hold_more_than_its_share_of_node_slots_from_many_loopback_addresses()
+{
     let core = TestCore::start(|config| {
         config.server.max_node_connections_per_address = 3;
         // Long enough that the held connections stay open for the whole test.
         config.server.handshake_timeout = 60.0;
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(RawPeer::connect_from("127.0.0.2", &core).await);
+    // A pot's user on the sensor binds 127.0.0.2 … 127.0.0.9, one connection each: by
+    // address these would be eight hosts, but they are one user.
+    let attacker = OtherUser::relay_to(core.node_address).await;
+    let mut attempts = Vec::new();
+    for n in 2..=9 {
+        let stream = attacker.connect_from(&format!("127.0.0.{n}")).await;
+        attempts.push(tokio::spawn(async move {
+            let mut peer = RawPeer::over(stream);
+            peer.send(&support::registration(100 + n, &format!("pot-user-{n}")))
+                .await;
+            let admitted = matches!(
+                peer.receive().await,
+                Some(Message::RegistrationAck(ack)) if ack.accepted
+            );
+            (admitted, peer)
+        }));
     }
-    // The slots are taken once the Core accepted them; a fourth from the same address is
-    // closed at once (before, it waited out the handshake timeout holding a slot).
-    let mut over_the_cap = RawPeer::connect_from("127.0.0.2", &core).await;
-    expect_closed_within(
-        &mut over_the_cap.stream,
-        Duration::from_secs(10),
-        "a fourth connection from 127.0.0.2",
-    )
-    .await;
-    let refused = support::eventually("the refusal metric", || async {
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for attempt in attempts {
+        let (admitted, peer) = attempt.await.unwrap();
+        if admitted {
+            held.push(peer);
+        } else {
+            refused += 1;
+        }
+    }
+    assert_eq!((held.len(), refused), (3, 5), "admitted and refused");
+    let counted = support::eventually("the refusal metric", || async {
         core.metric(
             "honeybee_core_connections_refused_total{port=\"node\",reason=\"per_address_limit\"}",
         )
         .await
-        .filter(|count| *count >= 1)
+        .filter(|count| *count >= 5)
     })
     .await;
-    assert_eq!(refused, 1);
+    assert_eq!(counted, 5);
 
-    // Another host still gets in and registers.
-    let mut other_host = RawPeer::connect_from("127.0.0.3", &core).await;
-    other_host.register(7, "other-host").await;
+    // Another user (the real node, root here) still gets in and registers, from any of
+    // those addresses.
+    let mut real_node = RawPeer::connect_from("127.0.0.3", &core).await;
+    real_node.register(7, "real-node").await;
 
-    // A held slot given back is usable again by the same address.
+    // A held slot given back is usable again by the same user.
     drop(held.pop());
     support::eventually("a freed slot", || async {
-        let mut peer = RawPeer::connect_from("127.0.0.2", &core).await;
+        let mut peer = RawPeer::over(attacker.connect_from("127.0.0.9").await);
         peer.send(&support::registration(8, "came-back")).await;
         match peer.receive().await {
             Some(Message::RegistrationAck(ack)) if ack.accepted => Some(()),
@@ -56,7 +75,7 @@ async fn one_address_cannot_hold_more_than_its_share_of_node_slots() {
     })
     .await;
     // Registered peers gone first, so the Core's stop does not wait out their drain.
-    drop((held, other_host));
+    drop((held, real_node));
     core.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! Core runs in this test's thread (a current-thread runtime), so a scoped subscriber
 //! captures every line it logs.
 
+mod other_user;
 mod support;
 
 use std::io::Write;
@@ -104,7 +105,10 @@ async fn one_host_flooding_bad_messages_does_not_hide_another_hosts_warning() {
     let core = TestCore::start(|_| {}).await;
     // Messages before registration are dropped with a warning each (rate-limited).
     let early_event = |node_id: u64| node_event(node_id, "Error", "sent too early");
-    let mut flooder = RawPeer::connect_from("127.0.0.2", &core).await;
+    // The flooding host is another local user (a pot's user on the sensor): a local peer's
+    // lines count against its uid, so it must not be the test's own user.
+    let flooding_user = other_user::OtherUser::relay_to(core.node_address).await;
+    let mut flooder = RawPeer::over(flooding_user.connect_from("127.0.0.2").await);
     let mut flood = String::new();
     for _ in 0..100 {
         flood.push_str(&early_event(21));

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use honeybee_local_peer::peer_socket_uid;
 use honeybee_protocol::{
     normalize_ingest_line, FramedLine, IngestError, IngestEvent, LineFramer, Message, NodeEvent,
     NodeEventKind, PotContext,
@@ -23,7 +24,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ingest_peer::peer_socket_uid;
 use crate::metrics::NodeMetrics;
 use crate::pot_identities::{PotIdentities, PotIdentity};
 

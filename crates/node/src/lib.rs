@@ -13,7 +13,6 @@ mod data_dir;
 mod embedded;
 mod identity;
 mod ingest;
-mod ingest_peer;
 mod metrics;
 mod metrics_endpoint;
 mod pot_identities;

@@ -3,12 +3,10 @@
 //! peer gets into a log line.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use crate::LogRateLimiter;
 
 /// Most bytes of peer-supplied text put into one log line by [`truncate_for_log`].
 pub const MAX_LOGGED_PEER_TEXT_BYTES: usize = 512;
@@ -30,36 +28,39 @@ pub fn truncate_for_log(text: &str, max_bytes: usize) -> Cow<'_, str> {
     ))
 }
 
-/// One peer's window: as in [`LogRateLimiter`], kept inline so idle peers can be found
+/// One peer's window: as in [`LogRateLimiter`](crate::LogRateLimiter), kept inline so idle peers can be found
 /// and forgotten.
 #[derive(Debug)]
 struct PeerWindow {
     window_start: Instant,
     allowed_in_window: u32,
     suppressed: u64,
+    /// When the peer last had a line: its key in `PeerWindows::by_use`.
+    last_use: u64,
 }
 
 #[derive(Debug)]
 struct PeerWindows<K> {
     by_peer: HashMap<K, PeerWindow>,
-    /// When idle peers were last looked for: at most once per window, so a flood of new
-    /// peers into a full map costs one sweep per window, not one per line.
-    last_sweep: Instant,
+    /// Peers by their last use, oldest first: the one evicted when the map is full.
+    by_use: BTreeMap<u64, K>,
+    /// Counts uses, so every use has its own key in `by_use`.
+    clock: u64,
 }
 
 /// Lets at most `burst` lines per `window` through for each peer. The map of peers is
-/// bounded: when it is full and no peer in it is idle, new peers share one fallback
-/// limiter (with the same burst), so memory stays bounded whatever the number of peers.
+/// bounded: when it is full the least recently used peer is evicted (its suppressed count
+/// logged), so a new peer always gets its own limiter and peers that flooded once cannot
+/// keep the map full.
 #[derive(Debug)]
 pub struct PeerLogRateLimiter<K> {
     window: Duration,
     burst: u32,
     max_peers: usize,
     peers: Mutex<PeerWindows<K>>,
-    fallback: LogRateLimiter,
 }
 
-impl<K: Hash + Eq + Clone> PeerLogRateLimiter<K> {
+impl<K: Hash + Eq + Clone + std::fmt::Debug> PeerLogRateLimiter<K> {
     pub fn new(window: Duration, burst: u32, max_peers: usize) -> Self {
         PeerLogRateLimiter {
             window,
@@ -67,9 +68,9 @@ impl<K: Hash + Eq + Clone> PeerLogRateLimiter<K> {
             max_peers,
             peers: Mutex::new(PeerWindows {
                 by_peer: HashMap::new(),
-                last_sweep: Instant::now(),
+                by_use: BTreeMap::new(),
+                clock: 0,
             }),
-            fallback: LogRateLimiter::new(window, burst),
         }
     }
 
@@ -78,23 +79,18 @@ impl<K: Hash + Eq + Clone> PeerLogRateLimiter<K> {
     pub fn allow(&self, peer: &K) -> Option<u64> {
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if !peers.by_peer.contains_key(peer) && peers.by_peer.len() >= self.max_peers {
-            if now.duration_since(peers.last_sweep) < self.window {
-                drop(peers);
-                return self.fallback.allow();
-            }
-            peers.last_sweep = now;
-            let window = self.window;
-            // A peer whose window ran out and that has nothing suppressed to report is
-            // indistinguishable from one never seen.
-            peers.by_peer.retain(|_, state| {
-                now.duration_since(state.window_start) < window || state.suppressed > 0
-            });
-            if peers.by_peer.len() >= self.max_peers {
-                drop(peers);
-                return self.fallback.allow();
+        let peers = &mut *peers;
+        if !peers.by_peer.contains_key(peer) && peers.by_peer.len() >= self.max_peers.max(1) {
+            if let Some((_, evicted)) = peers.by_use.pop_first() {
+                if let Some(state) = peers.by_peer.remove(&evicted) {
+                    if state.suppressed > 0 {
+                        tracing::info!(peer = ?evicted, suppressed = state.suppressed, "log lines about a peer were suppressed; it is no longer tracked");
+                    }
+                }
             }
         }
+        peers.clock += 1;
+        let last_use = peers.clock;
         let state = peers
             .by_peer
             .entry(peer.clone())
@@ -102,7 +98,11 @@ impl<K: Hash + Eq + Clone> PeerLogRateLimiter<K> {
                 window_start: now,
                 allowed_in_window: 0,
                 suppressed: 0,
+                last_use,
             });
+        peers.by_use.remove(&state.last_use);
+        state.last_use = last_use;
+        peers.by_use.insert(last_use, peer.clone());
         if now.duration_since(state.window_start) >= self.window {
             state.window_start = now;
             state.allowed_in_window = 0;
@@ -126,7 +126,7 @@ impl<K: Hash + Eq + Clone> PeerLogRateLimiter<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> Default for PeerLogRateLimiter<K> {
+impl<K: Hash + Eq + Clone + std::fmt::Debug> Default for PeerLogRateLimiter<K> {
     /// Ten lines per ten seconds per peer, for up to 4096 peers.
     fn default() -> Self {
         PeerLogRateLimiter::new(Duration::from_secs(10), 10, 4096)
@@ -149,12 +149,17 @@ mod tests {
     }
 
     #[test]
-    fn a_full_map_sends_new_peers_to_the_fallback() {
+    fn a_map_full_of_flooding_peers_still_gives_a_new_peer_its_own_lines() {
         let limiter = PeerLogRateLimiter::new(Duration::from_secs(3600), 1, 2);
-        assert_eq!(limiter.allow(&1), Some(0));
-        assert_eq!(limiter.allow(&2), Some(0));
-        // The map is full: 3 and 4 share the fallback's single line.
+        // Two peers flood (lines suppressed) and fill the map.
+        for flooder in [1, 2] {
+            assert_eq!(limiter.allow(&flooder), Some(0));
+            assert_eq!(limiter.allow(&flooder), None);
+        }
+        limiter.allow(&2);
+        // New peers each get their own line: the least recently used peer makes room.
         assert_eq!(limiter.allow(&3), Some(0));
+        assert_eq!(limiter.allow(&4), Some(0));
         assert_eq!(limiter.allow(&4), None);
         assert_eq!(limiter.tracked_peers(), 2);
     }

@@ -19,13 +19,18 @@ use super::{ApiError, ApiState};
 use crate::commands::CommandOutcome;
 use crate::sessions::SendCommandError;
 
+/// Where command answers are read. Answers carry what nodes report about their pots
+/// (configuration values, the tail of an install's output…), so reading them is for admins
+/// like sending commands is (`api/auth.rs`).
+pub(super) const COMMANDS_PATH: &str = "/api/v1/commands";
+
 /// Longest `?wait=` accepted, in seconds (an install can take minutes).
 pub(super) const MAX_WAIT_SECONDS: f64 = 600.0;
 
 pub(super) fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/nodes/{node_id}/commands", post(send_command))
-        .route("/api/v1/commands/{command_id}", get(get_command))
+        .route(&format!("{COMMANDS_PATH}/{{command_id}}"), get(get_command))
 }
 
 #[derive(Debug, Serialize)]

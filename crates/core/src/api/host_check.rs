@@ -102,7 +102,10 @@ pub(super) async fn require_known_host(
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
     {
-        if let Some(suppressed) = state.log_limiter.allow(&PeerKey::of(None, remote.ip())) {
+        if let Some(suppressed) = state
+            .log_limiter
+            .allow(&PeerKey::of_request(request.extensions()))
+        {
             tracing::warn!(%remote, host = %shown, suppressed, "refused an API request for a host name this API does not serve (DNS rebinding?)");
         }
     }

@@ -24,13 +24,14 @@ pub(super) async fn enforce_request_deadline(
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|ConnectInfo(remote)| *remote);
     let path = request.uri().path().to_owned();
+    let peer = PeerKey::of_request(request.extensions());
     let deadline = state.request_timeout + requested_wait(request.uri().query());
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             state.metrics.api_request_refused("request_timeout");
             if let Some(remote) = remote {
-                if let Some(suppressed) = state.log_limiter.allow(&PeerKey::of(None, remote.ip())) {
+                if let Some(suppressed) = state.log_limiter.allow(&peer) {
                     tracing::warn!(%remote, path = %crate::peer_log::peer_text(&path), suppressed, "an API request did not complete within api.request_timeout");
                 }
             }

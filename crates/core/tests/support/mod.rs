@@ -159,6 +159,14 @@ pub struct RawPeer {
 }
 
 impl RawPeer {
+    /// A peer speaking over an already open connection (e.g. one made by another user).
+    pub fn over(stream: TcpStream) -> Self {
+        RawPeer {
+            stream,
+            decoder: EnvelopeDecoder::default(),
+        }
+    }
+
     pub async fn connect_from(from: &str, core: &TestCore) -> Self {
         RawPeer {
             stream: connect_from(from, core.node_address).await,

@@ -1,17 +1,23 @@
-//! Who is on the other end of a local ingest connection: the unix user owning the peer's
-//! socket, read from `/proc/net/tcp` and `/proc/net/tcp6` (the socket whose local address
-//! is the connection's remote one and whose remote address is our local one).
+//! Who is on the other end of a TCP connection from this machine: the unix user owning the
+//! peer's socket, read from `/proc/net/tcp` and `/proc/net/tcp6` (the socket whose local
+//! address is the connection's remote one and whose remote address is our local one).
 //!
-//! A pot can write any `pot_id` into its lines, but it cannot change the uid its sockets
-//! belong to: that is what ingest trusts.
+//! A local process can bind any of 127.0.0.0/8 and write anything into what it sends, but
+//! it cannot change the uid its sockets belong to. The node's ingest trusts it to know
+//! which pot sent an event; the Core counts connections from this machine per uid, so a
+//! pot's user cannot take every slot by using many loopback addresses.
+//!
+//! Linux only (elsewhere the tables do not exist and every lookup answers `None`); no
+//! dependencies beyond std.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 const TABLES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
 
 /// The uid owning the socket at `peer` that is connected to `local`, if it is on this
-/// machine (`None` for a remote peer, or when the connection is already gone).
-pub(crate) fn peer_socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+/// machine (`None` for a remote peer, when the connection is already gone, or when the
+/// tables cannot be read).
+pub fn peer_socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     TABLES.iter().find_map(|table| {
         let text = std::fs::read_to_string(table).ok()?;
         find_owner(&text, peer, local)
@@ -70,7 +76,7 @@ mod tests {
             let (accepted, remote) = listener.accept().unwrap();
             assert_eq!(remote, client.local_addr().unwrap());
             let uid = peer_socket_uid(remote, accepted.local_addr().unwrap());
-            assert_eq!(uid, Some(nix::unistd::geteuid().as_raw()), "{host}");
+            assert_eq!(uid, Some(own_uid()), "{host}");
             // The node's own end of the connection is not mistaken for the peer's.
             let unrelated: SocketAddr = (remote.ip(), 1).into();
             assert_eq!(
@@ -78,6 +84,17 @@ mod tests {
                 None
             );
         }
+    }
+
+    /// This process's effective uid, from `/proc/self/status` (`Uid: real effective …`), so
+    /// the crate needs nothing beyond std even in its tests.
+    fn own_uid() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))
+            .unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
     }
 
     #[test]

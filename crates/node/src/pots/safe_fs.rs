@@ -341,9 +341,13 @@ fn copy_entries(
 }
 
 /// Gives `directory` and everything below it that belongs to one of `from_uids` to `to`
-/// (when a pot moves from the shared user of earlier versions to its own). Links are
-/// changed themselves, never followed, and a file with several hard links keeps its owner:
-/// it may be a link to a file of someone else.
+/// (when a pot moves from the shared user of earlier versions to its own).
+///
+/// Each entry is opened once (`O_PATH|O_NOFOLLOW`, relative to its directory's handle),
+/// checked with `fstat` on that handle, and changed through the same handle: a name swapped
+/// for a hard link or a link after the check is never what gets changed. Links are changed
+/// themselves, never followed, and a file with several hard links keeps its owner: it may
+/// be a link to a file of someone else.
 pub(crate) fn chown_tree_beneath(
     directory: &OwnedFd,
     shown: &Path,
@@ -363,19 +367,36 @@ pub(crate) fn chown_tree_beneath(
             continue;
         }
         let path = shown.join(name);
-        let stat = rustix::fs::statat(directory, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|errno| io_error("reading", &path, errno))?;
+        let handle = rustix::fs::openat(
+            directory,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| io_error("opening", &path, errno))?;
+        let stat = rustix::fs::fstat(&handle).map_err(|errno| io_error("reading", &path, errno))?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind == FileType::Directory {
-            let child = open_child_dir(directory, name, &path)?;
+            // Reopened through the handle itself, so it is the directory just checked.
+            let child = rustix::fs::openat(
+                &handle,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|errno| io_error("opening", &path, errno))?;
             chown_tree_beneath(&child, &path, from_uids, to)?;
-        } else if from_uids.contains(&stat.st_uid) && stat.st_nlink == 1 {
+        } else if from_uids.contains(&stat.st_uid) {
+            if stat.st_nlink != 1 {
+                tracing::warn!(path = %path.display(), links = stat.st_nlink, "a hard-linked file in a pot's directory keeps its owner");
+                continue;
+            }
             rustix::fs::chownat(
-                directory,
-                name,
+                &handle,
+                "",
                 Some(Uid::from_raw(to.uid)),
                 Some(rustix::fs::Gid::from_raw(to.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
+                AtFlags::EMPTY_PATH,
             )
             .map_err(|errno| io_error("giving the pot user", &path, errno))?;
         }
@@ -509,15 +530,20 @@ mod tests {
     fn chown_never_follows_links_nor_takes_hard_linked_files() {
         let dir = tempfile::tempdir().unwrap();
         let secret = secret_in(dir.path());
+        let outside_dir = dir.path().join("outside");
+        std::fs::create_dir(&outside_dir).unwrap();
+        std::fs::write(outside_dir.join("kept"), "x").unwrap();
         let tree = dir.path().join("tree");
-        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
         std::fs::write(tree.join("sub/own.txt"), "x").unwrap();
+        std::fs::write(tree.join("sub/deeper/own.txt"), "x").unwrap();
         symlink(&secret, tree.join("sub/link")).unwrap();
+        symlink(&outside_dir, tree.join("dir-link")).unwrap();
         std::fs::hard_link(&secret, tree.join("hard")).unwrap();
         let me = rustix::process::getuid().as_raw();
         let group = rustix::process::getgid().as_raw();
-        // Any uid other than ours will do (the test may run unprivileged: then only our own
-        // uid can be given; the point is what is skipped).
+        // Unprivileged, only our own uid can be given: the walk must still pass links and
+        // hard links without an error.
         let to = RunAs {
             name: "test".into(),
             uid: me,
@@ -525,36 +551,35 @@ mod tests {
         };
         let handle = open_trusted_dir(&tree).unwrap();
         chown_tree_beneath(&handle, &tree, &[me], &to).unwrap();
-        let before = std::fs::metadata(&secret).unwrap();
-        assert_eq!(before.uid(), me);
         assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 2);
-        if rustix::process::geteuid().is_root() {
-            let nobody = RunAs {
-                name: "nobody".into(),
-                uid: 65534,
-                gid: 65534,
-            };
-            chown_tree_beneath(&handle, &tree, &[me], &nobody).unwrap();
-            assert_eq!(
-                std::fs::metadata(tree.join("sub/own.txt")).unwrap().uid(),
-                65534
-            );
-            assert_eq!(
-                std::fs::metadata(&secret).unwrap().uid(),
-                me,
-                "hard link kept"
-            );
-            assert_eq!(
-                std::fs::symlink_metadata(tree.join("sub/link"))
-                    .unwrap()
-                    .uid(),
-                65534
-            );
-            assert_eq!(
-                std::fs::metadata(&secret).unwrap().uid(),
-                me,
-                "link not followed"
-            );
+        if !rustix::process::geteuid().is_root() {
+            return;
         }
+        let nobody = RunAs {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        chown_tree_beneath(&handle, &tree, &[me], &nobody).unwrap();
+        let owner = |path: &Path| std::fs::symlink_metadata(path).unwrap().uid();
+        for given in [
+            tree.clone(),
+            tree.join("sub"),
+            tree.join("sub/deeper"),
+            tree.join("sub/own.txt"),
+            tree.join("sub/deeper/own.txt"),
+            tree.join("sub/link"),
+            tree.join("dir-link"),
+        ] {
+            assert_eq!(owner(&given), 65534, "{}", given.display());
+        }
+        assert_eq!(owner(&secret), me, "the hard-linked file keeps its owner");
+        assert_eq!(owner(&tree.join("hard")), me);
+        assert_eq!(
+            owner(&outside_dir),
+            me,
+            "a link to a directory is not followed"
+        );
+        assert_eq!(owner(&outside_dir.join("kept")), me);
     }
 }

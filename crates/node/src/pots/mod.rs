@@ -10,7 +10,7 @@ mod pot_users;
 mod privilege;
 mod procfs;
 mod redact;
-mod safe_fs;
+pub(crate) mod safe_fs;
 mod state;
 mod stopping;
 mod supervisor;

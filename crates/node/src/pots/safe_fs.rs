@@ -340,6 +340,94 @@ fn copy_entries(
     Ok(())
 }
 
+/// The names in a directory (without `.` and `..`), read through its handle.
+pub(crate) fn entry_names(
+    directory: impl AsFd,
+    shown: &Path,
+) -> Result<Vec<std::ffi::OsString>, SafeFsError> {
+    let entries =
+        rustix::fs::Dir::read_from(directory).map_err(|errno| io_error("listing", shown, errno))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|errno| io_error("listing", shown, errno))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name != "." && name != ".." {
+            names.push(name.to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Opens the entry `name` of `directory` itself — a link is opened as the link, never
+/// followed — as an `O_PATH` handle, with what `fstat` says of it. Whatever is done to the
+/// entry afterwards goes through this handle, so a name swapped meanwhile changes nothing.
+pub(crate) fn open_entry(
+    directory: impl AsFd,
+    name: &OsStr,
+    shown: &Path,
+) -> Result<(OwnedFd, rustix::fs::Stat), SafeFsError> {
+    let handle = rustix::fs::openat(
+        directory,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| io_error("opening", shown, errno))?;
+    let stat = rustix::fs::fstat(&handle).map_err(|errno| io_error("reading", shown, errno))?;
+    Ok((handle, stat))
+}
+
+/// The directory an [`open_entry`] handle stands for, opened for listing through the handle
+/// itself (so it is the very directory that was checked).
+pub(crate) fn reopen_directory(handle: &OwnedFd, shown: &Path) -> Result<OwnedFd, SafeFsError> {
+    rustix::fs::openat(
+        handle,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| io_error("opening", shown, errno))
+}
+
+/// The regular file `name` of `directory` opened for reading (without following a link or
+/// blocking), when it is still the file `checked` describes; `None` when the name now
+/// stands for something else.
+pub(crate) fn reopen_regular_file(
+    directory: impl AsFd,
+    name: &OsStr,
+    checked: &rustix::fs::Stat,
+    shown: &Path,
+) -> Result<Option<OwnedFd>, SafeFsError> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(directory, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP | Errno::NOENT) => return Ok(None),
+        Err(errno) => return Err(io_error("opening", shown, errno)),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|errno| io_error("reading", shown, errno))?;
+    let same = stat.st_dev == checked.st_dev && stat.st_ino == checked.st_ino;
+    Ok(same.then_some(fd))
+}
+
+/// The device and inode of an open handle: what a directory is, whatever path names it.
+pub(crate) fn identity(handle: impl AsFd, shown: &Path) -> Result<(u64, u64), SafeFsError> {
+    let stat = rustix::fs::fstat(handle).map_err(|errno| io_error("reading", shown, errno))?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+/// Sets the permission bits of an open file or directory when they differ; whether it
+/// changed something.
+pub(crate) fn set_mode(handle: impl AsFd, mode: u32, shown: &Path) -> Result<bool, SafeFsError> {
+    let stat = rustix::fs::fstat(&handle).map_err(|errno| io_error("reading", shown, errno))?;
+    if stat.st_mode & 0o7777 == mode {
+        return Ok(false);
+    }
+    rustix::fs::fchmod(handle, Mode::from_raw_mode(mode))
+        .map_err(|errno| io_error("changing the mode of", shown, errno))?;
+    Ok(true)
+}
+
 /// Gives `directory` and everything below it that belongs to one of `from_uids` to `to`
 /// (when a pot moves from the shared user of earlier versions to its own).
 ///
@@ -358,33 +446,11 @@ pub(crate) fn chown_tree_beneath(
     if from_uids.contains(&stat.st_uid) {
         give(directory, Some(to), shown)?;
     }
-    let entries =
-        rustix::fs::Dir::read_from(directory).map_err(|errno| io_error("listing", shown, errno))?;
-    for entry in entries {
-        let entry = entry.map_err(|errno| io_error("listing", shown, errno))?;
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        if name == "." || name == ".." {
-            continue;
-        }
-        let path = shown.join(name);
-        let handle = rustix::fs::openat(
-            directory,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| io_error("opening", &path, errno))?;
-        let stat = rustix::fs::fstat(&handle).map_err(|errno| io_error("reading", &path, errno))?;
-        let kind = FileType::from_raw_mode(stat.st_mode);
-        if kind == FileType::Directory {
-            // Reopened through the handle itself, so it is the directory just checked.
-            let child = rustix::fs::openat(
-                &handle,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|errno| io_error("opening", &path, errno))?;
+    for name in entry_names(directory, shown)? {
+        let path = shown.join(&name);
+        let (handle, stat) = open_entry(directory, &name, &path)?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            let child = reopen_directory(&handle, &path)?;
             chown_tree_beneath(&child, &path, from_uids, to)?;
         } else if from_uids.contains(&stat.st_uid) {
             if stat.st_nlink != 1 {

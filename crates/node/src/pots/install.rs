@@ -19,6 +19,8 @@ use super::pot_users;
 use super::privilege::RunAs;
 use super::redact::redact_credentials;
 use super::safe_fs;
+use super::scheduling;
+use super::shared_temp;
 use super::state::InstalledPot;
 use super::stopping::{end_user_processes, terminate_pot};
 
@@ -108,6 +110,38 @@ impl PotManager {
             return;
         };
         end_user_processes(&user, Duration::ZERO).await;
+        // With nothing of it running any more: its jobs, its deny lines and its files in the
+        // directories everyone may write to go before its uid can be given to someone else.
+        let leaving = user.clone();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            let forgotten =
+                scheduling::forget_scheduling(&leaving, &scheduling::SchedulingPaths::system());
+            let roots: Vec<PathBuf> = shared_temp::SHARED_WRITABLE_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+            (
+                forgotten,
+                shared_temp::remove_entries_of(leaving.uid, &roots),
+            )
+        })
+        .await;
+        match cleaned {
+            Ok((forgotten, swept)) => {
+                if let Err(error) = forgotten {
+                    tracing::warn!(pot_id, user = %user.name, %error, "removing the pot user's cron and at jobs or deny lines failed");
+                }
+                if swept.removed > 0 {
+                    tracing::info!(pot_id, user = %user.name, removed = swept.removed, "removed the pot user's files from /tmp, /var/tmp and /dev/shm");
+                }
+                for problem in swept.problems {
+                    tracing::warn!(pot_id, user = %user.name, %problem, "a file of the pot user in a shared directory may be left");
+                }
+            }
+            Err(error) => {
+                tracing::error!(pot_id, user = %user.name, %error, "cleaning up after the pot user failed")
+            }
+        }
         self.settings.identities.remove(user.uid);
         if let Err(error) = pot_users::remove_pot_user(&user.name) {
             tracing::warn!(pot_id, user = %user.name, %error, "removing the pot's user failed");

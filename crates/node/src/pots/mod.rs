@@ -11,6 +11,8 @@ mod privilege;
 mod procfs;
 mod redact;
 pub(crate) mod safe_fs;
+mod scheduling;
+mod shared_temp;
 mod state;
 mod stopping;
 mod supervisor;

@@ -17,7 +17,7 @@ use super::manager::{pump_lines, Outcome, PotManager, PotSlot, INSTALL_ERROR_TAI
 use super::manifest::{self, Manifest};
 use super::pot_users;
 use super::privilege::RunAs;
-use super::redact::redact_credentials;
+use super::redact::{redact_credentials, redact_values};
 use super::safe_fs;
 use super::scheduling;
 use super::shared_temp;
@@ -250,13 +250,18 @@ impl PotManager {
         for requirement in &definition.requirements {
             let executable = render(requirement)?;
             if !executable_exists(&executable) {
-                return Err(format!(
-                    "requirement {executable:?} of {} is not installed on this node",
-                    definition.id
+                return Err(redact_config_values(
+                    &format!(
+                        "requirement {executable:?} of {} is not installed on this node",
+                        definition.id
+                    ),
+                    &definition,
+                    &values,
                 ));
             }
         }
-        let ports = parse_ports(&render(&definition.ports)?)?;
+        let ports = parse_ports(&render(&definition.ports)?)
+            .map_err(|reason| redact_config_values(&reason, &definition, &values))?;
 
         if instance.exists() {
             std::fs::remove_dir_all(&instance)
@@ -336,6 +341,8 @@ impl PotManager {
             self.run_install_step(pot_id, user, &definition.env, &values, &instance, &argv)
                 .await
                 .map_err(|reason| {
+                    // The step's output and the program it names may quote config values.
+                    let reason = redact_config_values(&reason, &definition, &values);
                     format!(
                         "install step {}/{steps} ({shown}) failed: {reason}",
                         index + 1
@@ -574,6 +581,24 @@ impl PotManager {
         let start = lines.len().saturating_sub(INSTALL_ERROR_TAIL_LINES);
         Err(format!("{status}; output:\n{}", lines[start..].join("\n")))
     }
+}
+
+/// `text` without the pot's config values (those its manifest declares, as set for this
+/// pot): the node's own values (paths, ports, ids) stay readable.
+pub(super) fn redact_config_values(
+    text: &str,
+    definition: &manifest::PotDefinition,
+    values: &BTreeMap<String, String>,
+) -> String {
+    redact_values(
+        text,
+        definition
+            .config
+            .keys()
+            .filter(|key| !manifest::BUILTIN_PLACEHOLDERS.contains(&key.as_str()))
+            .filter_map(|key| values.get(key))
+            .map(String::as_str),
+    )
 }
 
 /// `<base>/.sources/<pot_id>`, the home of the clone: `.sources` is the node's (0711, so a

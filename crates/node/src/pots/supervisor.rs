@@ -197,7 +197,11 @@ impl PotManager {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
-                return RunEnd::Unstartable(format!("cannot start {:?}: {error}", argv[0]))
+                return RunEnd::Unstartable(super::install::redact_config_values(
+                    &format!("cannot start {:?}: {error}", argv[0]),
+                    definition,
+                    &installed.values,
+                ))
             }
         };
         let pid = child.id().unwrap_or(0);

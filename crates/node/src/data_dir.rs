@@ -231,4 +231,50 @@ mod tests {
             &dir.path().join("elsewhere")
         ));
     }
+
+    /// A name in the data directory swapped between a directory and a link to a file outside
+    /// (as a pot could in its own directory if that were below): the file's mode never
+    /// changes, whichever the name is when it is checked and when it is changed.
+    #[test]
+    fn a_name_swapped_for_a_link_during_tighten_never_redirects_the_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("entry")).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "x").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let stash = dir.path().join("stash");
+        std::fs::create_dir_all(&stash).unwrap();
+        std::os::unix::fs::symlink(&outside, stash.join("entry")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, data, stash) = (stop.clone(), data.clone(), stash.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        data.join("entry"),
+                        rustix::fs::CWD,
+                        stash.join("entry"),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        for _ in 0..60_000 {
+            // A walk that met the name mid-swap may fail; what matters is what it changed.
+            let _ = tighten(&data, &data.join("pots"));
+            if mode(&outside) != 0o644 {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            mode(&outside),
+            0o644,
+            "root's chmod followed a swapped-in link"
+        );
+    }
 }

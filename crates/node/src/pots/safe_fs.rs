@@ -648,4 +648,59 @@ mod tests {
         );
         assert_eq!(owner(&outside_dir.join("kept")), me);
     }
+
+    /// A process of the shared user swaps a name between its own file and a hard link to
+    /// another pot's file while the tree is handed over, again and again: the other pot's
+    /// file never changes owner (checking one inode and changing another by name would).
+    #[test]
+    fn chown_is_never_redirected_by_a_name_swapped_during_the_walk() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        const POT_UID: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = secret_in(dir.path());
+        let tree = dir.path().join("tree");
+        let stash = dir.path().join("stash");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::create_dir_all(&stash).unwrap();
+        std::fs::write(tree.join("x"), "own").unwrap();
+        std::fs::hard_link(&victim, stash.join("x")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, tree, stash) = (stop.clone(), tree.clone(), stash.clone());
+            std::thread::spawn(move || {
+                // Each exchange swaps the two names atomically: `tree/x` is always there.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        tree.join("x"),
+                        rustix::fs::CWD,
+                        stash.join("x"),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let to = RunAs {
+            name: "nobody".into(),
+            uid: POT_UID,
+            gid: POT_UID,
+        };
+        let handle = open_trusted_dir(&tree).unwrap();
+        for _ in 0..40_000 {
+            chown_tree_beneath(&handle, &tree, &[0, POT_UID], &to).unwrap();
+            if std::fs::metadata(&victim).unwrap().uid() != 0 {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().uid(),
+            0,
+            "another pot's file was handed over"
+        );
+    }
 }

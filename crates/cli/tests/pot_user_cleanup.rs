@@ -1,7 +1,7 @@
 //! What a pot's user leaves outside its pot directory, against the real node run as root:
-//! it may not queue cron or at jobs (it is listed in the deny files while installed), and
-//! at uninstall its jobs and its files in `/tmp` and `/dev/shm` go — without root following
-//! a link it planted there.
+//! it may not queue cron or at jobs (it is listed in the deny files while installed, and a
+//! job it has is removed before the pot starts again), and at uninstall its jobs and its
+//! files in `/tmp` and `/dev/shm` go — without root following a link it planted there.
 
 mod support;
 
@@ -109,6 +109,17 @@ async fn an_uninstalled_pot_user_leaves_no_jobs_no_deny_lines_and_no_files_in_sh
             path.display()
         );
     }
+    // A crontab queued before the pot user was denied (by an earlier version) is gone
+    // before the pot runs again: a stopped pot does not come back through cron.
+    let crontab = plant_job("/var/spool/cron/crontabs", &user, uid, gid);
+    let stopped = sensor.command(json!({"StopPot": pot_id}), 60).await;
+    assert_eq!(stopped["success"], true, "{stopped}");
+    let deployed = sensor.command(json!({"DeployPot": pot_id}), 60).await;
+    assert_eq!(deployed["success"], true, "{deployed}");
+    assert!(
+        !present(&crontab),
+        "the crontab is removed at the next start"
+    );
     let crontab = plant_job("/var/spool/cron/crontabs", &user, uid, gid);
     let at_job = plant_job("/var/spool/cron/atjobs", &format!("a{tag}"), uid, gid);
     // Someone else's file in the same places stays.

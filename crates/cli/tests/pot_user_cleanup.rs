@@ -1,7 +1,9 @@
 //! What a pot's user leaves outside its pot directory, against the real node run as root:
 //! it may not queue cron or at jobs (it is listed in the deny files while installed, and a
 //! job it has is removed before the pot starts again), and at uninstall its jobs and its
-//! files in `/tmp` and `/dev/shm` go — without root following a link it planted there.
+//! files in `/tmp` and `/dev/shm` go — without root following a link it planted there. And
+//! a pot directory left by an earlier version under the one shared user is handed to the
+//! pot's own user only after every process of that shared user has ended.
 
 mod support;
 
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
+use support::eventually;
 use support::sensor::*;
 
 const MANIFEST: &str = r#"
@@ -138,4 +141,79 @@ async fn an_uninstalled_pot_user_leaves_no_jobs_no_deny_lines_and_no_files_in_sh
     for deny_file in ["/etc/cron.deny", "/etc/at.deny"] {
         assert!(!lists(deny_file, &user), "{deny_file} still lists {user}");
     }
+}
+
+#[tokio::test]
+async fn a_pot_of_the_old_shared_user_is_handed_over_only_after_that_users_processes_end() {
+    // The user all pots shared in earlier versions is named `honeypot.run_as` itself.
+    let shared = format!("hbl{}", std::process::id());
+    let status = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            &shared,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let shared_uid = user_uid(&shared).unwrap();
+    let sensor = Sensor::start_with(true, |dir| {
+        let store = dir.join("potstore");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join("manifest.toml"), MANIFEST).unwrap();
+        format!("  potstore: {}\n  run_as: {shared}\n", store.display())
+    })
+    .await;
+    let answer = sensor
+        .command(install("legacy-1", "sleeper", json!({}), None), 60)
+        .await;
+    assert_eq!(answer["success"], true, "{answer}");
+    let stopped = sensor.command(json!({"StopPot": "legacy-1"}), 60).await;
+    assert_eq!(stopped["success"], true, "{stopped}");
+    let instance = sensor.pots_dir().join("legacy-1");
+    let pot_uid = std::fs::metadata(&instance).unwrap().uid();
+
+    // As an earlier version left it: the directory is the shared user's, and a process of
+    // that user (an escaped pot) still runs and could swap names in it.
+    let status = Command::new("chown")
+        .args(["-R", &format!("{shared_uid}:{shared_uid}")])
+        .arg(&instance)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut leftover = Command::new("setpriv")
+        .arg(format!("--reuid={shared_uid}"))
+        .arg(format!("--regid={shared_uid}"))
+        .arg("--clear-groups")
+        .args(["sleep", "3600"])
+        .current_dir("/")
+        .spawn()
+        .unwrap();
+
+    let deployed = sensor.command(json!({"DeployPot": "legacy-1"}), 60).await;
+    assert_eq!(deployed["success"], true, "{deployed}");
+    let ended = eventually(
+        std::time::Duration::from_secs(20),
+        "the shared user's process to be ended",
+        || {
+            let exited = leftover.try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
+    assert!(!ended.success(), "ended by a signal: {ended:?}");
+    assert_eq!(std::fs::metadata(&instance).unwrap().uid(), pot_uid);
+    assert_eq!(
+        process_uid(deployed["data"]["pid"].as_u64().unwrap()),
+        pot_uid
+    );
+
+    let uninstalled = sensor
+        .command(json!({"UninstallPot": "legacy-1"}), 60)
+        .await;
+    assert_eq!(uninstalled["success"], true, "{uninstalled}");
+    let status = Command::new("userdel").arg(&shared).status().unwrap();
+    assert!(status.success());
 }

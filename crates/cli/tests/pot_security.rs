@@ -42,6 +42,14 @@ id = "linked"
 version = "1.0.0"
 files = "etc-link"
 start = ["sleep", "3600"]
+
+[[pots]]
+id = "leaky"
+version = "1.0.0"
+start = ["sleep", "3600"]
+install = [["sh", "-c", "echo installing for $1; echo argv: \"$0\" \"$@\" >&2; exit 3", "{hostname}", "{hostname}"]]
+[pots.config]
+hostname = "default-host"
 "#;
 
 /// What a pot does once an attacker owns it: leave its process group, send an event naming
@@ -578,5 +586,132 @@ async fn a_node_that_is_not_root_runs_pots_only_when_the_operator_opts_in() {
         node.log().contains("honeypot.allow_unprivileged IS SET"),
         "{}",
         node.log()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_install_never_shows_the_pots_config_values() {
+    let sensor = Sensor::start_with(true, |dir| {
+        write_potstore(dir);
+        format!("  potstore: {}\n", dir.join("potstore").display())
+    })
+    .await;
+    // The failing step prints the value on stdout and its whole argv on stderr.
+    let failed = sensor
+        .command(
+            install(
+                "leaky-1",
+                "leaky",
+                json!({"hostname": "s3cr3t-value"}),
+                None,
+            ),
+            60,
+        )
+        .await;
+    assert_eq!(failed["success"], false, "{failed}");
+    let status = sensor.wait_for_status("leaky-1", "Failed").await;
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("install step 1/1")
+            && message.contains("exit status: 3")
+            && message.contains("installing for ***")
+            && message.contains("argv: *** ***"),
+        "the failure still says what happened: {message}"
+    );
+    for shown in [failed.to_string(), status.to_string(), sensor.node_log()] {
+        assert!(
+            !shown.contains("s3cr3t-value"),
+            "a config value was shown: {shown}"
+        );
+    }
+}
+
+/// A repository served over https whose `files/readme` says `readme`, and whose install step
+/// writes the owner of the pot's git checkout (files and `.git`) into the instance.
+fn repository_telling_its_owner(root: &Path, name: &str, readme: &str) {
+    let repository = root.join(name);
+    std::fs::create_dir_all(repository.join("files")).unwrap();
+    std::fs::write(repository.join("files/readme"), readme).unwrap();
+    std::fs::write(
+        repository.join("manifest.toml"),
+        r#"[[pots]]
+id = "remote"
+version = "1.0.0"
+files = "files"
+install = [["sh", "-c", "stat -c %u {instance}/../.sources/{pot_id}/checkout/manifest.toml {instance}/../.sources/{pot_id}/checkout/.git > {instance}/checkout-owner"]]
+start = ["sh", "-c", "echo started; exec sleep 3600"]
+"#,
+    )
+    .unwrap();
+    commit_all(&repository);
+}
+
+#[tokio::test]
+async fn the_git_clone_runs_as_the_pot_user_and_ignores_the_nodes_git_configuration() {
+    let sensor = Sensor::start_with_env(true, |dir| {
+        let home = dir.join("node-home");
+        std::fs::create_dir_all(&home).unwrap();
+        (
+            format!("  git_ca_file: {}\n", dir.join("git-ca.pem").display()),
+            vec![("HOME".to_owned(), home.display().to_string())],
+        )
+    })
+    .await;
+    let repositories = sensor.dir.path().join("repositories");
+    repository_telling_its_owner(&repositories, "good", "the repository asked for\n");
+    repository_telling_its_owner(
+        &repositories,
+        "evil",
+        "a repository root's config swapped in\n",
+    );
+    let server = HttpsGitServer::start(&repositories, sensor.dir.path()).await;
+
+    // The node's HOME holds a git configuration that sends the clone elsewhere...
+    let home = sensor.dir.path().join("node-home");
+    std::fs::write(
+        home.join(".gitconfig"),
+        format!(
+            "[url \"{}\"]\n\tinsteadOf = {}\n",
+            server.url("evil"),
+            server.url("good")
+        ),
+    )
+    .unwrap();
+    // ... and it does, for a git that reads it.
+    let probe = sensor.dir.path().join("probe");
+    let status = Command::new("git")
+        .args(["clone", "--quiet", &server.url("good")])
+        .arg(&probe)
+        .env("HOME", &home)
+        .env("GIT_SSL_CAINFO", &server.ca_file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(probe.join("files/readme")).unwrap(),
+        "a repository root's config swapped in\n"
+    );
+
+    let answer = sensor
+        .command(
+            install("cloned-1", "remote", json!({}), Some(&server.url("good"))),
+            120,
+        )
+        .await;
+    assert_eq!(answer["success"], true, "{answer}");
+    let instance = sensor.pots_dir().join("cloned-1");
+    assert_eq!(
+        std::fs::read_to_string(instance.join("files/readme")).unwrap(),
+        "the repository asked for\n",
+        "the node's git configuration was not applied"
+    );
+    let pot_uid = user_uid(&pot_user_name("cloned-1")).unwrap();
+    assert_ne!(pot_uid, 0);
+    let owners = std::fs::read_to_string(instance.join("checkout-owner")).unwrap();
+    let owners: Vec<&str> = owners.lines().collect();
+    assert_eq!(
+        owners,
+        vec![pot_uid.to_string(), pot_uid.to_string()],
+        "the checkout belongs to the pot's user"
     );
 }

@@ -617,6 +617,14 @@ impl NodeConfig {
                 "must be 1-21 lowercase letters, digits, '_' or '-', starting with a letter or '_' (the prefix of each pot's user name)",
             ));
         }
+        let base_dir = self.honeypot.base_dir(&self.node.data_dir);
+        if crate::data_dir::base_dir_holds_data_dir(&self.node.data_dir, &base_dir) {
+            return Err(invalid(
+                "honeypot.base_dir",
+                base_dir.display().to_string(),
+                "must not be node.data_dir nor contain it: each pot's user owns its directory in there; use a directory below the data directory (the default, <node.data_dir>/pots) or beside it",
+            ));
+        }
         if self.honeypot.log_max_bytes < 1024 {
             return Err(invalid(
                 "honeypot.log_max_bytes",
@@ -891,5 +899,28 @@ metrics: {listen: "127.0.0.1:9101"}
             error.contains("spool.sync_interval_ms") && error.contains("5000"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_pot_base_directory_that_is_the_data_directory_or_holds_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        for base_dir in [data.clone(), data.join("."), dir.path().to_path_buf()] {
+            let mut config = NodeConfig::default();
+            config.node.data_dir = data.clone();
+            config.honeypot.base_dir = Some(base_dir.clone());
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("honeypot.base_dir")
+                    && error.contains(&base_dir.display().to_string())
+                    && error.contains("must not be node.data_dir nor contain it"),
+                "{error}"
+            );
+        }
+        let mut config = NodeConfig::default();
+        config.node.data_dir = data.clone();
+        config.honeypot.base_dir = Some(data.join("pots"));
+        config.validate().unwrap();
     }
 }

@@ -5,8 +5,11 @@
 //!
 //! Files created by earlier versions (0644 by the umask) are tightened at every start.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+use rustix::fs::FileType;
+
+use crate::pots::safe_fs::{self, SafeFsError};
 
 /// Pass through, no listing: for the directories pot users must cross.
 pub(crate) const TRAVERSE_ONLY: u32 = 0o711;
@@ -21,48 +24,95 @@ pub(crate) fn private_umask() {
 
 /// Tightens `data_dir` (0711) and everything below it: directories 0700, files 0600. The
 /// pots' base directory, when it lies below, becomes 0711 and is not descended into (each
-/// pot's directory belongs to its pot user). Symbolic links are never followed. Returns how
-/// many entries changed.
-pub(crate) fn tighten(data_dir: &Path, pots_base_dir: &Path) -> std::io::Result<u64> {
-    let mut changed = set_mode(data_dir, TRAVERSE_ONLY)?;
-    changed += tighten_below(data_dir, pots_base_dir)?;
+/// pot's directory belongs to its pot user); it is recognised by device and inode, however
+/// its path is written. The walk goes through directory handles: every entry is opened
+/// without following a link and changed through that handle, so a name swapped for a link
+/// meanwhile never redirects root's chmod. Links and hard-linked files are left alone.
+/// Returns how many entries changed.
+pub(crate) fn tighten(data_dir: &Path, pots_base_dir: &Path) -> Result<u64, SafeFsError> {
+    let pots_base = match safe_fs::open_trusted_dir(pots_base_dir) {
+        Ok(handle) => Some(safe_fs::identity(&handle, pots_base_dir)?),
+        Err(_) => None,
+    };
+    let root = safe_fs::open_trusted_dir(data_dir)?;
+    let mut changed = u64::from(safe_fs::set_mode(&root, TRAVERSE_ONLY, data_dir)?);
+    if Some(safe_fs::identity(&root, data_dir)?) == pots_base {
+        // Refused by the config check; should it happen anyway, the pots' files are theirs.
+        return Ok(changed);
+    }
+    changed += tighten_below(&root, data_dir, pots_base)?;
     Ok(changed)
 }
 
-fn tighten_below(directory: &Path, pots_base_dir: &Path) -> std::io::Result<u64> {
+fn tighten_below(
+    directory: &std::os::fd::OwnedFd,
+    shown: &Path,
+    pots_base: Option<(u64, u64)>,
+) -> Result<u64, SafeFsError> {
     let mut changed = 0;
-    for entry in std::fs::read_dir(directory)? {
-        let path = entry?.path();
-        let kind = std::fs::symlink_metadata(&path)?.file_type();
-        if kind.is_symlink() {
-            continue;
-        }
-        if kind.is_dir() {
-            if path == pots_base_dir {
-                changed += set_mode(&path, TRAVERSE_ONLY)?;
-                continue;
+    for name in safe_fs::entry_names(directory, shown)? {
+        let path = shown.join(&name);
+        let (handle, stat) = safe_fs::open_entry(directory, &name, &path)?;
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => {
+                let child = safe_fs::reopen_directory(&handle, &path)?;
+                if Some((stat.st_dev, stat.st_ino)) == pots_base {
+                    changed += u64::from(safe_fs::set_mode(&child, TRAVERSE_ONLY, &path)?);
+                    continue;
+                }
+                changed += u64::from(safe_fs::set_mode(&child, PRIVATE_DIRECTORY, &path)?);
+                changed += tighten_below(&child, &path, pots_base)?;
             }
-            changed += set_mode(&path, PRIVATE_DIRECTORY)?;
-            changed += tighten_below(&path, pots_base_dir)?;
-        } else if kind.is_file() {
-            changed += set_mode(&path, PRIVATE_FILE)?;
+            FileType::RegularFile if stat.st_nlink == 1 => {
+                if let Some(file) = safe_fs::reopen_regular_file(directory, &name, &stat, &path)? {
+                    changed += u64::from(safe_fs::set_mode(&file, PRIVATE_FILE, &path)?);
+                }
+            }
+            FileType::RegularFile => {
+                tracing::warn!(path = %path.display(), links = stat.st_nlink, "a hard-linked file in the data directory keeps its mode");
+            }
+            _ => {}
         }
     }
     Ok(changed)
 }
 
-/// Sets the permission bits when they differ; 1 when it changed something.
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<u64> {
-    let current = std::fs::symlink_metadata(path)?.permissions().mode() & 0o7777;
-    if current == mode {
-        return Ok(0);
+/// Whether the pots' base directory is the data directory or one of its ancestors: each pot
+/// user owns its directory in there, so the node's own files would lie in a pot's reach
+/// (and the data directory could not be told from the pots' when it is tightened). Paths
+/// are compared canonicalised as far as they exist.
+pub(crate) fn base_dir_holds_data_dir(data_dir: &Path, pots_base_dir: &Path) -> bool {
+    resolved(data_dir).starts_with(resolved(pots_base_dir))
+}
+
+/// `path` made absolute and resolved one name at a time: each prefix that exists is
+/// canonicalised (links resolved, so a `..` after a link goes up from where it points), the
+/// rest normalised by name (`.` dropped, `..` going up).
+fn resolved(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut resolved = std::path::PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            other => {
+                resolved.push(other);
+                if let Ok(canonical) = resolved.canonicalize() {
+                    resolved = canonical;
+                }
+            }
+        }
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(1)
+    resolved
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn mode(path: &Path) -> u32 {
@@ -111,5 +161,120 @@ mod tests {
         }
         assert_eq!(mode(&outside), 0o644, "links are not followed");
         assert_eq!(tighten(&data, &data.join("pots")).unwrap(), 0);
+    }
+
+    #[test]
+    fn links_are_never_followed_and_the_pot_directory_is_known_however_its_path_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let pot = data.join("pots/pot-1");
+        std::fs::create_dir_all(&pot).unwrap();
+        std::fs::write(pot.join("pot-file"), "x").unwrap();
+        let outside_dir = dir.path().join("outside-dir");
+        std::fs::create_dir(&outside_dir).unwrap();
+        let outside_file = dir.path().join("outside-file");
+        std::fs::write(&outside_file, "x").unwrap();
+        std::fs::write(outside_dir.join("inner"), "x").unwrap();
+        for (path, bits) in [
+            (&outside_dir, 0o755),
+            (&outside_file, 0o644),
+            (&outside_dir.join("inner"), 0o644),
+            (&pot.join("pot-file"), 0o644),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits)).unwrap();
+        }
+        // Links planted in the data directory, to a file and to a directory.
+        std::os::unix::fs::symlink(&outside_file, data.join("file-link")).unwrap();
+        std::os::unix::fs::symlink(&outside_dir, data.join("dir-link")).unwrap();
+        // The pots' base directory written through another path to the same place.
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&data, &alias).unwrap();
+        tighten(&data, &alias.join("pots")).unwrap();
+        assert_eq!(mode(&outside_file), 0o644);
+        assert_eq!(mode(&outside_dir), 0o755);
+        assert_eq!(mode(&outside_dir.join("inner")), 0o644);
+        assert_eq!(mode(&data.join("pots")), 0o711);
+        assert_eq!(
+            mode(&pot.join("pot-file")),
+            0o644,
+            "the pots' directory is not descended into"
+        );
+        // The data directory itself as the pots' base directory: nothing below is touched.
+        std::fs::write(data.join("loose"), "x").unwrap();
+        std::fs::set_permissions(data.join("loose"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        tighten(&data, &data).unwrap();
+        assert_eq!(mode(&data.join("loose")), 0o644);
+        assert_eq!(mode(&data), 0o711);
+    }
+
+    #[test]
+    fn a_pot_base_directory_holding_the_data_directory_is_recognised_however_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&data, &alias).unwrap();
+        assert!(base_dir_holds_data_dir(&data, &data));
+        assert!(base_dir_holds_data_dir(&data, &alias));
+        assert!(base_dir_holds_data_dir(&data, &data.join(".")));
+        assert!(base_dir_holds_data_dir(&data, &data.join("x/..")));
+        assert!(base_dir_holds_data_dir(&data, dir.path()));
+        assert!(base_dir_holds_data_dir(
+            &data.join("new/y"),
+            &data.join("new")
+        ));
+        assert!(!base_dir_holds_data_dir(&data, &data.join("pots")));
+        assert!(!base_dir_holds_data_dir(&data, &alias.join("pots")));
+        assert!(!base_dir_holds_data_dir(
+            &data,
+            &dir.path().join("elsewhere")
+        ));
+    }
+
+    /// A name in the data directory swapped between a directory and a link to a file outside
+    /// (as a pot could in its own directory if that were below): the file's mode never
+    /// changes, whichever the name is when it is checked and when it is changed.
+    #[test]
+    fn a_name_swapped_for_a_link_during_tighten_never_redirects_the_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("entry")).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "x").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let stash = dir.path().join("stash");
+        std::fs::create_dir_all(&stash).unwrap();
+        std::os::unix::fs::symlink(&outside, stash.join("entry")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, data, stash) = (stop.clone(), data.clone(), stash.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        data.join("entry"),
+                        rustix::fs::CWD,
+                        stash.join("entry"),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        for _ in 0..60_000 {
+            // A walk that met the name mid-swap may fail; what matters is what it changed.
+            let _ = tighten(&data, &data.join("pots"));
+            if mode(&outside) != 0o644 {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            mode(&outside),
+            0o644,
+            "root's chmod followed a swapped-in link"
+        );
     }
 }

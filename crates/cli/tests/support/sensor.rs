@@ -21,6 +21,8 @@ pub struct Sensor {
     /// Extra node config: lines of the `honeypot:` section (indented by two spaces), then
     /// other sections.
     pub node_sections: String,
+    /// Environment variables set for the node process (on top of the test's own).
+    pub node_env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
 }
 
@@ -32,6 +34,15 @@ impl Sensor {
     /// `open`: whether pot users may pass through the test's temporary directory;
     /// `sections` builds the extra node config from that directory.
     pub async fn start_with(open: bool, sections: impl FnOnce(&Path) -> String) -> Self {
+        Self::start_with_env(open, |dir| (sections(dir), Vec::new())).await
+    }
+
+    /// Like [`Sensor::start_with`]; `setup` also returns environment variables for the node
+    /// process (say, a `HOME` of the test's making).
+    pub async fn start_with_env(
+        open: bool,
+        setup: impl FnOnce(&Path) -> (String, Vec<(String, String)>),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Pots run as unprivileged users, who must reach their directories in here (or,
         // to test the refusal, must not).
@@ -42,11 +53,11 @@ impl Sensor {
             .status()
             .unwrap();
         assert!(status.success());
-        let node_sections = sections(dir.path());
+        let (node_sections, node_env) = setup(dir.path());
         let ports = CorePorts::free();
         let event_port = free_port();
         let core = start_core(dir.path(), &ports, "");
-        let node = start_node_with(dir.path(), &ports, event_port, &node_sections);
+        let node = spawn_node(dir.path(), &ports, event_port, &node_sections, &node_env);
         let client = reqwest::Client::new();
         let node_id = wait_for_online_node(&client, &ports.api_base()).await;
         Sensor {
@@ -57,6 +68,7 @@ impl Sensor {
             core,
             node: Some(node),
             node_sections,
+            node_env,
             dir,
         }
     }
@@ -68,11 +80,12 @@ impl Sensor {
     }
 
     fn start_node(&self) -> Daemon {
-        start_node_with(
+        spawn_node(
             self.dir.path(),
             &self.ports,
             self.event_port,
             &self.node_sections,
+            &self.node_env,
         )
     }
 
@@ -167,6 +180,18 @@ impl Drop for Sensor {
             }
         }
     }
+}
+
+fn spawn_node(
+    dir: &Path,
+    ports: &CorePorts,
+    event_port: u16,
+    sections: &str,
+    env: &[(String, String)],
+) -> Daemon {
+    let mut command = node_command(dir, ports, event_port, sections);
+    command.envs(env.iter().map(|(key, value)| (key, value)));
+    Daemon::spawn_command("honeybee-node", command, dir)
 }
 
 /// `honeybee-<first 10 hex digits of sha256(pot id)>`, the documented user name of a pot

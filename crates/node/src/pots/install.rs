@@ -17,8 +17,10 @@ use super::manager::{pump_lines, Outcome, PotManager, PotSlot, INSTALL_ERROR_TAI
 use super::manifest::{self, Manifest};
 use super::pot_users;
 use super::privilege::RunAs;
-use super::redact::redact_credentials;
+use super::redact::{redact_credentials, redact_values};
 use super::safe_fs;
+use super::scheduling;
+use super::shared_temp;
 use super::state::InstalledPot;
 use super::stopping::{end_user_processes, terminate_pot};
 
@@ -108,6 +110,38 @@ impl PotManager {
             return;
         };
         end_user_processes(&user, Duration::ZERO).await;
+        // With nothing of it running any more: its jobs, its deny lines and its files in the
+        // directories everyone may write to go before its uid can be given to someone else.
+        let leaving = user.clone();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            let forgotten =
+                scheduling::forget_scheduling(&leaving, &scheduling::SchedulingPaths::system());
+            let roots: Vec<PathBuf> = shared_temp::SHARED_WRITABLE_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+            (
+                forgotten,
+                shared_temp::remove_entries_of(leaving.uid, &roots),
+            )
+        })
+        .await;
+        match cleaned {
+            Ok((forgotten, swept)) => {
+                if let Err(error) = forgotten {
+                    tracing::warn!(pot_id, user = %user.name, %error, "removing the pot user's cron and at jobs or deny lines failed");
+                }
+                if swept.removed > 0 {
+                    tracing::info!(pot_id, user = %user.name, removed = swept.removed, "removed the pot user's files from /tmp, /var/tmp and /dev/shm");
+                }
+                for problem in swept.problems {
+                    tracing::warn!(pot_id, user = %user.name, %problem, "a file of the pot user in a shared directory may be left");
+                }
+            }
+            Err(error) => {
+                tracing::error!(pot_id, user = %user.name, %error, "cleaning up after the pot user failed")
+            }
+        }
         self.settings.identities.remove(user.uid);
         if let Err(error) = pot_users::remove_pot_user(&user.name) {
             tracing::warn!(pot_id, user = %user.name, %error, "removing the pot's user failed");
@@ -216,13 +250,18 @@ impl PotManager {
         for requirement in &definition.requirements {
             let executable = render(requirement)?;
             if !executable_exists(&executable) {
-                return Err(format!(
-                    "requirement {executable:?} of {} is not installed on this node",
-                    definition.id
+                return Err(redact_config_values(
+                    &format!(
+                        "requirement {executable:?} of {} is not installed on this node",
+                        definition.id
+                    ),
+                    &definition,
+                    &values,
                 ));
             }
         }
-        let ports = parse_ports(&render(&definition.ports)?)?;
+        let ports = parse_ports(&render(&definition.ports)?)
+            .map_err(|reason| redact_config_values(&reason, &definition, &values))?;
 
         if instance.exists() {
             std::fs::remove_dir_all(&instance)
@@ -302,6 +341,8 @@ impl PotManager {
             self.run_install_step(pot_id, user, &definition.env, &values, &instance, &argv)
                 .await
                 .map_err(|reason| {
+                    // The step's output and the program it names may quote config values.
+                    let reason = redact_config_values(&reason, &definition, &values);
                     format!(
                         "install step {}/{steps} ({shown}) failed: {reason}",
                         index + 1
@@ -540,6 +581,24 @@ impl PotManager {
         let start = lines.len().saturating_sub(INSTALL_ERROR_TAIL_LINES);
         Err(format!("{status}; output:\n{}", lines[start..].join("\n")))
     }
+}
+
+/// `text` without the pot's config values (those its manifest declares, as set for this
+/// pot): the node's own values (paths, ports, ids) stay readable.
+pub(super) fn redact_config_values(
+    text: &str,
+    definition: &manifest::PotDefinition,
+    values: &BTreeMap<String, String>,
+) -> String {
+    redact_values(
+        text,
+        definition
+            .config
+            .keys()
+            .filter(|key| !manifest::BUILTIN_PLACEHOLDERS.contains(&key.as_str()))
+            .filter_map(|key| values.get(key))
+            .map(String::as_str),
+    )
 }
 
 /// `<base>/.sources/<pot_id>`, the home of the clone: `.sources` is the node's (0711, so a

@@ -27,6 +27,7 @@ use super::pot_users;
 use super::privilege::{PotPrivilege, RunAs};
 use super::procfs;
 use super::redact::redact_credentials;
+use super::scheduling;
 use super::state::{self, InstalledPot};
 use super::stopping::end_user_processes;
 use super::supervisor::POT_LOG;
@@ -101,6 +102,16 @@ impl PotSettings {
             return Ok(None);
         };
         let user = pot_users::ensure_pot_user(&pot_users::pot_user_name(prefix, pot_id))?;
+        // Every time, not only at creation: users made by earlier versions are denied too,
+        // and a job queued before that is removed before the pot runs again.
+        scheduling::deny_scheduling(&user, &scheduling::SchedulingPaths::system()).map_err(
+            |error| {
+                format!(
+                    "keeping pot user {} away from cron and at: {error}",
+                    user.name
+                )
+            },
+        )?;
         self.identities.insert(
             user.uid,
             PotIdentity {

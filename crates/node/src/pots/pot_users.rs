@@ -44,6 +44,18 @@ pub(crate) fn valid_prefix(prefix: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
 }
 
+/// Whether `name` has the shape of a pot user's name: a valid prefix, `-`, then the ten
+/// lowercase hex digits of a pot id's hash. Root and ordinary accounts never do.
+pub(crate) fn is_pot_user_name(name: &str) -> bool {
+    name.rsplit_once('-').is_some_and(|(prefix, hash)| {
+        valid_prefix(prefix)
+            && hash.len() == HASH_DIGITS
+            && hash
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
 fn lookup(user_name: &str) -> Result<Option<User>, String> {
     User::from_name(user_name).map_err(|error| format!("looking up user {user_name:?}: {error}"))
 }
@@ -212,6 +224,16 @@ mod tests {
         assert!(valid_prefix("honeybee") && valid_prefix("hb") && valid_prefix("_pots-1"));
         assert!(!valid_prefix("") && !valid_prefix("HoneyBee") && !valid_prefix("1abc"));
         assert!(!valid_prefix("a b") && !valid_prefix(&"a".repeat(MAX_PREFIX + 1)));
+        assert!(is_pot_user_name(&name) && is_pot_user_name(&longest));
+        for not_pot_user in [
+            "root",
+            "alice",
+            "honeybee",
+            "honeybee-xyz",
+            "honeybee-ABCDEF0123",
+        ] {
+            assert!(!is_pot_user_name(not_pot_user), "{not_pot_user}");
+        }
     }
 
     #[test]

@@ -340,10 +340,102 @@ fn copy_entries(
     Ok(())
 }
 
+/// The names in a directory (without `.` and `..`), read through its handle.
+pub(crate) fn entry_names(
+    directory: impl AsFd,
+    shown: &Path,
+) -> Result<Vec<std::ffi::OsString>, SafeFsError> {
+    let entries =
+        rustix::fs::Dir::read_from(directory).map_err(|errno| io_error("listing", shown, errno))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|errno| io_error("listing", shown, errno))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name != "." && name != ".." {
+            names.push(name.to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Opens the entry `name` of `directory` itself — a link is opened as the link, never
+/// followed — as an `O_PATH` handle, with what `fstat` says of it. Whatever is done to the
+/// entry afterwards goes through this handle, so a name swapped meanwhile changes nothing.
+pub(crate) fn open_entry(
+    directory: impl AsFd,
+    name: &OsStr,
+    shown: &Path,
+) -> Result<(OwnedFd, rustix::fs::Stat), SafeFsError> {
+    let handle = rustix::fs::openat(
+        directory,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| io_error("opening", shown, errno))?;
+    let stat = rustix::fs::fstat(&handle).map_err(|errno| io_error("reading", shown, errno))?;
+    Ok((handle, stat))
+}
+
+/// The directory an [`open_entry`] handle stands for, opened for listing through the handle
+/// itself (so it is the very directory that was checked).
+pub(crate) fn reopen_directory(handle: &OwnedFd, shown: &Path) -> Result<OwnedFd, SafeFsError> {
+    rustix::fs::openat(
+        handle,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| io_error("opening", shown, errno))
+}
+
+/// The regular file `name` of `directory` opened for reading (without following a link or
+/// blocking), when it is still the file `checked` describes; `None` when the name now
+/// stands for something else.
+pub(crate) fn reopen_regular_file(
+    directory: impl AsFd,
+    name: &OsStr,
+    checked: &rustix::fs::Stat,
+    shown: &Path,
+) -> Result<Option<OwnedFd>, SafeFsError> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(directory, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP | Errno::NOENT) => return Ok(None),
+        Err(errno) => return Err(io_error("opening", shown, errno)),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|errno| io_error("reading", shown, errno))?;
+    let same = stat.st_dev == checked.st_dev && stat.st_ino == checked.st_ino;
+    Ok(same.then_some(fd))
+}
+
+/// The device and inode of an open handle: what a directory is, whatever path names it.
+pub(crate) fn identity(handle: impl AsFd, shown: &Path) -> Result<(u64, u64), SafeFsError> {
+    let stat = rustix::fs::fstat(handle).map_err(|errno| io_error("reading", shown, errno))?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+/// Sets the permission bits of an open file or directory when they differ; whether it
+/// changed something.
+pub(crate) fn set_mode(handle: impl AsFd, mode: u32, shown: &Path) -> Result<bool, SafeFsError> {
+    let stat = rustix::fs::fstat(&handle).map_err(|errno| io_error("reading", shown, errno))?;
+    if stat.st_mode & 0o7777 == mode {
+        return Ok(false);
+    }
+    rustix::fs::fchmod(handle, Mode::from_raw_mode(mode))
+        .map_err(|errno| io_error("changing the mode of", shown, errno))?;
+    Ok(true)
+}
+
 /// Gives `directory` and everything below it that belongs to one of `from_uids` to `to`
-/// (when a pot moves from the shared user of earlier versions to its own). Links are
-/// changed themselves, never followed, and a file with several hard links keeps its owner:
-/// it may be a link to a file of someone else.
+/// (when a pot moves from the shared user of earlier versions to its own).
+///
+/// Each entry is opened once (`O_PATH|O_NOFOLLOW`, relative to its directory's handle),
+/// checked with `fstat` on that handle, and changed through the same handle: a name swapped
+/// for a hard link or a link after the check is never what gets changed. Links are changed
+/// themselves, never followed, and a file with several hard links keeps its owner: it may
+/// be a link to a file of someone else.
 pub(crate) fn chown_tree_beneath(
     directory: &OwnedFd,
     shown: &Path,
@@ -354,28 +446,23 @@ pub(crate) fn chown_tree_beneath(
     if from_uids.contains(&stat.st_uid) {
         give(directory, Some(to), shown)?;
     }
-    let entries =
-        rustix::fs::Dir::read_from(directory).map_err(|errno| io_error("listing", shown, errno))?;
-    for entry in entries {
-        let entry = entry.map_err(|errno| io_error("listing", shown, errno))?;
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        if name == "." || name == ".." {
-            continue;
-        }
-        let path = shown.join(name);
-        let stat = rustix::fs::statat(directory, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|errno| io_error("reading", &path, errno))?;
-        let kind = FileType::from_raw_mode(stat.st_mode);
-        if kind == FileType::Directory {
-            let child = open_child_dir(directory, name, &path)?;
+    for name in entry_names(directory, shown)? {
+        let path = shown.join(&name);
+        let (handle, stat) = open_entry(directory, &name, &path)?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            let child = reopen_directory(&handle, &path)?;
             chown_tree_beneath(&child, &path, from_uids, to)?;
-        } else if from_uids.contains(&stat.st_uid) && stat.st_nlink == 1 {
+        } else if from_uids.contains(&stat.st_uid) {
+            if stat.st_nlink != 1 {
+                tracing::warn!(path = %path.display(), links = stat.st_nlink, "a hard-linked file in a pot's directory keeps its owner");
+                continue;
+            }
             rustix::fs::chownat(
-                directory,
-                name,
+                &handle,
+                "",
                 Some(Uid::from_raw(to.uid)),
                 Some(rustix::fs::Gid::from_raw(to.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
+                AtFlags::EMPTY_PATH,
             )
             .map_err(|errno| io_error("giving the pot user", &path, errno))?;
         }
@@ -509,15 +596,20 @@ mod tests {
     fn chown_never_follows_links_nor_takes_hard_linked_files() {
         let dir = tempfile::tempdir().unwrap();
         let secret = secret_in(dir.path());
+        let outside_dir = dir.path().join("outside");
+        std::fs::create_dir(&outside_dir).unwrap();
+        std::fs::write(outside_dir.join("kept"), "x").unwrap();
         let tree = dir.path().join("tree");
-        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
         std::fs::write(tree.join("sub/own.txt"), "x").unwrap();
+        std::fs::write(tree.join("sub/deeper/own.txt"), "x").unwrap();
         symlink(&secret, tree.join("sub/link")).unwrap();
+        symlink(&outside_dir, tree.join("dir-link")).unwrap();
         std::fs::hard_link(&secret, tree.join("hard")).unwrap();
         let me = rustix::process::getuid().as_raw();
         let group = rustix::process::getgid().as_raw();
-        // Any uid other than ours will do (the test may run unprivileged: then only our own
-        // uid can be given; the point is what is skipped).
+        // Unprivileged, only our own uid can be given: the walk must still pass links and
+        // hard links without an error.
         let to = RunAs {
             name: "test".into(),
             uid: me,
@@ -525,36 +617,90 @@ mod tests {
         };
         let handle = open_trusted_dir(&tree).unwrap();
         chown_tree_beneath(&handle, &tree, &[me], &to).unwrap();
-        let before = std::fs::metadata(&secret).unwrap();
-        assert_eq!(before.uid(), me);
         assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 2);
-        if rustix::process::geteuid().is_root() {
-            let nobody = RunAs {
-                name: "nobody".into(),
-                uid: 65534,
-                gid: 65534,
-            };
-            chown_tree_beneath(&handle, &tree, &[me], &nobody).unwrap();
-            assert_eq!(
-                std::fs::metadata(tree.join("sub/own.txt")).unwrap().uid(),
-                65534
-            );
-            assert_eq!(
-                std::fs::metadata(&secret).unwrap().uid(),
-                me,
-                "hard link kept"
-            );
-            assert_eq!(
-                std::fs::symlink_metadata(tree.join("sub/link"))
-                    .unwrap()
-                    .uid(),
-                65534
-            );
-            assert_eq!(
-                std::fs::metadata(&secret).unwrap().uid(),
-                me,
-                "link not followed"
-            );
+        if !rustix::process::geteuid().is_root() {
+            return;
         }
+        let nobody = RunAs {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        chown_tree_beneath(&handle, &tree, &[me], &nobody).unwrap();
+        let owner = |path: &Path| std::fs::symlink_metadata(path).unwrap().uid();
+        for given in [
+            tree.clone(),
+            tree.join("sub"),
+            tree.join("sub/deeper"),
+            tree.join("sub/own.txt"),
+            tree.join("sub/deeper/own.txt"),
+            tree.join("sub/link"),
+            tree.join("dir-link"),
+        ] {
+            assert_eq!(owner(&given), 65534, "{}", given.display());
+        }
+        assert_eq!(owner(&secret), me, "the hard-linked file keeps its owner");
+        assert_eq!(owner(&tree.join("hard")), me);
+        assert_eq!(
+            owner(&outside_dir),
+            me,
+            "a link to a directory is not followed"
+        );
+        assert_eq!(owner(&outside_dir.join("kept")), me);
+    }
+
+    /// A process of the shared user swaps a name between its own file and a hard link to
+    /// another pot's file while the tree is handed over, again and again: the other pot's
+    /// file never changes owner (checking one inode and changing another by name would).
+    #[test]
+    fn chown_is_never_redirected_by_a_name_swapped_during_the_walk() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        const POT_UID: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = secret_in(dir.path());
+        let tree = dir.path().join("tree");
+        let stash = dir.path().join("stash");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::create_dir_all(&stash).unwrap();
+        std::fs::write(tree.join("x"), "own").unwrap();
+        std::fs::hard_link(&victim, stash.join("x")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, tree, stash) = (stop.clone(), tree.clone(), stash.clone());
+            std::thread::spawn(move || {
+                // Each exchange swaps the two names atomically: `tree/x` is always there.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        tree.join("x"),
+                        rustix::fs::CWD,
+                        stash.join("x"),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let to = RunAs {
+            name: "nobody".into(),
+            uid: POT_UID,
+            gid: POT_UID,
+        };
+        let handle = open_trusted_dir(&tree).unwrap();
+        for _ in 0..40_000 {
+            chown_tree_beneath(&handle, &tree, &[0, POT_UID], &to).unwrap();
+            if std::fs::metadata(&victim).unwrap().uid() != 0 {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().uid(),
+            0,
+            "another pot's file was handed over"
+        );
     }
 }

@@ -27,6 +27,8 @@ const PID_FILE: &str = "pot.pid";
 pub(super) const POT_LOG: &str = "pot.log";
 /// How long ending a leftover process group may take after SIGKILL.
 const REAP_DEADLINE: Duration = Duration::from_secs(5);
+/// How long SIGKILL to the legacy shared user's processes may take to empty the table.
+const LEGACY_KILL_DEADLINE: Duration = Duration::from_secs(10);
 
 enum RunEnd {
     /// Stop was requested; the pot is down.
@@ -157,7 +159,7 @@ impl PotManager {
             // Anything of the pot's user still running (left by a node that was killed, or
             // escaped from an earlier run) ends before the pot starts again.
             end_user_processes(user, self.settings.stop_grace).await;
-            if let Err(reason) = self.adopt_instance(&installed.instance_dir, user) {
+            if let Err(reason) = self.adopt_instance(&installed.instance_dir, user).await {
                 return RunEnd::Unstartable(reason);
             }
         }
@@ -195,7 +197,11 @@ impl PotManager {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
-                return RunEnd::Unstartable(format!("cannot start {:?}: {error}", argv[0]))
+                return RunEnd::Unstartable(super::install::redact_config_values(
+                    &format!("cannot start {:?}: {error}", argv[0]),
+                    definition,
+                    &installed.values,
+                ))
             }
         };
         let pid = child.id().unwrap_or(0);
@@ -271,8 +277,10 @@ impl PotManager {
     }
 
     /// Gives the pot's directory to its own user when it belongs to someone else (a pot
-    /// installed by an earlier version, under the user all pots shared then).
-    fn adopt_instance(&self, instance: &std::path::Path, user: &RunAs) -> Result<(), String> {
+    /// installed by an earlier version, under the user all pots shared then). Every process
+    /// of that shared user ends first: one left running could otherwise swap names in the
+    /// directory (say, for a hard link to another pot's file) while it is handed over.
+    async fn adopt_instance(&self, instance: &std::path::Path, user: &RunAs) -> Result<(), String> {
         use std::os::unix::fs::MetadataExt;
         let owner = std::fs::symlink_metadata(instance)
             .map_err(|error| format!("reading {}: {error}", instance.display()))?
@@ -286,6 +294,21 @@ impl PotManager {
                 instance.display()
             ));
         };
+        if let Some(shared) = self.legacy_shared_user(owner) {
+            tracing::info!(user = %shared.name, uid = shared.uid, "ending the processes of the user all pots shared in earlier versions before handing a pot's directory over");
+            super::pot_users::end_all_processes_of(
+                &shared,
+                self.settings.stop_grace,
+                LEGACY_KILL_DEADLINE,
+            )
+            .await
+            .map_err(|error| {
+                format!(
+                    "not handing {} to its own user: {error}",
+                    instance.display()
+                )
+            })?;
+        }
         tracing::info!(instance = %instance.display(), user = %user.name, previous_owner = owner, "giving a pot's directory to its own user");
         let text = |error: safe_fs::SafeFsError| error.to_string();
         let base = safe_fs::open_trusted_dir(&self.settings.base_dir).map_err(text)?;
@@ -293,6 +316,16 @@ impl PotManager {
             safe_fs::open_dir_beneath(&base, &self.settings.base_dir, std::path::Path::new(name))
                 .map_err(text)?;
         safe_fs::chown_tree_beneath(&directory, instance, &[owner], user).map_err(text)
+    }
+
+    /// The user every pot ran as in earlier versions (named `honeypot.run_as` itself), when
+    /// `uid` is that user.
+    fn legacy_shared_user(&self, uid: u32) -> Option<RunAs> {
+        let super::privilege::PotPrivilege::PerPotUsers { prefix } = &self.settings.privilege
+        else {
+            return None;
+        };
+        super::pot_users::existing_user(prefix).filter(|shared| shared.uid == uid && uid != 0)
     }
 
     fn clear_process(&self, pot_id: &str) {

@@ -170,3 +170,63 @@ async fn an_acknowledgement_beyond_what_was_sent_is_a_protocol_error_and_loses_n
         node.log()
     );
 }
+
+/// Warnings about bad ingest lines are limited per sender: a pot flooding the port with
+/// garbage silences only its own warnings, never those about another sender (here a
+/// different unix user).
+#[tokio::test]
+async fn a_sender_flooding_bad_lines_does_not_hide_warnings_about_another_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let event_port = free_port();
+    let _core = start_core(dir.path(), &ports, "");
+    let node = start_node(dir.path(), &ports, event_port);
+    wait_for_port(format!("127.0.0.1:{event_port}").parse().unwrap()).await;
+
+    let garbage: Vec<String> = (0..200).map(|n| format!("not json {n}")).collect();
+    send_lines(event_port, &garbage).await;
+    eventually(
+        Duration::from_secs(10),
+        "the flood's first warnings",
+        || {
+            let log = node.log();
+            async move { log.contains("rejected an ingest line").then_some(()) }
+        },
+    )
+    .await;
+    // Another user's single bad line.
+    let script = format!(
+        "import socket; s = socket.create_connection(('127.0.0.1', {event_port})); s.sendall(b'marker-from-another-user\\n'); s.close()"
+    );
+    let status = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody = String::from_utf8(nobody.stdout).unwrap().trim().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the other sender's warning",
+        || {
+            let log = node.log();
+            let key = format!("User({nobody})");
+            async move {
+                log.lines()
+                    .any(|line| line.contains("rejected an ingest line") && line.contains(&key))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}

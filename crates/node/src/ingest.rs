@@ -16,7 +16,7 @@ use honeybee_protocol::{
     normalize_ingest_line, FramedLine, IngestError, IngestEvent, LineFramer, Message, NodeEvent,
     NodeEventKind, PotContext,
 };
-use honeybee_telemetry::LogRateLimiter;
+use honeybee_telemetry::{truncate_for_log, PeerLogRateLimiter, MAX_LOGGED_PEER_TEXT_BYTES};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -44,7 +44,8 @@ pub(crate) struct IngestContext {
     pub max_events_per_second: u32,
     /// Where alarms for the Core go (the uplink's outbox).
     pub alarms: mpsc::Sender<Message>,
-    pub log_limiter: LogRateLimiter,
+    /// Warnings about senders, limited per sender: a flooding pot silences only itself.
+    pub log_limiter: PeerLogRateLimiter<IngestLogKey>,
     /// The pots this node runs under users of their own (`None`: it runs none, or runs them
     /// as itself): their connections are stamped with their pot, whatever the lines say.
     pub identities: Option<Arc<PotIdentities>>,
@@ -65,6 +66,24 @@ impl IngestContext {
         identities.get(uid)
     }
 
+    /// Whom warnings about a connection count against: its pot, else the unix user owning
+    /// the sender's socket, else its address.
+    fn log_key(
+        &self,
+        stream: &TcpStream,
+        remote: SocketAddr,
+        pot: Option<&PotIdentity>,
+    ) -> IngestLogKey {
+        if let Some(pot) = pot {
+            return IngestLogKey::Pot(pot.pot_id.clone());
+        }
+        stream
+            .local_addr()
+            .ok()
+            .and_then(|local| peer_socket_uid(remote, local))
+            .map_or(IngestLogKey::Address(remote.ip()), IngestLogKey::User)
+    }
+
     /// The pace of `pot`, or a new one for a connection of its own.
     fn pacer_for(&self, pot: Option<&PotIdentity>) -> Arc<Mutex<Pacer>> {
         let new = || Arc::new(Mutex::new(Pacer::new(self.max_events_per_second)));
@@ -79,6 +98,31 @@ impl IngestContext {
             None => new(),
         }
     }
+}
+
+/// Warning lines per sender and window, and senders tracked (the least recently heard one
+/// makes room for a new one).
+const LOG_LINES_PER_SENDER: u32 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+const LOG_SENDERS_TRACKED: usize = 1024;
+
+/// The limiter of ingest warnings, per sender.
+pub(crate) fn ingest_log_limiter() -> PeerLogRateLimiter<IngestLogKey> {
+    PeerLogRateLimiter::new(LOG_WINDOW, LOG_LINES_PER_SENDER, LOG_SENDERS_TRACKED)
+}
+
+/// Whom a warning about ingest counts against (see [`IngestContext::log_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum IngestLogKey {
+    Pot(String),
+    User(u32),
+    Address(std::net::IpAddr),
+}
+
+/// One honeypot connection, as warnings name it and count it.
+struct IngestPeer {
+    remote: SocketAddr,
+    log_key: IngestLogKey,
 }
 
 /// Paces one pot (or one connection of a sender that is not a pot of this node) to at most
@@ -206,6 +250,10 @@ async fn serve_ingest_connection(
         },
         None => PotContext::default(),
     };
+    let peer = IngestPeer {
+        remote,
+        log_key: context.log_key(&stream, remote, sender.as_ref()),
+    };
     let mut drain_deadline: Option<Instant> = None;
     let pacer = context.pacer_for(sender.as_ref());
     let mut last_read = Instant::now();
@@ -237,11 +285,11 @@ async fn serve_ingest_connection(
                     max_bytes: context.max_line_bytes,
                 }),
             };
-            let result = stamp(result, sender.as_ref(), remote, context);
+            let result = stamp(result, sender.as_ref(), &peer, context);
             if result.as_ref().is_ok_and(Option::is_some) {
                 pace(&pacer, sender.as_ref(), remote, context).await;
             }
-            if !accept(result, remote, context).await {
+            if !accept(result, &peer, context).await {
                 return;
             }
         }
@@ -249,8 +297,8 @@ async fn serve_ingest_connection(
     // A sender may close without a final newline: its last line still counts.
     if let Some(line) = framer.finish() {
         let result = normalize_ingest_line(line, &pot_context, Utc::now());
-        let result = stamp(result, sender.as_ref(), remote, context);
-        accept(result, remote, context).await;
+        let result = stamp(result, sender.as_ref(), &peer, context);
+        accept(result, &peer, context).await;
     }
 }
 
@@ -259,19 +307,19 @@ async fn serve_ingest_connection(
 fn stamp(
     result: Result<Option<IngestEvent>, IngestError>,
     sender: Option<&PotIdentity>,
-    remote: SocketAddr,
+    peer: &IngestPeer,
     context: &IngestContext,
 ) -> Result<Option<IngestEvent>, IngestError> {
     let Some(sender) = sender else {
-        return refuse_unproven_claim(result, remote, context);
+        return refuse_unproven_claim(result, peer, context);
     };
     let Ok(Some(mut event)) = result else {
         return result;
     };
     if event.pot_id != sender.pot_id || event.pot_type != sender.pot_type {
         context.metrics.ingest_pot_claims_overridden.increment();
-        if let Some(suppressed) = context.log_limiter.allow() {
-            tracing::warn!(%remote, pot_id = %sender.pot_id, claimed_pot_id = %event.pot_id, claimed_pot_type = %event.pot_type, suppressed, "a pot sent an event naming another pot; stamped with its own id");
+        if let Some(suppressed) = context.log_limiter.allow(&peer.log_key) {
+            tracing::warn!(remote = %peer.remote, pot_id = %sender.pot_id, claimed_pot_id = %truncate_for_log(&event.pot_id, MAX_LOGGED_PEER_TEXT_BYTES), claimed_pot_type = %truncate_for_log(&event.pot_type, MAX_LOGGED_PEER_TEXT_BYTES), suppressed, "a pot sent an event naming another pot; stamped with its own id");
         }
         event.pot_id.clone_from(&sender.pot_id);
         event.pot_type.clone_from(&sender.pot_type);
@@ -284,7 +332,7 @@ fn stamp(
 /// pot this node runs under a user of its own: such an event is dropped and counted.
 fn refuse_unproven_claim(
     result: Result<Option<IngestEvent>, IngestError>,
-    remote: SocketAddr,
+    peer: &IngestPeer,
     context: &IngestContext,
 ) -> Result<Option<IngestEvent>, IngestError> {
     let (Ok(Some(event)), Some(identities)) = (&result, &context.identities) else {
@@ -294,8 +342,8 @@ fn refuse_unproven_claim(
         return result;
     }
     context.metrics.ingest_pot_claims_refused.increment();
-    if let Some(suppressed) = context.log_limiter.allow() {
-        tracing::warn!(%remote, claimed_pot_id = %event.pot_id, suppressed, "an event naming one of this node's pots came from another sender; dropped");
+    if let Some(suppressed) = context.log_limiter.allow(&peer.log_key) {
+        tracing::warn!(remote = %peer.remote, claimed_pot_id = %event.pot_id, suppressed, "an event naming one of this node's pots came from another sender; dropped");
     }
     Ok(None)
 }
@@ -340,7 +388,7 @@ async fn pace(
 /// shutting down and the queue is gone.
 async fn accept(
     result: Result<Option<IngestEvent>, IngestError>,
-    remote: SocketAddr,
+    peer: &IngestPeer,
     context: &IngestContext,
 ) -> bool {
     match result {
@@ -353,8 +401,8 @@ async fn accept(
         Ok(None) => {}
         Err(error) => {
             context.metrics.line_rejected(error.kind());
-            if let Some(suppressed) = context.log_limiter.allow() {
-                tracing::warn!(%remote, %error, suppressed, "rejected an ingest line");
+            if let Some(suppressed) = context.log_limiter.allow(&peer.log_key) {
+                tracing::warn!(remote = %peer.remote, log_peer = ?peer.log_key, %error, suppressed, "rejected an ingest line");
             }
         }
     }
@@ -388,7 +436,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             max_events_per_second: 1000,
             alarms,
-            log_limiter: LogRateLimiter::default(),
+            log_limiter: ingest_log_limiter(),
             identities: None,
             pot_pacers: Mutex::new(HashMap::new()),
         });

@@ -183,7 +183,7 @@ pub async fn start(
         idle_timeout: config.ingest.idle_timeout(),
         max_events_per_second: config.ingest.max_events_per_second,
         alarms: outbox_sender.clone(),
-        log_limiter: LogRateLimiter::default(),
+        log_limiter: ingest::ingest_log_limiter(),
         identities: Some(identities.clone()),
         pot_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
     });

@@ -422,6 +422,33 @@ mod tests {
     use super::*;
     use honeybee_telemetry::MetricsRegistry;
 
+    /// The pace on tokio's paused clock: a burst of one second's worth passes at once, the
+    /// next event waits exactly its share of a second, waiting refills, and the Core is told
+    /// at most once per alarm interval.
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_lets_a_burst_through_then_spaces_events_at_the_rate() {
+        let mut pacer = Pacer::new(10);
+        for _ in 0..10 {
+            assert_eq!(pacer.delay_for_next(), Duration::ZERO);
+        }
+        let wait = pacer.delay_for_next();
+        assert_eq!(wait, Duration::from_millis(100));
+        assert_eq!(pacer.delayed, 1);
+        assert!(pacer.alarm_due(), "the first delay raises an alarm");
+        assert!(!pacer.alarm_due(), "not again within the interval");
+        tokio::time::advance(wait).await;
+        // The token the wait earned was spent by the event that waited.
+        assert_eq!(pacer.delay_for_next(), Duration::from_millis(100));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // Idle time refills the burst, never beyond one second's worth.
+        for _ in 0..10 {
+            assert_eq!(pacer.delay_for_next(), Duration::ZERO);
+        }
+        assert!(pacer.delay_for_next() > Duration::ZERO);
+        tokio::time::advance(ALARM_INTERVAL).await;
+        assert!(pacer.alarm_due(), "due again after the interval");
+    }
+
     #[tokio::test]
     async fn connections_waiting_in_the_backlog_at_shutdown_stay_within_the_limit() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use honeybee_protocol::{format_timestamp, InstallPot, PotStatus};
 
+use super::caught::run_caught;
 use super::git_source;
 use super::logs::RotatingLog;
 use super::manager::{pump_lines, Outcome, PotManager, PotSlot, INSTALL_ERROR_TAIL_LINES};
@@ -75,7 +76,17 @@ impl PotManager {
             )),
             command_id,
         );
-        match self.install_files(&install, command_id).await {
+        // A bug that panics while installing must still end in `Failed` and an answer, not
+        // in a slot left `Installing` that refuses every retry.
+        let installing = {
+            let manager = self.clone();
+            let install = install.clone();
+            run_caught("InstallPot", async move {
+                manager.install_files(&install, command_id).await
+            })
+            .await
+        };
+        match installing.and_then(|result| result) {
             Ok(installed) => {
                 let auto_start = install.auto_start;
                 if let Some(slot) = self.lock_pots().get_mut(&pot_id) {

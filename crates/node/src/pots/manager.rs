@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::caught::run_caught;
 use super::git_source::GitPolicy;
 use super::logs::{self, RotatingLog};
 use super::pot_users;
@@ -355,7 +356,31 @@ impl PotManager {
     pub async fn handle(self: Arc<Self>, command: Command, command_id: Option<u64>) {
         let name = command.variant_name();
         let pot_id = command.pot_id().map(str::to_owned);
-        let outcome = match command {
+        // Whatever happens while carrying it out, the command gets its answer.
+        let manager = self.clone();
+        let outcome = run_caught(
+            name,
+            async move { manager.carry_out(command, command_id).await },
+        )
+        .await
+        .unwrap_or_else(Outcome::failed);
+        let answer = Message::CommandAnswer(CommandAnswer {
+            node_id: self.settings.node_id,
+            command_id,
+            command: name.to_owned(),
+            pot_id,
+            success: outcome.success,
+            message: Some(redact_credentials(&outcome.message)),
+            data: outcome.data,
+        });
+        // Unlike statuses, an answer is waited for: it is never dropped.
+        let _ = self.outbox.send(answer).await;
+    }
+
+    /// Carries out `command`; [`PotManager::handle`] sends the answer.
+    async fn carry_out(self: Arc<Self>, command: Command, command_id: Option<u64>) -> Outcome {
+        let name = command.variant_name();
+        match command {
             Command::InstallPot(install) => self.install(install, command_id).await,
             Command::DeployPot(pot_id) => self.deploy(&pot_id, command_id).await,
             Command::StopPot(pot_id) => self.stop(&pot_id, command_id).await,
@@ -374,18 +399,7 @@ impl PotManager {
                 }));
                 Outcome::failed(message)
             }
-        };
-        let answer = Message::CommandAnswer(CommandAnswer {
-            node_id: self.settings.node_id,
-            command_id,
-            command: name.to_owned(),
-            pot_id,
-            success: outcome.success,
-            message: Some(redact_credentials(&outcome.message)),
-            data: outcome.data,
-        });
-        // Unlike statuses, an answer is waited for: it is never dropped.
-        let _ = self.outbox.send(answer).await;
+        }
     }
 
     /// The installed pot, or an outcome saying it is not installed (also reported).

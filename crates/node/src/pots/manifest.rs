@@ -145,8 +145,39 @@ impl PotDefinition {
                     .into(),
             ));
         }
-        if self.start.is_empty() {
+        if self
+            .start
+            .first()
+            .is_none_or(|program| program.trim().is_empty())
+        {
             return Err(invalid("start must name a command".into()));
+        }
+        for (number, step) in self.install.iter().enumerate() {
+            if step.first().is_none_or(|program| program.trim().is_empty()) {
+                return Err(invalid(format!(
+                    "install step {} must name a command (found {step:?})",
+                    number + 1
+                )));
+            }
+        }
+        if let Some(requirement) = self.requirements.iter().find(|r| r.trim().is_empty()) {
+            return Err(invalid(format!(
+                "requirements must name executables (found {requirement:?})"
+            )));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+                return Err(invalid(format!(
+                    "env {key:?} must be a name without '=' or NUL, with a value without NUL"
+                )));
+            }
+        }
+        for key in self.config.keys() {
+            if !is_placeholder_name(key) {
+                return Err(invalid(format!(
+                    "config key {key:?} must be letters, digits and '_' (it is used as a {{placeholder}})"
+                )));
+            }
         }
         if !(self.health_timeout.is_finite()
             && self.health_timeout > 0.0
@@ -316,5 +347,23 @@ mod tests {
         write("[[pots]]\nid = \"x\"\nversion = \"1\"\nstart = [\"run\"]\nhealth_timeout = 1e30\n");
         let error = Manifest::load(dir.path()).unwrap_err().to_string();
         assert!(error.contains("health_timeout"), "{error}");
+        // Steps that name no command (a git pot's `install = [[]]` used to panic the
+        // handler), and names that cannot be what they are used as.
+        for (bad, named) in [
+            ("install = [[]]", "install step 1"),
+            ("install = [[\"ok\"], [\" \", \"x\"]]", "install step 2"),
+            ("requirements = [\"\"]", "requirements"),
+            ("env = { \"A=B\" = \"1\" }", "A=B"),
+            ("config = { \"bad key\" = \"1\" }", "bad key"),
+        ] {
+            write(&format!(
+                "[[pots]]\nid = \"x\"\nversion = \"1\"\nstart = [\"run\"]\n{bad}\n"
+            ));
+            let error = Manifest::load(dir.path()).unwrap_err().to_string();
+            assert!(error.contains(named), "{bad}: {error}");
+        }
+        write("[[pots]]\nid = \"x\"\nversion = \"1\"\nstart = [\"\"]\n");
+        let error = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("start must name a command"), "{error}");
     }
 }

@@ -1,6 +1,7 @@
 //! Honeypot management on a Full node: the potstore manifest, installed pots and their
 //! persistence, supervision of their processes, their users, logs and resource use.
 
+mod caught;
 mod git_source;
 mod install;
 mod logs;

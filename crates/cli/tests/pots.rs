@@ -529,8 +529,12 @@ async fn the_cli_installs_lists_inspects_and_stops_pots() {
 
 #[tokio::test]
 async fn a_node_whose_pot_directory_the_pot_user_cannot_reach_says_so_and_still_forwards() {
-    // The temporary directory is private to root: the pot user cannot pass through it.
-    let sensor = Sensor::start_with(false, |_| String::new()).await;
+    // The temporary directory is private to root, like /root: the pot user cannot pass
+    // through it. A base_dir configured in there is an error naming what to fix.
+    let sensor = Sensor::start_with(false, |dir| {
+        format!("  base_dir: {}/configured-pots\n", dir.display())
+    })
+    .await;
     let answer = sensor
         .command(install("unreachable-1", "tcp-banner", json!({}), None), 10)
         .await;
@@ -552,4 +556,37 @@ async fn a_node_whose_pot_directory_the_pot_user_cannot_reach_says_so_and_still_
         1,
     )
     .await;
+}
+
+/// `honeybee up` as root from /root: the default pot directory under the data directory is
+/// out of the pot users' reach, so pots live under /var/lib/honeybee/pots/<node id>, and
+/// the node says so.
+#[tokio::test]
+async fn pots_of_a_node_whose_data_directory_is_private_live_in_the_system_location() {
+    let sensor = Sensor::start_with(false, |_| String::new()).await;
+    let port = free_port();
+    let answer = sensor
+        .command(
+            install(
+                "moved-1",
+                "tcp-banner",
+                json!({"ports": port.to_string()}),
+                None,
+            ),
+            60,
+        )
+        .await;
+    assert_eq!(answer["success"], true, "{answer}");
+    let system_directory = format!("/var/lib/honeybee/pots/{}", sensor.node_id);
+    assert!(
+        Path::new(&system_directory).join("moved-1").is_dir(),
+        "the pot is in {system_directory}"
+    );
+    let log = sensor.node.as_ref().unwrap().log();
+    assert!(
+        log.contains("out of the pot users' reach") && log.contains(&system_directory),
+        "{log}"
+    );
+    let answer = sensor.command(json!({"UninstallPot": "moved-1"}), 60).await;
+    assert_eq!(answer["success"], true, "{answer}");
 }

@@ -15,6 +15,7 @@ mod identity;
 mod ingest;
 mod metrics;
 mod metrics_endpoint;
+mod pot_base_dir;
 mod pot_identities;
 mod pots;
 mod spool;
@@ -23,7 +24,7 @@ mod uplink;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub struct RunningNode {
     pub node_id: u64,
     /// Where honeypots send their events.
     pub ingest_address: SocketAddr,
+    /// Where installed pots live, when this node runs pots.
+    pub pots_directory: Option<PathBuf>,
     metrics: Arc<NodeMetrics>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -219,6 +222,9 @@ pub async fn start(
         } else {
             (None, None)
         };
+    let pots_directory = pots
+        .as_ref()
+        .map(|manager| manager.base_dir().to_path_buf());
     let mut tasks = Vec::new();
     if let Some(manager) = pots.clone() {
         // Pots are the node's children: they stop with it (and come back with it).
@@ -267,6 +273,7 @@ pub async fn start(
     let summary = tokio::spawn(log_summaries(metrics.clone(), shutdown));
     tracing::info!(node_id, %ingest_address, core = %config.server.address, "node started");
     Ok(RunningNode {
+        pots_directory,
         node_id,
         ingest_address,
         metrics,
@@ -275,28 +282,6 @@ pub async fn start(
             tasks
         },
     })
-}
-
-/// The pot user must be able to pass through every directory above its instances: fail at
-/// start-up with the directory to fix rather than at the first install.
-fn check_reachable(base_dir: &Path, user: &str) -> Result<(), NodeError> {
-    use std::os::unix::fs::PermissionsExt;
-    let absolute = std::path::absolute(base_dir)
-        .map_err(|error| NodeError::Pots(format!("resolving {}: {error}", base_dir.display())))?;
-    for directory in absolute.ancestors() {
-        let mode = std::fs::metadata(directory)
-            .map_err(|error| NodeError::Pots(format!("reading {}: {error}", directory.display())))?
-            .permissions()
-            .mode();
-        if mode & 0o001 == 0 {
-            return Err(NodeError::Pots(format!(
-                "pot user {user:?} cannot reach honeypot.base_dir {}: {} is not traversable by others (chmod o+x it, or set honeypot.base_dir elsewhere)",
-                base_dir.display(),
-                directory.display()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Lays out the built-in potstore and kit, resolves the pot user and loads the installed
@@ -315,16 +300,17 @@ fn start_pot_manager(
     let privilege =
         pots::decide_pot_privilege(&config.honeypot.run_as, config.honeypot.allow_unprivileged)
             .map_err(NodeError::Pots)?;
-    let base_dir = config.honeypot.base_dir(data_dir);
-    std::fs::create_dir_all(&base_dir).map_err(|e| setup("creating", &base_dir, e))?;
     // Pot users pass through to their own directories; nobody lists the others.
-    std::fs::set_permissions(
-        &base_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(data_dir::TRAVERSE_ONLY),
+    let per_pot_users = matches!(privilege, PotPrivilege::PerPotUsers { .. });
+    let (base_dir, moved) = pot_base_dir::resolve_pot_base_dir(
+        config,
+        node_id,
+        per_pot_users,
+        Path::new(pot_base_dir::SYSTEM_POT_ROOT),
     )
-    .map_err(|e| setup("restricting", &base_dir, e))?;
-    if let PotPrivilege::PerPotUsers { prefix } = &privilege {
-        check_reachable(&base_dir, &format!("{prefix}-…"))?;
+    .map_err(NodeError::Pots)?;
+    if let Some(reason) = moved {
+        tracing::info!(base_dir = %base_dir.display(), "{reason}");
     }
     let kit_dir = data_dir.join("kit");
     embedded::materialize(embedded::PYTHON_KIT, &kit_dir)

@@ -242,12 +242,16 @@ async fn run_up(core_config: CoreConfig, mut node_config: NodeConfig) -> anyhow:
         None => println!("API tokens: see core/admin-token in the data directory, or `honeybee-core token create`."),
     }
     println!(
-        "HoneyBee is up.\n  REST API:      http://{api}/api/v1/events\n  node port:     {nodes}\n  honeypot port: {ingest} (JSON lines; HONEYBEE_EVENT_PORT={port})\n  local node id: {node_id}\nPress Ctrl-C to stop.",
+        "HoneyBee is up.\n  REST API:      http://{api}/api/v1/events\n  node port:     {nodes}\n  honeypot port: {ingest} (JSON lines; HONEYBEE_EVENT_PORT={port})\n  local node id: {node_id}\n  pots:          {pots}\nPress Ctrl-C to stop.",
         api = core.api_address,
         nodes = core.node_address,
         ingest = node.ingest_address,
         port = node.ingest_address.port(),
         node_id = node.node_id,
+        pots = node.pots_directory.as_ref().map_or_else(
+            || "not available (see the log)".to_owned(),
+            |directory| directory.display().to_string()
+        ),
     );
     node.wait().await?;
     core_shutdown.cancel();

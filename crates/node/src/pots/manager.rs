@@ -352,6 +352,11 @@ impl PotManager {
         }
     }
 
+    /// The directory the pots live in.
+    pub fn base_dir(&self) -> &std::path::Path {
+        &self.settings.base_dir
+    }
+
     /// Carries out one command from the Core and answers it.
     pub async fn handle(self: Arc<Self>, command: Command, command_id: Option<u64>) {
         let name = command.variant_name();

@@ -316,6 +316,15 @@ impl Operator {
                 let answered: Value = response.json().await?;
                 return report(&answered["answer"]);
             }
+            // 404 means no answer yet; anything else will not change by waiting.
+            if response.status() != reqwest::StatusCode::NOT_FOUND {
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or_default();
+                bail!(
+                    "reading the answer to command {command_id} failed with {status}: {} (command answers need an admin token)",
+                    text(&body["error"])
+                );
+            }
             tokio::time::sleep(PROGRESS_POLL).await;
         }
     }

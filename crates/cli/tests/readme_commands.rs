@@ -1,0 +1,107 @@
+//! README's commands as a new user types them: `honeybee up` with its default, relative
+//! data directory, then a pot installed with the CLI (the install steps and the pot run in
+//! other directories, so every path they get must be absolute).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+#[tokio::test]
+async fn honeybee_up_with_its_relative_data_directory_installs_and_runs_a_pot() {
+    let dir = tempfile::tempdir().unwrap();
+    // Pot users must pass through the working directory, as through a normal home.
+    let status = Command::new("chmod")
+        .arg("755")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ports = CorePorts::free();
+    let event_port = free_port();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_honeybee"));
+    // No --data-dir: `./honeybee-data`, relative to where the user is. The ports are moved
+    // only so the test does not collide with others.
+    up.args([
+        "up",
+        "--node-port",
+        &ports.node_port.to_string(),
+        "--api-port",
+        &ports.api_port.to_string(),
+        "--event-port",
+        &event_port.to_string(),
+    ])
+    .current_dir(dir.path());
+    let up = Daemon::spawn_command("honeybee-up", up, dir.path());
+
+    let token_file = dir.path().join("honeybee-data/core/admin-token");
+    let token = eventually(Duration::from_secs(15), "the admin token", || {
+        let token_file = token_file.clone();
+        async move {
+            let token = std::fs::read_to_string(&token_file).ok()?;
+            let token = token.trim().to_owned();
+            (!token.is_empty()).then_some(token)
+        }
+    })
+    .await;
+    let node_id = wait_for_online_node(&authorized_client(&token), &ports.api_base()).await;
+
+    let pot_port = free_port();
+    let cli = |arguments: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_honeybee"))
+            .args(arguments)
+            .env("HONEYBEE_API", ports.api_base())
+            .env("HONEYBEE_TOKEN", &token)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "honeybee {arguments:?}: {text}");
+        text
+    };
+    let node = node_id.to_string();
+    let installed = cli(&[
+        "install",
+        &node,
+        "tcp-banner",
+        "ftp-01",
+        "--set",
+        &format!("ports={pot_port}"),
+    ]);
+    assert!(installed.contains("running"), "{installed}\n{}", up.log());
+    // The pot answers on its port with its banner.
+    let banner = eventually(Duration::from_secs(15), "the pot's banner", || async {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", pot_port))
+            .await
+            .ok()?;
+        let mut buffer = [0u8; 128];
+        let read = stream.read(&mut buffer).await.ok()?;
+        Some(String::from_utf8_lossy(&buffer[..read]).into_owned())
+    })
+    .await;
+    assert!(banner.contains("FTP server ready"), "{banner}");
+    let listed = cli(&["pots"]);
+    assert!(listed.contains("ftp-01"), "{listed}");
+    cli(&["stop", &node, "ftp-01"]);
+    // No CLI verb for it: the pot and its user go through the API.
+    let answer: serde_json::Value = authorized_client(&token)
+        .post(format!(
+            "{}/api/v1/nodes/{node_id}/commands?wait=60",
+            ports.api_base()
+        ))
+        .json(&serde_json::json!({"UninstallPot": "ftp-01"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["answer"]["success"], true, "{answer}");
+}

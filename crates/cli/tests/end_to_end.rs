@@ -98,16 +98,8 @@ async fn the_integration_guide_snippet_reaches_the_api() {
         dir.path(),
     );
     // `up` is secure by default: its API wants the admin token it created and printed.
-    let token_file = dir.path().join("state/core/admin-token");
-    let token = eventually(Duration::from_secs(15), "the admin token file", || {
-        let token_file = token_file.clone();
-        async move {
-            let token = std::fs::read_to_string(&token_file).ok()?;
-            let token = token.trim().to_owned();
-            (!token.is_empty()).then_some(token)
-        }
-    })
-    .await;
+    let token =
+        file_text_when_written(dir.path().join("state/core/admin-token"), "the admin token").await;
     let anonymous = client
         .get(format!("{}/api/v1/nodes", ports.api_base()))
         .send()

@@ -8,32 +8,11 @@ use std::time::Duration;
 
 use support::*;
 
-/// Runs the operator CLI against the Core; returns stdout, or panics with all output.
+/// Runs the operator CLI against the Core; returns its output, or panics with it.
 fn honeybee(ports: &CorePorts, token: &str, arguments: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee"))
-        .args(["--api", &ports.api_base(), "--token", token])
-        .args(arguments)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "honeybee {arguments:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-async fn read_file_when_written(path: std::path::PathBuf, what: &str) -> String {
-    eventually(Duration::from_secs(15), what, || {
-        let path = path.clone();
-        async move {
-            let text = std::fs::read_to_string(path).ok()?;
-            let text = text.trim().to_owned();
-            (!text.is_empty()).then_some(text)
-        }
-    })
-    .await
+    let (success, output) = run_cli(&ports.api_base(), Some(token), arguments);
+    assert!(success, "honeybee {arguments:?} failed: {output}");
+    output
 }
 
 async fn node_view(client: &reqwest::Client, ports: &CorePorts, node_id: u64) -> serde_json::Value {
@@ -55,8 +34,8 @@ async fn a_node_enrolls_over_tls_with_a_token_returns_with_totp_and_is_cut_off_w
         "[api]\nauth = \"tokens\"\n[server]\nenrollment = \"token\"\n[tls]\nenabled = true\n",
     );
     let admin =
-        read_file_when_written(dir.path().join("core-data/admin-token"), "the admin token").await;
-    let fingerprint = read_file_when_written(
+        file_text_when_written(dir.path().join("core-data/admin-token"), "the admin token").await;
+    let fingerprint = file_text_when_written(
         dir.path().join("core-data/tls/ca.fingerprint"),
         "the CA fingerprint",
     )
@@ -181,7 +160,7 @@ async fn an_enrolled_node_never_shows_its_token_again_and_speaks_plaintext_only_
         "[api]\nauth = \"tokens\"\n[server]\nenrollment = \"token\"\n",
     );
     let admin =
-        read_file_when_written(dir.path().join("core-data/admin-token"), "the admin token").await;
+        file_text_when_written(dir.path().join("core-data/admin-token"), "the admin token").await;
     let created = honeybee(&ports, &admin, &["enroll", "create", "--uses", "5"]);
     let token = created
         .split_whitespace()

@@ -459,18 +459,7 @@ async fn cowrie_installed_through_the_api_reports_an_ssh_login() {
 /// Runs the `honeybee` CLI against the sensor's Core (a separate process: blocking here
 /// holds up nothing it needs).
 fn cli(sensor: &Sensor, arguments: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_honeybee"))
-        .arg("--api")
-        .arg(sensor.ports.api_base())
-        .args(arguments)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    run_cli(&sensor.ports.api_base(), None, arguments)
 }
 
 #[tokio::test]

@@ -36,34 +36,18 @@ async fn honeybee_up_with_its_relative_data_directory_installs_and_runs_a_pot() 
     .current_dir(dir.path());
     let up = Daemon::spawn_command("honeybee-up", up, dir.path());
 
-    let token_file = dir.path().join("honeybee-data/core/admin-token");
-    let token = eventually(Duration::from_secs(15), "the admin token", || {
-        let token_file = token_file.clone();
-        async move {
-            let token = std::fs::read_to_string(&token_file).ok()?;
-            let token = token.trim().to_owned();
-            (!token.is_empty()).then_some(token)
-        }
-    })
+    let token = file_text_when_written(
+        dir.path().join("honeybee-data/core/admin-token"),
+        "the admin token",
+    )
     .await;
     let node_id = wait_for_online_node(&authorized_client(&token), &ports.api_base()).await;
 
     let pot_port = free_port();
     let cli = |arguments: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_honeybee"))
-            .args(arguments)
-            .env("HONEYBEE_API", ports.api_base())
-            .env("HONEYBEE_TOKEN", &token)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(output.status.success(), "honeybee {arguments:?}: {text}");
-        text
+        let (success, output) = run_cli(&ports.api_base(), Some(&token), arguments);
+        assert!(success, "honeybee {arguments:?}: {output}");
+        output
     };
     let node = node_id.to_string();
     let installed = cli(&[

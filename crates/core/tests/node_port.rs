@@ -3,6 +3,7 @@
 //! answers to bad requests.
 
 mod other_user;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use honeybee_core::CoreConfig;
 use honeybee_protocol::{base32_decode, totp_code, totp_step_at, EnvelopeDecoder, Message};
 use honeybee_store::{EventQuery, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
 use serde_json::{json, Value};
+use support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -267,21 +269,6 @@ fn registration_with(
         fields["enrollment_token"] = json!(token);
     }
     json!({"version": 2, "message": {"NodeRegistration": fields}}).to_string() + "\n"
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -183,6 +183,37 @@ impl CorePorts {
     }
 }
 
+/// The trimmed text of a file another process writes (a token, a fingerprint), once it is
+/// there and not empty.
+pub async fn file_text_when_written(path: PathBuf, what: &str) -> String {
+    eventually(Duration::from_secs(15), what, || {
+        let path = path.clone();
+        async move {
+            let text = std::fs::read_to_string(path).ok()?;
+            let text = text.trim().to_owned();
+            (!text.is_empty()).then_some(text)
+        }
+    })
+    .await
+}
+
+/// Runs the operator CLI against the API at `api_base`, with `token` if given; returns
+/// whether it succeeded and everything it printed.
+pub fn run_cli(api_base: &str, token: Option<&str>, arguments: &[&str]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_honeybee"));
+    command.arg("--api").arg(api_base);
+    if let Some(token) = token {
+        command.arg("--token").arg(token);
+    }
+    let output = command.args(arguments).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// Starts `honeybee-core` with a config file (`extra_toml` appended) and the flags.
 pub fn start_core(dir: &Path, ports: &CorePorts, extra_toml: &str) -> Daemon {
     let config = dir.join("bee_config.toml");

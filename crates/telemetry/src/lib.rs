@@ -178,11 +178,42 @@ pub struct LogRateLimiter {
     state: Mutex<LimiterState>,
 }
 
+/// One window of a limiter: how many lines it let through since `window_start`, and how
+/// many it held back since the last one it let through.
 #[derive(Debug)]
-struct LimiterState {
+pub(crate) struct LimiterState {
     window_start: Instant,
     allowed_in_window: u32,
     suppressed: u64,
+}
+
+impl LimiterState {
+    pub(crate) fn new(now: Instant) -> Self {
+        LimiterState {
+            window_start: now,
+            allowed_in_window: 0,
+            suppressed: 0,
+        }
+    }
+
+    pub(crate) fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// `Some(suppressed_before)` when one more line fits `burst` per `window`.
+    pub(crate) fn admit(&mut self, now: Instant, window: Duration, burst: u32) -> Option<u64> {
+        if now.duration_since(self.window_start) >= window {
+            self.window_start = now;
+            self.allowed_in_window = 0;
+        }
+        if self.allowed_in_window < burst {
+            self.allowed_in_window += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
 }
 
 impl LogRateLimiter {
@@ -190,29 +221,14 @@ impl LogRateLimiter {
         LogRateLimiter {
             window,
             burst,
-            state: Mutex::new(LimiterState {
-                window_start: Instant::now(),
-                allowed_in_window: 0,
-                suppressed: 0,
-            }),
+            state: Mutex::new(LimiterState::new(Instant::now())),
         }
     }
 
     /// `Some(suppressed_before)` when this line may be logged, `None` when it must not.
     pub fn allow(&self) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if now.duration_since(state.window_start) >= self.window {
-            state.window_start = now;
-            state.allowed_in_window = 0;
-        }
-        if state.allowed_in_window < self.burst {
-            state.allowed_in_window += 1;
-            Some(std::mem::take(&mut state.suppressed))
-        } else {
-            state.suppressed += 1;
-            None
-        }
+        state.admit(Instant::now(), self.window, self.burst)
     }
 }
 

@@ -8,6 +8,8 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::LimiterState;
+
 /// Most bytes of peer-supplied text put into one log line by [`truncate_for_log`].
 pub const MAX_LOGGED_PEER_TEXT_BYTES: usize = 512;
 
@@ -32,9 +34,7 @@ pub fn truncate_for_log(text: &str, max_bytes: usize) -> Cow<'_, str> {
 /// and forgotten.
 #[derive(Debug)]
 struct PeerWindow {
-    window_start: Instant,
-    allowed_in_window: u32,
-    suppressed: u64,
+    limiter: LimiterState,
     /// When the peer last had a line: its key in `PeerWindows::by_use`.
     last_use: u64,
 }
@@ -83,8 +83,8 @@ impl<K: Hash + Eq + Clone + std::fmt::Debug> PeerLogRateLimiter<K> {
         if !peers.by_peer.contains_key(peer) && peers.by_peer.len() >= self.max_peers.max(1) {
             if let Some((_, evicted)) = peers.by_use.pop_first() {
                 if let Some(state) = peers.by_peer.remove(&evicted) {
-                    if state.suppressed > 0 {
-                        tracing::info!(peer = ?evicted, suppressed = state.suppressed, "log lines about a peer were suppressed; it is no longer tracked");
+                    if state.limiter.suppressed() > 0 {
+                        tracing::info!(peer = ?evicted, suppressed = state.limiter.suppressed(), "log lines about a peer were suppressed; it is no longer tracked");
                     }
                 }
             }
@@ -95,25 +95,13 @@ impl<K: Hash + Eq + Clone + std::fmt::Debug> PeerLogRateLimiter<K> {
             .by_peer
             .entry(peer.clone())
             .or_insert_with(|| PeerWindow {
-                window_start: now,
-                allowed_in_window: 0,
-                suppressed: 0,
+                limiter: LimiterState::new(now),
                 last_use,
             });
         peers.by_use.remove(&state.last_use);
         state.last_use = last_use;
         peers.by_use.insert(last_use, peer.clone());
-        if now.duration_since(state.window_start) >= self.window {
-            state.window_start = now;
-            state.allowed_in_window = 0;
-        }
-        if state.allowed_in_window < self.burst {
-            state.allowed_in_window += 1;
-            Some(std::mem::take(&mut state.suppressed))
-        } else {
-            state.suppressed += 1;
-            None
-        }
+        state.limiter.admit(now, self.window, self.burst)
     }
 
     /// Peers with a window of their own right now.

@@ -2,8 +2,7 @@
 //! it has no TOTP secret, the secret the Core issues (kept with mode 0600), and a TOTP code
 //! for every registration, never one of a step it already used.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -175,24 +174,7 @@ fn unix_seconds() -> u64 {
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    // An existing temporary file keeps its old mode; make sure.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(content.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    // The rename itself must survive a power loss, or the node comes back without the
-    // secret the Core already holds.
-    if let Some(directory) = path.parent() {
-        std::fs::File::open(directory)?.sync_all()?;
-    }
-    Ok(())
+    crate::data_dir::write_private_file(path, content.as_bytes())
 }
 
 fn warn_if_readable_by_others(path: &Path) {

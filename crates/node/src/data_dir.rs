@@ -22,6 +22,35 @@ pub(crate) fn private_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
+/// Replaces `path` with `content`, privately (0600) and atomically: a temporary file next
+/// to it, synced, renamed over it, and the directory synced so the rename survives a power
+/// loss (the node must not come back without, say, the secret the Core already holds).
+pub(crate) fn write_private_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut temporary_name = path.as_os_str().to_owned();
+    temporary_name.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(&temporary)?;
+    // A temporary file left by an earlier run keeps its old mode: make sure.
+    file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+    file.write_all(content)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(directory) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::File::open(directory)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Tightens `data_dir` (0711) and everything below it: directories 0700, files 0600. The
 /// pots' base directory, when it lies below, becomes 0711 and is not descended into (each
 /// pot's directory belongs to its pot user); it is recognised by device and inode, however

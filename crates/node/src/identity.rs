@@ -1,7 +1,6 @@
 //! The node's persistent identity: a `node_id` generated once and kept in the state
 //! directory, so the Core recognises the same node across restarts.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
@@ -52,21 +51,13 @@ pub fn load_or_create_node_id(state_dir: &Path) -> Result<u64, IdentityError> {
         },
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let node_id = rand::thread_rng().gen_range(1..NODE_ID_LIMIT);
-            write_atomically(&path, &format!("{node_id}\n"))
+            // Private (0600), and a crash never leaves a half-written id.
+            crate::data_dir::write_private_file(&path, format!("{node_id}\n").as_bytes())
                 .map_err(|source| IdentityError::Write { path, source })?;
             Ok(node_id)
         }
         Err(source) => Err(IdentityError::Read { path, source }),
     }
-}
-
-/// Writes through a temporary file and a rename, so a crash never leaves a half-written id.
-fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(content.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! that a restarted node brings them back as they were.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -45,17 +44,6 @@ pub(crate) fn load(path: &Path) -> Result<Vec<InstalledPot>, String> {
 /// Writes through a temporary file and a rename: a crash never leaves half a file. Mode
 /// 0600: the file holds every pot's config values and sources.
 pub(crate) fn save(path: &Path, pots: &[InstalledPot]) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let temporary = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    // A temporary file left by an earlier version keeps its old mode: make sure.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(&serde_json::to_vec_pretty(pots).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    let text = serde_json::to_vec_pretty(pots).map_err(std::io::Error::other)?;
+    crate::data_dir::write_private_file(path, &text)
 }

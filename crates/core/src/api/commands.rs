@@ -14,6 +14,7 @@ use honeybee_protocol::{format_timestamp, Command};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::integer_parameter::parse_unsigned_integer;
 use super::nodes::parse_node_id;
 use super::{ApiError, ApiState};
 use crate::commands::CommandOutcome;
@@ -174,7 +175,7 @@ async fn get_command(
     State(state): State<Arc<ApiState>>,
     Path(command_id): Path<String>,
 ) -> Result<Json<CommandView>, ApiError> {
-    let command_id: u64 = command_id.parse().map_err(|_| {
+    let command_id = parse_unsigned_integer(&command_id).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "invalid command id {command_id:?}: expected an unsigned integer"
         ))

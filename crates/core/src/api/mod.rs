@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod honeypots;
 mod host_check;
+mod integer_parameter;
 mod nodes;
 mod request_deadline;
 

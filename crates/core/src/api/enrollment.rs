@@ -55,8 +55,16 @@ impl Default for CreateTokenRequest {
 
 /// Reads the body of `POST /api/v1/enrollment-tokens`; an empty body means "all defaults".
 fn parse_create_token_request(body: &[u8]) -> Result<CreateTokenRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = body.iter().find(|byte| !byte.is_ascii_whitespace()) else {
         return Ok(CreateTokenRequest::default());
+    };
+    // serde reads a struct from a JSON array too (`[]` would be "all defaults"); the
+    // document says an object.
+    if *first != b'{' {
+        return Err(ApiError::BadRequest(format!(
+            "invalid enrollment token request: expected a JSON object, got {}",
+            String::from_utf8_lossy(&body[..body.len().min(64)])
+        )));
     }
     serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("invalid enrollment token request: {error}")))
@@ -207,12 +215,18 @@ mod tests {
     /// The OpenAPI document does not mark these fields nullable: `null` is refused, not
     /// read as "the default".
     #[test]
-    fn null_fields_are_refused() {
+    fn null_fields_and_bodies_other_than_an_object_are_refused() {
         for field in ["name", "uses", "ttl_seconds"] {
             let message = refusal(&format!("{{\"{field}\": null}}"));
             assert!(message.contains("invalid type: null"), "{field}: {message}");
         }
         assert!(refusal(r#"{"colour": "red"}"#).contains("unknown field `colour`"));
+        for not_an_object in ["[]", "[\"rack-2\", 3, 60]", "null", "7", "\"x\""] {
+            assert!(
+                refusal(not_an_object).contains("expected a JSON object"),
+                "{not_an_object}"
+            );
+        }
         assert!(refusal(r#"{"uses": -1}"#).contains("invalid value: integer `-1`"));
     }
 }

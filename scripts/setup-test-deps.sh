@@ -5,8 +5,12 @@
 #   - an unprivileged user, honeybee-test: Cowrie refuses to run as root, and CI runs as root;
 #   - cargo-deny (the supply-chain check), from the crates registry;
 #   - a virtualenv with Cowrie and paramiko from PyPI, made with the system interpreter
-#     (/usr/bin/python3) so that user can execute it, plus the HoneyBee kit and plugin.
-# The virtualenv lives in $HONEYBEE_TEST_VENV (default /opt/honeybee-test/cowrie-venv).
+#     (/usr/bin/python3) so that user can execute it, plus the HoneyBee kit and plugin;
+#   - a second virtualenv with schemathesis from PyPI, which checks the running Core's REST
+#     API against its own OpenAPI document (crates/cli/tests/openapi_contract.rs). It is kept
+#     apart from Cowrie's so neither pins the other's dependencies.
+# The virtualenvs live in $HONEYBEE_TEST_VENV (default /opt/honeybee-test/cowrie-venv) and
+# $HONEYBEE_TEST_SCHEMATHESIS_VENV (default /opt/honeybee-test/schemathesis-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +18,10 @@ venv=${HONEYBEE_TEST_VENV:-/opt/honeybee-test/cowrie-venv}
 cowrie_version=3.1.4
 paramiko_version=5.1.0
 test_user=honeybee-test
+schemathesis_venv=${HONEYBEE_TEST_SCHEMATHESIS_VENV:-/opt/honeybee-test/schemathesis-venv}
+# Pinned: its checks and CLI options change between releases, and the contract test passes
+# the options of this one.
+schemathesis_version=4.32.5
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -54,9 +62,20 @@ if [ ! -f "$marker" ]; then
         "cowrie==$cowrie_version" "paramiko==$paramiko_version"
     as_root touch "$marker"
 fi
+schemathesis_marker="$schemathesis_venv/.honeybee-schemathesis-$schemathesis_version"
+if [ ! -f "$schemathesis_marker" ]; then
+    echo "setup: creating $schemathesis_venv with schemathesis $schemathesis_version"
+    as_root rm -rf "$schemathesis_venv"
+    as_root mkdir -p "$(dirname "$schemathesis_venv")"
+    as_root /usr/bin/python3 -m venv "$schemathesis_venv"
+    as_root "$schemathesis_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "schemathesis==$schemathesis_version"
+    as_root touch "$schemathesis_marker"
+fi
+
 # The kit and the plugin change with the code under test: reinstall them every run.
 as_root integrations/cowrie/install.sh "$venv" >/dev/null
 # Pre-build twisted's plugin cache: the unprivileged user cannot write it.
 as_root "$venv/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
-as_root chmod -R a+rX "$(dirname "$venv")"
-echo "setup: test dependencies ready (php $(php -r 'echo PHP_VERSION;'), cowrie $cowrie_version in $venv)"
+as_root chmod -R a+rX "$(dirname "$venv")" "$(dirname "$schemathesis_venv")"
+echo "setup: test dependencies ready (php $(php -r 'echo PHP_VERSION;'), cowrie $cowrie_version in $venv, schemathesis $schemathesis_version in $schemathesis_venv)"

@@ -555,6 +555,9 @@ async fn the_api_answers_bad_requests_with_json_errors() {
         ("/api/v1/events?since=yesterday", 400, "invalid since"),
         ("/api/v1/events?cursor=nope", 400, "invalid event cursor"),
         ("/api/v1/events?colour=red", 400, "unknown query parameter"),
+        ("/api/v1/events?until=", 400, "empty until"),
+        ("/api/v1/commands/-1", 400, "invalid command id \"-1\""),
+        ("/api/v1/nodes/+7", 400, "invalid node id \"+7\""),
         ("/api/v1/nowhere", 404, "no such endpoint"),
     ] {
         let (status, body) = core.get(path).await;
@@ -568,6 +571,16 @@ async fn the_api_answers_bad_requests_with_json_errors() {
     assert_eq!(
         (status, body),
         (200, json!({"events": [], "next_cursor": null}))
+    );
+    let (status, body) = core
+        .send_json(reqwest::Method::DELETE, "/api/v1/events", json!({}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            405,
+            json!({"error": "method DELETE not allowed on /api/v1/events"})
+        )
     );
     let (status, openapi) = core.get("/api/v1/openapi.json").await;
     assert_eq!(status, 200);

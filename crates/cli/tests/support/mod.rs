@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset of the harness.
 
+pub mod raw_node;
 pub mod sensor;
 
 use std::future::Future;

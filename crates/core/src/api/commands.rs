@@ -14,6 +14,7 @@ use honeybee_protocol::{format_timestamp, Command};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::integer_parameter::parse_unsigned_integer;
 use super::nodes::parse_node_id;
 use super::{ApiError, ApiState};
 use crate::commands::CommandOutcome;
@@ -169,19 +170,99 @@ fn parse_wait(parameters: &HashMap<String, String>) -> Result<Option<Duration>, 
     }
 }
 
+/// A command id from the path: decimal digits only, so `-1` or `+1` is a 400 naming the
+/// value (as the document says), never a 404 for some other id.
+fn parse_command_id(text: &str) -> Result<u64, ApiError> {
+    parse_unsigned_integer(text).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "invalid command id {text:?}: expected an unsigned integer"
+        ))
+    })
+}
+
 /// The answer to a command, while the Core still remembers it.
 async fn get_command(
     State(state): State<Arc<ApiState>>,
     Path(command_id): Path<String>,
 ) -> Result<Json<CommandView>, ApiError> {
-    let command_id: u64 = command_id.parse().map_err(|_| {
-        ApiError::BadRequest(format!(
-            "invalid command id {command_id:?}: expected an unsigned integer"
-        ))
-    })?;
+    let command_id = parse_command_id(&command_id)?;
     state
         .commands
         .answer(command_id)
         .map(|outcome| Json(CommandView::from(outcome)))
         .ok_or_else(|| ApiError::NotFound(format!("no answer for command {command_id} (yet)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_command_id_that_is_not_plain_digits_is_a_bad_request() {
+        assert_eq!(parse_command_id("7").unwrap(), 7);
+        for text in ["-1", "+1", "1.5", "", "18446744073709551616"] {
+            match parse_command_id(text) {
+                Err(ApiError::BadRequest(message)) => {
+                    assert!(message.contains(&format!("{text:?}")), "{message}")
+                }
+                other => panic!("{text:?}: expected a bad request, got {other:?}"),
+            }
+        }
+    }
+
+    /// Every variant the document's `Command` schema lists is one the API reads, in each
+    /// form the schema allows (schemathesis checks the other way: nothing else is read).
+    #[test]
+    fn every_documented_command_variant_is_accepted() {
+        let document: Value = serde_json::from_str(super::super::OPENAPI_DOCUMENT).unwrap();
+        let alternatives = document["components"]["schemas"]["Command"]["oneOf"]
+            .as_array()
+            .unwrap();
+        let mut documented = Vec::new();
+        for alternative in alternatives {
+            let bodies = match alternative["type"].as_str().unwrap() {
+                "string" => alternative["enum"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|name| (name.as_str().unwrap().to_owned(), name.clone()))
+                    .collect::<Vec<_>>(),
+                _ => {
+                    let name = alternative["required"][0].as_str().unwrap().to_owned();
+                    let payload = match &alternative["properties"][&name] {
+                        schema if schema["type"] == "string" => vec![json!("cowrie-01")],
+                        schema if schema["$ref"].as_str().unwrap().ends_with("/InstallPot") => {
+                            vec![
+                                json!({"pot_id": "cowrie-01", "honeypot_type": "cowrie", "git_url": null}),
+                            ]
+                        }
+                        _ => vec![Value::Null, json!({}), json!({"ignored": 1})],
+                    };
+                    payload
+                        .into_iter()
+                        .map(|payload| (name.clone(), json!({ name.clone(): payload })))
+                        .collect()
+                }
+            };
+            for (name, body) in bodies {
+                let command: Command = serde_json::from_value(body.clone())
+                    .unwrap_or_else(|error| panic!("{body} is refused: {error}"));
+                assert_eq!(command.variant_name(), name);
+                documented.push(name);
+            }
+        }
+        documented.sort();
+        documented.dedup();
+        assert_eq!(documented.len(), 12, "{documented:?}");
+    }
+
+    #[test]
+    fn wait_is_seconds_from_zero_to_the_maximum() {
+        let wait = |text: &str| parse_wait(&HashMap::from([("wait".to_owned(), text.to_owned())]));
+        assert_eq!(wait("1.5").unwrap(), Some(Duration::from_millis(1500)));
+        for refused in ["", "-1", "601", "NaN", "inf"] {
+            assert!(wait(refused).is_err(), "{refused:?}");
+        }
+    }
 }

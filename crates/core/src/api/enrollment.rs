@@ -12,6 +12,7 @@ use honeybee_protocol::format_timestamp;
 use honeybee_store::EnrollmentTokenRecord;
 use serde::{Deserialize, Serialize};
 
+use super::integer_parameter::parse_unsigned_integer;
 use super::{ApiError, ApiState};
 use crate::tokens;
 
@@ -28,16 +29,45 @@ pub(super) fn router() -> Router<Arc<ApiState>> {
         .route("/api/v1/enrollment-tokens/{token_id}", delete(revoke_token))
 }
 
-/// The body of `POST /api/v1/enrollment-tokens`; every field is optional.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /api/v1/enrollment-tokens`; every field may be left out, none may be
+/// `null`: the fields are not `Option`s, so serde refuses a `null` (400) as the OpenAPI
+/// document says, instead of reading it as "the default".
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct CreateTokenRequest {
     /// A label for the operator. Default `enrollment`.
-    name: Option<String>,
+    name: String,
     /// How many nodes may enroll with it. Default 1.
-    uses: Option<u32>,
+    uses: u32,
     /// Lifetime in seconds. Default 86400 (a day).
-    ttl_seconds: Option<u64>,
+    ttl_seconds: u64,
+}
+
+impl Default for CreateTokenRequest {
+    fn default() -> Self {
+        CreateTokenRequest {
+            name: "enrollment".into(),
+            uses: 1,
+            ttl_seconds: DEFAULT_TTL_SECONDS,
+        }
+    }
+}
+
+/// Reads the body of `POST /api/v1/enrollment-tokens`; an empty body means "all defaults".
+fn parse_create_token_request(body: &[u8]) -> Result<CreateTokenRequest, ApiError> {
+    let Some(first) = body.iter().find(|byte| !byte.is_ascii_whitespace()) else {
+        return Ok(CreateTokenRequest::default());
+    };
+    // serde reads a struct from a JSON array too (`[]` would be "all defaults"); the
+    // document says an object.
+    if *first != b'{' {
+        return Err(ApiError::BadRequest(format!(
+            "invalid enrollment token request: expected a JSON object, got {}",
+            String::from_utf8_lossy(&body[..body.len().min(64)])
+        )));
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::BadRequest(format!("invalid enrollment token request: {error}")))
 }
 
 #[derive(Debug, Serialize)]
@@ -90,27 +120,20 @@ async fn create_token(
     State(state): State<Arc<ApiState>>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    // An empty body means "all defaults".
-    let request: CreateTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateTokenRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|error| {
-            ApiError::BadRequest(format!("invalid enrollment token request: {error}"))
-        })?
-    };
-    let uses = request.uses.unwrap_or(1);
+    let request = parse_create_token_request(&body)?;
+    let uses = request.uses;
     if uses == 0 || uses > MAX_USES {
         return Err(ApiError::BadRequest(format!(
             "invalid uses {uses}: expected 1 to {MAX_USES}"
         )));
     }
-    let ttl_seconds = request.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    let ttl_seconds = request.ttl_seconds;
     if ttl_seconds == 0 || ttl_seconds > MAX_TTL_SECONDS {
         return Err(ApiError::BadRequest(format!(
             "invalid ttl_seconds {ttl_seconds}: expected 1 to {MAX_TTL_SECONDS}"
         )));
     }
-    let name = request.name.unwrap_or_else(|| "enrollment".into());
+    let name = request.name;
     let now = Utc::now();
     let expires_at = now + chrono::Duration::seconds(ttl_seconds as i64);
     let created =
@@ -142,7 +165,7 @@ async fn revoke_token(
     State(state): State<Arc<ApiState>>,
     Path(token_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let token_id: u64 = token_id.parse().map_err(|_| {
+    let token_id = parse_unsigned_integer(&token_id).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "invalid enrollment token id {token_id:?}: expected an unsigned integer"
         ))
@@ -158,4 +181,52 @@ async fn revoke_token(
     }
     tracing::info!(token_id, "enrollment token revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(body: &str) -> String {
+        match parse_create_token_request(body.as_bytes()) {
+            Err(ApiError::BadRequest(message)) => message,
+            other => panic!("expected a bad request for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn left_out_fields_take_their_defaults() {
+        for body in ["", "  \n", "{}"] {
+            let request = parse_create_token_request(body.as_bytes()).unwrap();
+            assert_eq!(
+                (request.name.as_str(), request.uses, request.ttl_seconds),
+                ("enrollment", 1, DEFAULT_TTL_SECONDS),
+                "{body:?}"
+            );
+        }
+        let request =
+            parse_create_token_request(br#"{"name":"rack-2","uses":3,"ttl_seconds":60}"#).unwrap();
+        assert_eq!(
+            (request.name.as_str(), request.uses, request.ttl_seconds),
+            ("rack-2", 3, 60)
+        );
+    }
+
+    /// The OpenAPI document does not mark these fields nullable: `null` is refused, not
+    /// read as "the default".
+    #[test]
+    fn null_fields_and_bodies_other_than_an_object_are_refused() {
+        for field in ["name", "uses", "ttl_seconds"] {
+            let message = refusal(&format!("{{\"{field}\": null}}"));
+            assert!(message.contains("invalid type: null"), "{field}: {message}");
+        }
+        assert!(refusal(r#"{"colour": "red"}"#).contains("unknown field `colour`"));
+        for not_an_object in ["[]", "[\"rack-2\", 3, 60]", "null", "7", "\"x\""] {
+            assert!(
+                refusal(not_an_object).contains("expected a JSON object"),
+                "{not_an_object}"
+            );
+        }
+        assert!(refusal(r#"{"uses": -1}"#).contains("invalid value: integer `-1`"));
+    }
 }

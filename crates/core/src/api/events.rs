@@ -7,11 +7,14 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use honeybee_protocol::{format_timestamp, parse_timestamp_text};
-use honeybee_store::{EventCursor, EventQuery, StoredEvent, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE};
+use honeybee_protocol::format_timestamp;
+use honeybee_store::{
+    EventCursor, EventQuery, StoreError, StoredEvent, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::integer_parameter::parse_unsigned_integer;
 use super::{ApiError, ApiState};
 
 const KNOWN_PARAMETERS: [&str; 8] = [
@@ -90,7 +93,8 @@ async fn list_events(
 }
 
 /// Turns query parameters into a store query; any unknown parameter or bad value is a 400
-/// naming it, so a typo never silently widens a search.
+/// naming it, so a typo never silently widens a search. An empty value (`until=`) is a bad
+/// value too: a parameter left out means "no filter", one given must filter.
 fn parse_query(parameters: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
     if let Some(unknown) = parameters
         .keys()
@@ -101,10 +105,18 @@ fn parse_query(parameters: &HashMap<String, String>) -> Result<EventQuery, ApiEr
             KNOWN_PARAMETERS.join(", ")
         )));
     }
-    let text = |name: &str| parameters.get(name).filter(|v| !v.is_empty()).cloned();
+    if let Some(empty) = KNOWN_PARAMETERS
+        .iter()
+        .find(|name| parameters.get(**name).is_some_and(String::is_empty))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "empty {empty}: give a value, or leave the parameter out for no {empty} filter"
+        )));
+    }
+    let text = |name: &str| parameters.get(name).cloned();
     let node_id = match parameters.get("node_id") {
         None => None,
-        Some(value) => Some(value.parse::<u64>().map_err(|_| {
+        Some(value) => Some(parse_unsigned_integer(value).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "invalid node_id {value:?}: expected an unsigned integer"
             ))
@@ -112,8 +124,8 @@ fn parse_query(parameters: &HashMap<String, String>) -> Result<EventQuery, ApiEr
     };
     let limit = match parameters.get("limit") {
         None => DEFAULT_EVENT_PAGE,
-        Some(value) => match value.parse::<u32>() {
-            Ok(limit) if (1..=MAX_EVENT_PAGE).contains(&limit) => limit,
+        Some(value) => match parse_unsigned_integer(value) {
+            Some(limit) if (1..=u64::from(MAX_EVENT_PAGE)).contains(&limit) => limit as u32,
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "invalid limit {value:?}: expected an integer from 1 to {MAX_EVENT_PAGE}"
@@ -121,9 +133,10 @@ fn parse_query(parameters: &HashMap<String, String>) -> Result<EventQuery, ApiEr
             }
         },
     };
-    let cursor = match parameters.get("cursor").filter(|v| !v.is_empty()) {
+    let cursor = match parameters.get("cursor") {
         None => None,
-        Some(value) => Some(EventCursor::decode(value)?),
+        Some(value) if is_cursor_shaped(value) => Some(EventCursor::decode(value)?),
+        Some(value) => return Err(StoreError::InvalidCursor(value.clone()).into()),
     };
     Ok(EventQuery {
         node_id,
@@ -137,22 +150,49 @@ fn parse_query(parameters: &HashMap<String, String>) -> Result<EventQuery, ApiEr
     })
 }
 
+/// Whether `value` has the shape of a `next_cursor` as the OpenAPI document's pattern
+/// describes it (`^-?[0-9]{1,18}_[0-9]{1,18}$`): at most 18 digits each, so every value of
+/// that shape fits the store's integers and the pattern admits exactly what is accepted.
+fn is_cursor_shaped(value: &str) -> bool {
+    let digits = |text: &str| {
+        (1..=18).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    let Some((timestamp, id)) = value.split_once('_') else {
+        return false;
+    };
+    digits(timestamp.strip_prefix('-').unwrap_or(timestamp)) && digits(id)
+}
+
+/// Reads `since` or `until`: an RFC 3339 date-time (`T` between date and time, an offset
+/// required), as the document's `date-time` format says; nothing looser, so what the
+/// document refuses the API refuses too.
 fn parse_time_parameter(
     parameters: &HashMap<String, String>,
     name: &str,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(value) = parameters.get(name).filter(|v| !v.is_empty()) else {
+    let Some(value) = parameters.get(name) else {
         return Ok(None);
     };
     // An unencoded `+` in an offset arrives as a space; read it back as `+`.
-    parse_timestamp_text(value)
-        .or_else(|| parse_timestamp_text(&value.replace(' ', "+")))
+    parse_rfc3339_date_time(value)
+        .or_else(|| parse_rfc3339_date_time(&value.replace(' ', "+")))
         .map(Some)
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "invalid {name} {value:?}: expected an RFC 3339 time such as 2024-01-15T10:30:00Z"
             ))
         })
+}
+
+/// RFC 3339 strictly: chrono also takes a space between date and time, which the
+/// `date-time` format does not.
+fn parse_rfc3339_date_time(text: &str) -> Option<DateTime<Utc>> {
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|parsed| parsed.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -207,5 +247,46 @@ mod tests {
         assert!(bad_request(&[("since", "yesterday")]).contains("since \"yesterday\""));
         assert!(bad_request(&[("cursor", "zzz")]).contains("cursor"));
         assert!(bad_request(&[("pot", "x")]).contains("unknown query parameter \"pot\""));
+    }
+
+    /// Each was accepted once although the OpenAPI document refuses it.
+    #[test]
+    fn values_the_document_refuses_are_refused() {
+        for name in KNOWN_PARAMETERS {
+            let message = bad_request(&[(name, "")]);
+            assert!(message.starts_with(&format!("empty {name}:")), "{message}");
+        }
+        assert!(bad_request(&[("node_id", "+7")]).contains("node_id \"+7\""));
+        assert!(bad_request(&[("limit", "+5")]).contains("limit \"+5\""));
+        assert!(bad_request(&[("until", "2024-01-15 10:30:00Z")]).contains("until"));
+        assert!(bad_request(&[("since", "2024-01-15T10:30:00")]).contains("since"));
+        assert!(bad_request(&[("since", " 2024-01-15T10:30:00Z")]).contains("since"));
+        for cursor in ["5", "5_", "_9", "+5_9", "5_-9", "1234567890123456789_1"] {
+            assert!(
+                bad_request(&[("cursor", cursor)]).contains("cursor"),
+                "{cursor}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_cursor_of_the_documented_shape_is_read() {
+        let query = parse_query(&parameters(&[(
+            "cursor",
+            "-999999999999999999_999999999999999999",
+        )]))
+        .unwrap();
+        assert_eq!(
+            query.cursor,
+            Some(EventCursor {
+                timestamp_micros: -999_999_999_999_999_999,
+                id: 999_999_999_999_999_999
+            })
+        );
+        let query = parse_query(&parameters(&[("until", "2024-01-15t10:30:00.5z")])).unwrap();
+        assert_eq!(
+            format_timestamp(query.until.unwrap()),
+            "2024-01-15T10:30:00.500Z"
+        );
     }
 }

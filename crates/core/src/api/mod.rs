@@ -8,13 +8,14 @@ mod error;
 mod events;
 mod honeypots;
 mod host_check;
+mod integer_parameter;
 mod nodes;
 mod request_deadline;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -61,6 +62,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .merge(events::router())
         .merge(enrollment::router())
         .fallback(not_found)
+        // After every route is merged: it applies to the routes registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -95,6 +98,15 @@ async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         OPENAPI_DOCUMENT,
+    )
+}
+
+/// A known path with a method it does not serve: 405 with the JSON error every other
+/// failure carries (axum keeps the `Allow` header listing the methods it does serve).
+async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": format!("method {method} not allowed on {}", uri.path())})),
     )
 }
 

@@ -11,6 +11,7 @@ use honeybee_store::NodeRecord;
 use serde::Serialize;
 
 use super::honeypots::PotView;
+use super::integer_parameter::parse_unsigned_integer;
 use super::{ApiError, ApiState};
 
 pub(super) fn router() -> Router<Arc<ApiState>> {
@@ -137,7 +138,7 @@ async fn revoke_node(
 }
 
 pub(super) fn parse_node_id(text: &str) -> Result<u64, ApiError> {
-    text.parse().map_err(|_| {
+    parse_unsigned_integer(text).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "invalid node id {text:?}: expected an unsigned integer"
         ))

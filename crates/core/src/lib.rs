@@ -28,6 +28,7 @@ mod write_deadline;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use honeybee_byte_budget::ByteBudget;
 use honeybee_store::{SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError};
 use honeybee_telemetry::MetricsRegistry;
 use thiserror::Error;
@@ -198,6 +199,10 @@ pub async fn start(
     let context = Arc::new(LinkContext {
         store: store.clone(),
         events: events_sender,
+        event_bytes: ByteBudget::new(
+            config.storage.queue_max_bytes,
+            metrics.event_queue_budget.clone(),
+        ),
         sessions: sessions.clone(),
         commands: commands.clone(),
         authenticator: enrollment::NodeAuthenticator::new(

@@ -235,6 +235,17 @@ async fn a_flood_of_largest_events_against_a_blocked_store_stays_within_the_queu
         (0..FLOOD_EVENTS as u64).collect::<Vec<_>>(),
         "every event stored exactly once"
     );
+    // An API page stops at `[api] page_max_bytes` (8 MiB): 7 or 8 of these events, not
+    // the 1,000 asked for, and a cursor to go on.
+    let page = get_json(
+        &client,
+        &format!("{api_base}/api/v1/events?limit=1000&event_type=big"),
+    )
+    .await
+    .unwrap();
+    let on_page = page["events"].as_array().unwrap().len();
+    assert!((1..=8).contains(&on_page), "{on_page} events on one page");
+    assert!(page["next_cursor"].is_string());
     drop(writer);
     draining.abort();
 }

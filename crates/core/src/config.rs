@@ -34,7 +34,7 @@ pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Default of `[server] command_answers_max_bytes`.
 pub const DEFAULT_COMMAND_ANSWERS_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Default of `[api] page_max_bytes`.
-pub const DEFAULT_API_PAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_API_PAGE_MAX_BYTES: usize = honeybee_store::DEFAULT_EVENT_PAGE_BYTES;
 
 /// The whole Core configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

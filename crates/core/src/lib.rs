@@ -195,7 +195,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     let sessions = Arc::new(SessionRegistry::default());
-    let commands = Arc::new(CommandTracker::default());
+    let commands = Arc::new(CommandTracker::new(config.server.command_answers_max_bytes));
     let context = Arc::new(LinkContext {
         store: store.clone(),
         events: events_sender,
@@ -241,6 +241,7 @@ pub async fn start(
         ),
         request_timeout: config.api.request_timeout(),
         log_limiter: Arc::clone(&api_log_limiter),
+        event_page_max_bytes: config.api.page_max_bytes,
     });
     let api = tokio::spawn(api_server::run_api_server(
         api_listener,

@@ -28,6 +28,14 @@ pub enum ConfigError {
     },
 }
 
+/// Default of `[storage] queue_max_bytes`: 64 events of the largest size, or tens of
+/// thousands of ordinary ones (a few hundred bytes each), which is more than one batch.
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default of `[server] command_answers_max_bytes`.
+pub const DEFAULT_COMMAND_ANSWERS_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Default of `[api] page_max_bytes`.
+pub const DEFAULT_API_PAGE_MAX_BYTES: usize = honeybee_store::DEFAULT_EVENT_PAGE_BYTES;
+
 /// The whole Core configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -107,6 +115,12 @@ pub struct ApiConfig {
     /// client pipelining requests and never reading would hold its connection for ever.
     /// Default 30.
     pub write_timeout: f64,
+    /// Most bytes of event data (`data` as stored JSON text) one `GET /api/v1/events` page
+    /// holds, besides `limit`: the store stops reading rows once the page reaches it, so a
+    /// page of 1,000 events of 1 MiB each is never built in memory. Such a page holds fewer
+    /// than `limit` events and still carries `next_cursor`; a page always holds at least
+    /// one event, whatever its size. Default 8 MiB.
+    pub page_max_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -119,6 +133,7 @@ impl Default for ApiConfig {
             header_read_timeout: 10.0,
             request_timeout: 60.0,
             write_timeout: 30.0,
+            page_max_bytes: DEFAULT_API_PAGE_MAX_BYTES,
         }
     }
 }
@@ -187,6 +202,11 @@ pub struct ServerConfig {
     /// port enrolls; allowed on loopback only. Default: `open` when `host` is a loopback
     /// address, `token` otherwise. Enrolled nodes always prove themselves with TOTP codes.
     pub enrollment: Option<EnrollmentPolicy>,
+    /// Most bytes the recent command answers (`GET /api/v1/commands/{id}`) may take; the
+    /// oldest are forgotten first (as they are past 4096 answers). An answer bigger than
+    /// all of it reaches the caller waiting for it but is kept without its `data`, with a
+    /// message saying so. Default 16 MiB.
+    pub command_answers_max_bytes: usize,
 }
 
 /// Who may enroll a new node: see [`ServerConfig::enrollment`].
@@ -213,6 +233,7 @@ impl Default for ServerConfig {
             max_node_connections_per_address: 64,
             max_unregistered_envelope_bytes: 16 * 1024,
             enrollment: None,
+            command_answers_max_bytes: DEFAULT_COMMAND_ANSWERS_MAX_BYTES,
         }
     }
 }
@@ -342,6 +363,12 @@ pub struct StorageConfig {
     /// Events buffered between the node connections and the writer; when full, the Core
     /// stops reading from nodes (backpressure) instead of growing memory. Default 65536.
     pub queue_capacity: usize,
+    /// Bytes the queued events may take (their text plus a fixed overhead each), counted
+    /// from the moment a session decoded an event until the batch holding it is committed;
+    /// when used up, sessions stop reading from nodes exactly as with a full queue. Without
+    /// it the queue could hold `queue_capacity` × `server.max_envelope_bytes` (64 GiB).
+    /// Must be at least `server.max_envelope_bytes`. Default 64 MiB.
+    pub queue_max_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -352,6 +379,7 @@ impl Default for StorageConfig {
             sqlite_synchronous: Synchronous::Full,
             batch_max_events: 16_384,
             queue_capacity: 65_536,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
         }
     }
 }
@@ -506,6 +534,27 @@ impl CoreConfig {
                 "must be at least storage.batch_max_events",
             ));
         }
+        if self.storage.queue_max_bytes < self.server.max_envelope_bytes {
+            return Err(invalid(
+                "storage.queue_max_bytes",
+                self.storage.queue_max_bytes.to_string(),
+                "must be at least server.max_envelope_bytes (the largest event must fit)",
+            ));
+        }
+        if self.server.command_answers_max_bytes == 0 {
+            return Err(invalid(
+                "server.command_answers_max_bytes",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.api.page_max_bytes == 0 {
+            return Err(invalid(
+                "api.page_max_bytes",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
         let loopback = self.server.is_loopback();
         if !loopback && self.server.enrollment == Some(EnrollmentPolicy::Open) {
             return Err(invalid(
@@ -656,6 +705,38 @@ port = 9003
         config.server.heartbeat_interval = 0.0;
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("server.heartbeat_interval"), "{error}");
+    }
+
+    #[test]
+    fn byte_budgets_are_read_and_checked() {
+        let config = CoreConfig::from_toml(
+            "[storage]\nqueue_max_bytes = 8388608\n[server]\ncommand_answers_max_bytes = 4096\n[api]\npage_max_bytes = 65536\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            (
+                config.storage.queue_max_bytes,
+                config.server.command_answers_max_bytes,
+                config.api.page_max_bytes
+            ),
+            (8 << 20, 4096, 65536)
+        );
+        let mut config = CoreConfig::default();
+        config.storage.queue_max_bytes = config.server.max_envelope_bytes - 1;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("storage.queue_max_bytes")
+                && error.contains("server.max_envelope_bytes"),
+            "{error}"
+        );
+        let mut config = CoreConfig::default();
+        config.api.page_max_bytes = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("api.page_max_bytes \"0\"") || error.contains("api.page_max_bytes"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use honeybee_byte_budget::BytePermit;
 use honeybee_store::NewEvent;
 use tokio::sync::Notify;
 
@@ -38,10 +39,25 @@ impl DeliveryProgress {
     }
 }
 
-/// An event on its way to the store, with the progress to advance once it is committed.
+/// An event on its way to the store, with the progress to advance once it is committed and
+/// its share of the queue's byte budget, given back only after the commit (or when the
+/// writer gives the batch up): the batch being written is memory too.
 pub(crate) struct QueuedEvent {
     pub event: NewEvent,
     pub progress: Option<Arc<DeliveryProgress>>,
+    pub bytes: BytePermit,
+}
+
+/// What a queued event is charged against `[storage] queue_max_bytes`: its text, plus the
+/// fixed part of the queue item (the strings' headers, the progress handle, the permit).
+/// Allocator slack is not counted; the documented bound allows for it.
+pub(crate) fn queued_event_bytes(event: &NewEvent) -> usize {
+    std::mem::size_of::<QueuedEvent>()
+        + event.data_json.len()
+        + event.pot_id.len()
+        + event.pot_type.len()
+        + event.event_type.len()
+        + event.source_ip.as_ref().map_or(0, String::len)
 }
 
 /// The highest seq per session among `events`, in one pass: consecutive events of one
@@ -68,9 +84,12 @@ pub(crate) fn stored_positions(events: &[QueuedEvent]) -> Vec<(Arc<DeliveryProgr
 mod tests {
     use super::*;
     use chrono::Utc;
+    use honeybee_byte_budget::{ByteBudget, ByteBudgetMetrics};
 
     fn queued(progress: &Arc<DeliveryProgress>, seq: Option<u64>) -> QueuedEvent {
+        let budget = ByteBudget::new(1 << 20, ByteBudgetMetrics::default());
         QueuedEvent {
+            bytes: budget.try_acquire(1).unwrap(),
             event: NewEvent {
                 node_id: 1,
                 pot_id: "p".into(),

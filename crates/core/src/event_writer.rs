@@ -6,6 +6,8 @@
 //! the same batch is retried with backoff and the queue fills, which stops the
 //! connections from reading: backpressure instead of memory growth or loss. After a commit,
 //! the sessions whose events it held learn how far they are stored (acknowledged delivery).
+//! The events' shares of the queue's byte budget are given back only after their batch is
+//! committed (or given up), so the budget bounds the batch in flight as well as the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,12 +37,20 @@ pub(crate) async fn run_event_writer(
     while queue.recv_many(&mut pending, batch_max_events).await > 0 {
         metrics.event_queue_depth.set(queue.len() as i64);
         let positions = stored_positions(&pending);
-        let batch: Arc<[NewEvent]> = pending.drain(..).map(|queued| queued.event).collect();
+        let mut permits = Vec::with_capacity(pending.len());
+        let batch: Arc<[NewEvent]> = pending
+            .drain(..)
+            .map(|queued| {
+                permits.push(queued.bytes);
+                queued.event
+            })
+            .collect();
         if write_with_retry(store.as_ref(), batch, &metrics, &shutdown).await {
             for (progress, seq) in positions {
                 progress.record_stored(seq);
             }
         }
+        drop(permits);
     }
     tracing::debug!("event writer finished: queue closed and drained");
 }

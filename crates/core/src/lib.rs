@@ -28,6 +28,7 @@ mod write_deadline;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use honeybee_byte_budget::ByteBudget;
 use honeybee_store::{SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError};
 use honeybee_telemetry::MetricsRegistry;
 use thiserror::Error;
@@ -194,10 +195,14 @@ pub async fn start(
         shutdown.clone(),
     ));
     let sessions = Arc::new(SessionRegistry::default());
-    let commands = Arc::new(CommandTracker::default());
+    let commands = Arc::new(CommandTracker::new(config.server.command_answers_max_bytes));
     let context = Arc::new(LinkContext {
         store: store.clone(),
         events: events_sender,
+        event_bytes: ByteBudget::new(
+            config.storage.queue_max_bytes,
+            metrics.event_queue_budget.clone(),
+        ),
         sessions: sessions.clone(),
         commands: commands.clone(),
         authenticator: enrollment::NodeAuthenticator::new(
@@ -236,6 +241,7 @@ pub async fn start(
         ),
         request_timeout: config.api.request_timeout(),
         log_limiter: Arc::clone(&api_log_limiter),
+        event_page_max_bytes: config.api.page_max_bytes,
     });
     let api = tokio::spawn(api_server::run_api_server(
         api_listener,

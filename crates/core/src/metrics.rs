@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use honeybee_byte_budget::ByteBudgetMetrics;
 use honeybee_telemetry::{Counter, Gauge, MetricsRegistry};
 
 pub(crate) struct CoreMetrics {
@@ -14,6 +15,8 @@ pub(crate) struct CoreMetrics {
     pub events_stored: Arc<Counter>,
     pub event_batches_stored: Arc<Counter>,
     pub event_queue_depth: Arc<Gauge>,
+    /// `[storage] queue_max_bytes` in use, and how often a session waited for it.
+    pub event_queue_budget: ByteBudgetMetrics,
     pub store_write_failures: Arc<Counter>,
     pub events_bad_timestamp: Arc<Counter>,
     pub events_duplicate: Arc<Counter>,
@@ -60,6 +63,18 @@ impl CoreMetrics {
                 "Events waiting for the store writer.",
                 &[],
             ),
+            event_queue_budget: ByteBudgetMetrics {
+                bytes_held: registry.gauge(
+                    "honeybee_core_event_queue_bytes",
+                    "Bytes of events queued or being committed, against [storage] queue_max_bytes.",
+                    &[],
+                ),
+                producer_waits: registry.counter(
+                    "honeybee_core_event_queue_byte_waits_total",
+                    "Times a node session stopped reading because [storage] queue_max_bytes was used up (backpressure).",
+                    &[],
+                ),
+            },
             store_write_failures: registry.counter(
                 "honeybee_core_store_write_failures_total",
                 "Failed attempts to commit an event batch (the batch is retried).",

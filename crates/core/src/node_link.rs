@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use honeybee_byte_budget::ByteBudget;
 use honeybee_protocol::{
     encode_envelope, parse_timestamp_text, CommandAnswer, DecodeError, EnvelopeDecoder, EventAck,
     Message, NodeCommand, NodeEventKind, NodeRegistration, NodeStatus, NodeType, PotEvent,
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandOutcome, CommandTracker};
 use crate::connection_limits::AddressGroup;
-use crate::delivery::{DeliveryProgress, QueuedEvent};
+use crate::delivery::{queued_event_bytes, DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
 use crate::peer_log::{peer_text, PeerKey, PeerLogLimiter};
@@ -67,6 +68,8 @@ fn revoked_message(node_id: u64) -> String {
 pub(crate) struct LinkContext {
     pub store: Arc<dyn Store>,
     pub events: mpsc::Sender<QueuedEvent>,
+    /// `[storage] queue_max_bytes`: each event takes its bytes before it is queued.
+    pub event_bytes: ByteBudget,
     pub sessions: Arc<SessionRegistry>,
     pub commands: Arc<CommandTracker>,
     pub authenticator: NodeAuthenticator,
@@ -297,11 +300,19 @@ impl NodeLink {
                     .seq
                     .and(self.session.as_ref())
                     .and_then(|session| session.delivery.clone());
+                let event = self.to_new_event(event, now);
+                // Awaiting the bytes and the slot is the backpressure: a used-up byte
+                // budget or a full queue stops this read loop.
+                let bytes = self
+                    .context
+                    .event_bytes
+                    .acquire(queued_event_bytes(&event))
+                    .await;
                 let event = QueuedEvent {
-                    event: self.to_new_event(event, now),
+                    event,
                     progress,
+                    bytes,
                 };
-                // Awaiting here is the backpressure: a full queue stops this read loop.
                 if self.context.events.send(event).await.is_err() {
                     return Flow::Close;
                 }
@@ -616,8 +627,14 @@ impl NodeLink {
         if session.last_touch.elapsed() < TOUCH_INTERVAL {
             return;
         }
-        session.last_touch = Instant::now();
-        if let Err(error) = self.context.store.touch_node(node_id, now).await {
+        let result = self.context.store.touch_node(node_id, now).await;
+        // The interval counts from the end of the write: a store that takes seconds per
+        // write (locked, waiting out its busy timeout) must not get one write per event,
+        // which would stall this session on the store instead of on the queue.
+        if let Some(session) = self.session.as_mut() {
+            session.last_touch = Instant::now();
+        }
+        if let Err(error) = result {
             tracing::warn!(node_id, %error, "storing last_seen failed");
         }
     }

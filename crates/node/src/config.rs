@@ -13,6 +13,9 @@ use thiserror::Error;
 
 /// Room reserved for the envelope around an event line (version, node id, field names).
 const ENVELOPE_OVERHEAD_BYTES: usize = 4096;
+/// Default of `ingest.queue_max_bytes`: 256 lines of the longest size, or tens of thousands
+/// of ordinary ones, more than the spool writer takes in one group commit.
+pub const DEFAULT_INGEST_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -389,6 +392,11 @@ pub struct IngestSection {
     /// than the honeypots), the node stops reading from honeypots (backpressure) instead of
     /// dropping events. Default 16384.
     pub queue_capacity: usize,
+    /// Bytes those events may take (their text plus about 150 bytes each), counted until
+    /// the spool wrote them; when used up, the node stops reading from honeypots as with a
+    /// full queue. Without it the queue could hold `queue_capacity` × `max_line_bytes`
+    /// (1 GiB). Must be at least `max_line_bytes`. Default 16 MiB.
+    pub queue_max_bytes: usize,
     /// A honeypot connection silent this many seconds is closed (the kits reconnect by
     /// themselves). Default 300.
     pub idle_timeout: f64,
@@ -407,6 +415,7 @@ impl Default for IngestSection {
             max_line_bytes: honeybee_protocol::DEFAULT_MAX_LINE_BYTES,
             max_connections: 1024,
             queue_capacity: 16_384,
+            queue_max_bytes: DEFAULT_INGEST_QUEUE_MAX_BYTES,
             idle_timeout: 300.0,
             max_events_per_second: 100_000,
         }
@@ -679,6 +688,13 @@ impl NodeConfig {
                 "must be at least 1",
             ));
         }
+        if self.ingest.queue_max_bytes < self.ingest.max_line_bytes {
+            return Err(invalid(
+                "ingest.queue_max_bytes",
+                self.ingest.queue_max_bytes.to_string(),
+                "must be at least ingest.max_line_bytes (the longest event must fit)",
+            ));
+        }
         for (field, value) in [
             ("honeypot.log_files", self.honeypot.log_files),
             ("ingest.max_connections", self.ingest.max_connections),
@@ -888,6 +904,15 @@ metrics: {listen: "127.0.0.1:9101"}
         let config = NodeConfig::from_yaml("ingest:\n  max_line_bytes: 2000000\n").unwrap();
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("ingest.max_line_bytes"), "{error}");
+        let config = NodeConfig::from_yaml("ingest:\n  queue_max_bytes: 1000\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("ingest.queue_max_bytes") && error.contains("1000"),
+            "{error}"
+        );
+        let config = NodeConfig::from_yaml("ingest:\n  queue_max_bytes: 1048576\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.ingest.queue_max_bytes, 1 << 20);
         let config =
             NodeConfig::from_yaml("server:\n  reconnect_delay: 10\n  max_reconnect_delay: 1\n")
                 .unwrap();

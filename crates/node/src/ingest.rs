@@ -2,8 +2,9 @@
 //! is framed with a size cap, normalised, and queued for the uplink to the Core.
 //!
 //! A bad line is counted, logged at a limited rate and skipped; the connection keeps
-//! working for the next line. When the queue is full the connection stops being read, so
-//! a slow Core slows honeypots down instead of losing their events.
+//! working for the next line. When the queue is full (in events or in bytes,
+//! `ingest_queue.rs`) the connection stops being read, so a slow spool slows honeypots down
+//! instead of losing their events.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ingest_queue::IngestQueueSender;
 use crate::metrics::NodeMetrics;
 use crate::pot_identities::{PotIdentities, PotIdentity};
 
@@ -37,7 +39,7 @@ const ALARM_INTERVAL: Duration = Duration::from_secs(60);
 const BACKLOG_POLL: Duration = Duration::from_millis(20);
 
 pub(crate) struct IngestContext {
-    pub queue: mpsc::Sender<IngestEvent>,
+    pub queue: IngestQueueSender,
     pub metrics: Arc<NodeMetrics>,
     pub max_line_bytes: usize,
     pub idle_timeout: Duration,
@@ -453,7 +455,10 @@ mod tests {
     async fn connections_waiting_in_the_backlog_at_shutdown_stay_within_the_limit() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let (queue, _events) = mpsc::channel(1024);
+        let (queue, _events) = crate::ingest_queue::ingest_queue(
+            1024,
+            honeybee_byte_budget::ByteBudget::new(1 << 20, Default::default()),
+        );
         let (alarms, _alarms) = mpsc::channel(16);
         let metrics = Arc::new(NodeMetrics::new(MetricsRegistry::new()));
         let context = Arc::new(IngestContext {

@@ -13,6 +13,7 @@ mod data_dir;
 mod embedded;
 mod identity;
 mod ingest;
+mod ingest_queue;
 mod metrics;
 mod metrics_endpoint;
 mod pot_base_dir;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use honeybee_byte_budget::ByteBudget;
 use honeybee_protocol::NodeType;
 use honeybee_telemetry::{LogRateLimiter, MetricsRegistry};
 use thiserror::Error;
@@ -166,7 +168,13 @@ pub async fn start(
         source,
     })?;
 
-    let (queue_sender, queue_receiver) = mpsc::channel(config.ingest.queue_capacity);
+    let (queue_sender, queue_receiver) = ingest_queue::ingest_queue(
+        config.ingest.queue_capacity,
+        ByteBudget::new(
+            config.ingest.queue_max_bytes,
+            metrics.ingest_queue_budget.clone(),
+        ),
+    );
     let (outbox_sender, outbox) = mpsc::channel(OUTBOX_CAPACITY);
     // Ends when ingest has stopped and everything it read is spooled.
     let spool_writer = tokio::spawn(spool::run_spool_writer(
@@ -380,6 +388,7 @@ fn log_counters(metrics: &NodeMetrics, what: &str) {
         events_spooled = metrics.spool_appended.get(),
         spool_refused = metrics.spool_refused.get(),
         spool_dropped = metrics.spool_dropped.get(),
+        ingest_queue_byte_waits = metrics.ingest_queue_budget.producer_waits.get(),
         events_forwarded = metrics.events_forwarded.get(),
         events_acknowledged = metrics.events_acknowledged.get(),
         lines_rejected = metrics.lines_rejected.get(),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use honeybee_byte_budget::ByteBudgetMetrics;
 use honeybee_telemetry::{Counter, Gauge, MetricsRegistry};
 
 pub(crate) struct NodeMetrics {
@@ -17,6 +18,8 @@ pub(crate) struct NodeMetrics {
     pub lines_rejected: Arc<Counter>,
     pub ingest_idle_closed: Arc<Counter>,
     pub ingest_events_delayed: Arc<Counter>,
+    /// `ingest.queue_max_bytes` in use, and how often a connection waited for it.
+    pub ingest_queue_budget: ByteBudgetMetrics,
     pub ingest_pot_claims_overridden: Arc<Counter>,
     pub ingest_pot_claims_refused: Arc<Counter>,
     pub spool_appended: Arc<Counter>,
@@ -116,6 +119,18 @@ impl NodeMetrics {
                 "Events held back because their pot (or, for senders that are not pots of this node, their connection) exceeded ingest.max_events_per_second.",
                 &[],
             ),
+            ingest_queue_budget: ByteBudgetMetrics {
+                bytes_held: registry.gauge(
+                    "honeybee_node_ingest_queue_bytes",
+                    "Bytes of events queued for the spool or being written, against ingest.queue_max_bytes.",
+                    &[],
+                ),
+                producer_waits: registry.counter(
+                    "honeybee_node_ingest_queue_byte_waits_total",
+                    "Times a honeypot connection stopped being read because ingest.queue_max_bytes was used up (backpressure).",
+                    &[],
+                ),
+            },
             ingest_pot_claims_overridden: registry.counter(
                 "honeybee_node_ingest_pot_claims_overridden_total",
                 "Events from a pot the node started that named another pot id or type; stamped with the sender's own.",

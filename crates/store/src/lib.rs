@@ -15,7 +15,7 @@ pub use model::{
     ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventPage,
     EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
     NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, DEFAULT_EVENT_PAGE,
-    MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
+    DEFAULT_EVENT_PAGE_BYTES, MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSynchronous};
 pub use store::Store;

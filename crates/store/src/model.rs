@@ -9,6 +9,9 @@ use crate::error::StoreError;
 pub const DEFAULT_EVENT_PAGE: u32 = 100;
 /// Largest page a query may ask for.
 pub const MAX_EVENT_PAGE: u32 = 1000;
+/// Default byte budget of a page (the sum of its events' `data` text): 1,000 events of up
+/// to 1 MiB each would otherwise make a 1 GiB page.
+pub const DEFAULT_EVENT_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// An enum stored as text: each variant is written as its name, or as the literal given
 /// with `= "text"`. Variants are ordered as declared.
@@ -236,6 +239,10 @@ pub struct EventQuery {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub limit: u32,
+    /// Most bytes of `data` text in the page, besides `limit`: reading stops once it is
+    /// reached, and the page then holds fewer than `limit` events with `next_cursor` set.
+    /// A page holds at least one event whatever its size.
+    pub max_bytes: usize,
     pub cursor: Option<EventCursor>,
 }
 
@@ -249,6 +256,7 @@ impl Default for EventQuery {
             since: None,
             until: None,
             limit: DEFAULT_EVENT_PAGE,
+            max_bytes: DEFAULT_EVENT_PAGE_BYTES,
             cursor: None,
         }
     }

@@ -23,6 +23,10 @@ use crate::model::{
 };
 use crate::store::Store;
 
+mod event_page;
+
+use event_page::{page_length, read_page_rows};
+
 /// How hard SQLite syncs to disk on commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqliteSynchronous {
@@ -690,8 +694,9 @@ fn query_by_source(
     connection: &Connection,
     query: &EventQuery,
     source_ip: &str,
-    wanted: usize,
+    limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
+    let wanted = limit + 1;
     let partitions = {
         let mut statement = connection.prepare_cached(
             "SELECT partition, min_ts, max_ts FROM source_partitions
@@ -718,14 +723,16 @@ fn query_by_source(
     };
     values.push(SqlValue::Text(source_ip.to_string()));
     values.push(SqlValue::Integer(wanted as i64));
-    let mut events = query_unindexed_sources(connection, query, source_ip, wanted)?;
+    let mut events = query_unindexed_sources(connection, query, source_ip, limit)?;
     for partition in partitions {
         if since.is_some_and(|since| partition.max_ts < since)
             || upper_ts.is_some_and(|upper| partition.min_ts > upper)
         {
             continue;
         }
-        if events.len() >= wanted
+        // The page and the first event beyond it are known and newer than anything in
+        // this partition (and the older ones).
+        if events.len() > page_length(&events, limit, query.max_bytes)
             && events
                 .last()
                 .is_some_and(|oldest| micros(oldest.timestamp) > partition.max_ts)
@@ -740,13 +747,17 @@ fn query_by_source(
             table = source_partition_table(partition.partition)
         );
         let mut statement = connection.prepare_cached(&sql)?;
-        events.extend(collect_rows(
-            &mut statement,
-            rusqlite::params_from_iter(values.iter()),
+        events.extend(read_page_rows(
+            statement.query(rusqlite::params_from_iter(values.iter()))?,
+            limit,
+            query.max_bytes,
             event_from_row,
         )?);
+        // Each partition gave its own page plus one; merged, the first page (plus one) of
+        // the merge is among them: an event a partition did not read is older than the one
+        // beyond its own page, which cannot be on the merged page either.
         events.sort_unstable_by_key(|event| std::cmp::Reverse((event.timestamp, event.id)));
-        events.truncate(wanted);
+        events.truncate(page_length(&events, limit, query.max_bytes) + 1);
     }
     Ok(events)
 }
@@ -757,8 +768,9 @@ fn query_unindexed_sources(
     connection: &Connection,
     query: &EventQuery,
     source_ip: &str,
-    wanted: usize,
+    limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
+    let wanted = limit + 1;
     let indexed_through: i64 = connection
         .prepare_cached("SELECT indexed_through FROM source_index_progress")?
         .query_row([], |row| row.get(0))?;
@@ -777,11 +789,13 @@ fn query_unindexed_sources(
          ORDER BY events.ts DESC, events.id DESC LIMIT ?"
     );
     let mut statement = connection.prepare_cached(&sql)?;
-    collect_rows(
-        &mut statement,
-        rusqlite::params_from_iter(values),
+    let events = read_page_rows(
+        statement.query(rusqlite::params_from_iter(values))?,
+        limit,
+        query.max_bytes,
         event_from_row,
-    )
+    )?;
+    Ok(events)
 }
 
 fn collect_rows<T>(
@@ -1251,15 +1265,15 @@ impl Store for SqliteStore {
 
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         self.with_reader(move |connection| {
-            let limit = query.limit.clamp(1, MAX_EVENT_PAGE);
-            // One row more than asked tells whether another page exists.
-            let wanted = limit as usize + 1;
+            let limit = query.limit.clamp(1, MAX_EVENT_PAGE) as usize;
+            // One row more than the page tells whether another page exists.
+            let wanted = limit + 1;
             let mut events = match &query.source_ip {
                 Some(source_ip) => {
                     // One read transaction: the partition list and every partition read
                     // come from the same snapshot, whatever the writer commits meanwhile.
                     let snapshot = connection.transaction()?;
-                    let events = query_by_source(&snapshot, &query, source_ip, wanted)?;
+                    let events = query_by_source(&snapshot, &query, source_ip, limit)?;
                     snapshot.commit()?;
                     events
                 }
@@ -1271,15 +1285,18 @@ impl Store for SqliteStore {
                          ORDER BY ts DESC, id DESC LIMIT ?"
                     );
                     let mut statement = connection.prepare_cached(&sql)?;
-                    collect_rows(
-                        &mut statement,
-                        rusqlite::params_from_iter(values),
+                    let events = read_page_rows(
+                        statement.query(rusqlite::params_from_iter(values))?,
+                        limit,
+                        query.max_bytes,
                         event_from_row,
-                    )?
+                    )?;
+                    events
                 }
             };
-            let next_cursor = if events.len() > limit as usize {
-                events.truncate(limit as usize);
+            let page = page_length(&events, limit, query.max_bytes);
+            let next_cursor = if events.len() > page {
+                events.truncate(page);
                 events.last().map(|last| EventCursor {
                     timestamp_micros: micros(last.timestamp),
                     id: last.id,

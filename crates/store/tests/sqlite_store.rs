@@ -708,3 +708,86 @@ async fn committed_events_reach_the_database_file_without_a_checkpoint_in_any_co
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A page ends at its byte budget as well as at `limit`; `next_cursor` continues after the
+/// last event returned, so paging by bytes still sees every event once and in order. The
+/// same holds for a query by source across partitions and the events not yet indexed.
+#[tokio::test]
+async fn a_page_stops_at_its_byte_budget_and_the_next_page_continues_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let small_partitions = SqliteOptions {
+        source_partition_events: 3,
+        source_index_lag_events: 2,
+        ..options(&dir)
+    };
+    let store = SqliteStore::open(&small_partitions).unwrap();
+    // Ten events of about 1,000 bytes of data each, one of them (second 4) of 5,000.
+    let events: Vec<NewEvent> = (0..10)
+        .map(|seconds| {
+            let filler = "f".repeat(if seconds == 4 { 5_000 } else { 1_000 });
+            event(
+                1,
+                "p",
+                "big",
+                seconds,
+                json!({"src_ip": "203.0.113.7", "n": seconds, "filler": filler}),
+            )
+        })
+        .collect();
+    for event in events {
+        store.insert_events(Arc::from(vec![event])).await.unwrap();
+    }
+    for source_ip in [None, Some("203.0.113.7".to_string())] {
+        let query = EventQuery {
+            source_ip: source_ip.clone(),
+            limit: 100,
+            max_bytes: 2_500,
+            ..EventQuery::default()
+        };
+        let first = store.query_events(query.clone()).await.unwrap();
+        let seconds = |events: &[StoredEvent]| -> Vec<i64> {
+            events
+                .iter()
+                .map(|event| (event.timestamp - base_time()).num_seconds())
+                .collect()
+        };
+        assert_eq!(
+            seconds(&first.events),
+            vec![9, 8],
+            "two events of ~1,000 bytes fit in 2,500, a third does not ({source_ip:?})"
+        );
+        assert!(
+            first.next_cursor.is_some(),
+            "fewer than limit, more to come"
+        );
+        let mut sizes = Vec::new();
+        let mut cursor = None;
+        let mut all = Vec::new();
+        loop {
+            let page = store
+                .query_events(EventQuery {
+                    cursor,
+                    ..query.clone()
+                })
+                .await
+                .unwrap();
+            sizes.push(page.events.len());
+            let bytes: usize = page.events.iter().map(|e| e.data_json.len()).sum();
+            assert!(
+                bytes <= 2_500 || page.events.len() == 1,
+                "a page over its budget holds one event only"
+            );
+            all.extend(seconds(&page.events));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(all, (0..10).rev().collect::<Vec<_>>(), "{source_ip:?}");
+        assert_eq!(
+            sizes,
+            vec![2, 2, 1, 1, 2, 2],
+            "the 5,000-byte event is a page of its own ({source_ip:?})"
+        );
+    }
+}

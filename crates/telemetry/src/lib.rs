@@ -46,6 +46,12 @@ impl Gauge {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Adds `amount` (negative to subtract): for gauges that several tasks move at once
+    /// (bytes queued), where a `set` from each would race.
+    pub fn add(&self, amount: i64) {
+        self.0.fetch_add(amount, Ordering::Relaxed);
+    }
+
     pub fn set(&self, value: i64) {
         self.0.store(value, Ordering::Relaxed);
     }

@@ -71,7 +71,8 @@ impl TryFrom<StoredEvent> for EventView {
 #[derive(Serialize)]
 struct EventList {
     events: Vec<EventView>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page. A page may hold
+    /// fewer than `limit` events while this is set: it also ends at `[api] page_max_bytes`.
     next_cursor: Option<String>,
 }
 
@@ -79,7 +80,7 @@ async fn list_events(
     State(state): State<Arc<ApiState>>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<EventList>, ApiError> {
-    let query = parse_query(&parameters)?;
+    let query = parse_query(&parameters, state.event_page_max_bytes)?;
     let page = state.store.query_events(query).await?;
     let events = page
         .events
@@ -95,7 +96,10 @@ async fn list_events(
 /// Turns query parameters into a store query; any unknown parameter or bad value is a 400
 /// naming it, so a typo never silently widens a search. An empty value (`until=`) is a bad
 /// value too: a parameter left out means "no filter", one given must filter.
-fn parse_query(parameters: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
+fn parse_query(
+    parameters: &HashMap<String, String>,
+    max_bytes: usize,
+) -> Result<EventQuery, ApiError> {
     if let Some(unknown) = parameters
         .keys()
         .find(|key| !KNOWN_PARAMETERS.contains(&key.as_str()))
@@ -146,6 +150,7 @@ fn parse_query(parameters: &HashMap<String, String>) -> Result<EventQuery, ApiEr
         since: parse_time_parameter(parameters, "since")?,
         until: parse_time_parameter(parameters, "until")?,
         limit,
+        max_bytes,
         cursor,
     })
 }
@@ -207,7 +212,7 @@ mod tests {
     }
 
     fn bad_request(pairs: &[(&str, &str)]) -> String {
-        match parse_query(&parameters(pairs)) {
+        match parse_query(&parameters(pairs), 1 << 20) {
             Err(ApiError::BadRequest(message)) => message,
             other => panic!("expected a bad request, got {other:?}"),
         }
@@ -215,13 +220,16 @@ mod tests {
 
     #[test]
     fn filters_are_parsed() {
-        let query = parse_query(&parameters(&[
-            ("node_id", "7"),
-            ("pot_id", "cowrie-01"),
-            ("since", "2024-01-15T12:30:00 02:00"),
-            ("limit", "1000"),
-            ("cursor", "5_9"),
-        ]))
+        let query = parse_query(
+            &parameters(&[
+                ("node_id", "7"),
+                ("pot_id", "cowrie-01"),
+                ("since", "2024-01-15T12:30:00 02:00"),
+                ("limit", "1000"),
+                ("cursor", "5_9"),
+            ]),
+            1 << 20,
+        )
         .unwrap();
         assert_eq!(query.node_id, Some(7));
         assert_eq!(query.pot_id.as_deref(), Some("cowrie-01"));
@@ -271,10 +279,10 @@ mod tests {
 
     #[test]
     fn every_cursor_of_the_documented_shape_is_read() {
-        let query = parse_query(&parameters(&[(
-            "cursor",
-            "-999999999999999999_999999999999999999",
-        )]))
+        let query = parse_query(
+            &parameters(&[("cursor", "-999999999999999999_999999999999999999")]),
+            1 << 20,
+        )
         .unwrap();
         assert_eq!(
             query.cursor,
@@ -283,7 +291,8 @@ mod tests {
                 id: 999_999_999_999_999_999
             })
         );
-        let query = parse_query(&parameters(&[("until", "2024-01-15t10:30:00.5z")])).unwrap();
+        let query =
+            parse_query(&parameters(&[("until", "2024-01-15t10:30:00.5z")]), 1 << 20).unwrap();
         assert_eq!(
             format_timestamp(query.until.unwrap()),
             "2024-01-15T10:30:00.500Z"

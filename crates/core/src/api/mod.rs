@@ -49,6 +49,8 @@ pub(crate) struct ApiState {
     pub request_timeout: Duration,
     /// Lines about API clients, limited per client address.
     pub log_limiter: Arc<PeerLogLimiter>,
+    /// `[api] page_max_bytes`: the most event data one events page holds.
+    pub event_page_max_bytes: usize,
 }
 
 pub(crate) fn router(state: Arc<ApiState>) -> Router {

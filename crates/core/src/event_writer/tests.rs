@@ -16,6 +16,8 @@ use honeybee_telemetry::MetricsRegistry;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use honeybee_byte_budget::{ByteBudget, ByteBudgetMetrics};
+
 use super::run_event_writer;
 use crate::delivery::{DeliveryProgress, QueuedEvent};
 use crate::metrics::CoreMetrics;
@@ -166,6 +168,14 @@ fn failing_store(dir: &tempfile::TempDir, failures: u32) -> Arc<FailingStore> {
 }
 
 fn numbered_event(seq: u64, progress: &Arc<DeliveryProgress>) -> QueuedEvent {
+    numbered_event_in(seq, progress, &TEST_BUDGET)
+}
+
+fn numbered_event_in(
+    seq: u64,
+    progress: &Arc<DeliveryProgress>,
+    budget: &ByteBudget,
+) -> QueuedEvent {
     let now = Utc::now();
     QueuedEvent {
         event: NewEvent {
@@ -180,8 +190,13 @@ fn numbered_event(seq: u64, progress: &Arc<DeliveryProgress>) -> QueuedEvent {
             seq: Some(seq),
         },
         progress: Some(progress.clone()),
+        bytes: budget.try_acquire(64).expect("the test budget is ample"),
     }
 }
+
+/// Queue bytes for the tests' events; large enough that no test waits for it.
+static TEST_BUDGET: std::sync::LazyLock<ByteBudget> =
+    std::sync::LazyLock::new(|| ByteBudget::new(1 << 30, ByteBudgetMetrics::default()));
 
 async fn stored_count(store: &FailingStore) -> usize {
     store
@@ -222,6 +237,46 @@ async fn a_failing_store_is_retried_until_the_batch_is_stored_and_then_acknowled
         "stored once, after the failures"
     );
     assert_eq!(progress.stored_seq(), 5, "acknowledged only once stored");
+}
+
+#[tokio::test]
+async fn queue_bytes_are_held_while_the_batch_is_retried_and_given_back_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = failing_store(&dir, 3);
+    let metrics = Arc::new(CoreMetrics::new(MetricsRegistry::new()));
+    let budget = ByteBudget::new(1 << 20, metrics.event_queue_budget.clone());
+    let (queue, receiver) = mpsc::channel(64);
+    let writer = tokio::spawn(run_event_writer(
+        store.clone(),
+        receiver,
+        64,
+        metrics.clone(),
+        CancellationToken::new(),
+    ));
+    let progress = Arc::new(DeliveryProgress::default());
+    for seq in 1..=5 {
+        queue
+            .send(numbered_event_in(seq, &progress, &budget))
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.store_write_failures.get() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt was made"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Taken out of the queue but not committed: still memory, still counted.
+    if progress.stored_seq() == 0 {
+        assert_eq!(budget.bytes_held(), 5 * 64);
+    }
+    drop(queue);
+    writer.await.unwrap();
+    assert_eq!(progress.stored_seq(), 5);
+    assert_eq!(budget.bytes_held(), 0);
+    assert_eq!(metrics.event_queue_budget.bytes_held.get(), 0);
 }
 
 #[tokio::test]

@@ -583,7 +583,10 @@ mod tests {
             Spool::open(options(dir.path(), 1 << 20, SpoolFullPolicy::Refuse)).unwrap();
         let metrics = Arc::new(NodeMetrics::new(honeybee_telemetry::MetricsRegistry::new()));
         let (alarms, _alarm_outbox) = tokio::sync::mpsc::channel(4);
-        let (queue, queue_receiver) = tokio::sync::mpsc::channel(1024);
+        let (queue, queue_receiver) = crate::ingest_queue::ingest_queue(
+            1024,
+            honeybee_byte_budget::ByteBudget::new(1 << 20, Default::default()),
+        );
         let writing = tokio::spawn(run_spool_writer(
             writer,
             queue_receiver,

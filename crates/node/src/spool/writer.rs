@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use honeybee_byte_budget::BytePermit;
 use honeybee_protocol::{IngestEvent, Message, NodeEvent, NodeEventKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -15,6 +16,7 @@ use super::payload::encode_event;
 use super::record::{encode_record, HEADER_BYTES};
 use super::{segment_path, Segment, Spool, SpoolError, SpoolFullPolicy};
 use crate::ingest::sleep_until_some;
+use crate::ingest_queue::QueuedIngestEvent;
 use crate::metrics::NodeMetrics;
 
 /// Most events appended (and fsynced) as one batch.
@@ -293,11 +295,13 @@ impl LossReport {
 /// readers that nothing more will come.
 pub(crate) async fn run_spool_writer(
     mut writer: SpoolWriter,
-    mut queue: mpsc::Receiver<IngestEvent>,
+    mut queue: mpsc::Receiver<QueuedIngestEvent>,
     context: WriterContext,
 ) {
     let spool = writer.spool.clone();
+    let mut received: Vec<QueuedIngestEvent> = Vec::with_capacity(BATCH_MAX_EVENTS);
     let mut batch: Vec<IngestEvent> = Vec::with_capacity(BATCH_MAX_EVENTS);
+    let mut permits: Vec<BytePermit> = Vec::with_capacity(BATCH_MAX_EVENTS);
     let mut losses = LossReport::default();
     let mut next_append_at = Instant::now();
     loop {
@@ -309,8 +313,8 @@ pub(crate) async fn run_spool_writer(
         }
         let alarm_due = losses.due_at();
         tokio::select! {
-            received = queue.recv_many(&mut batch, BATCH_MAX_EVENTS) => {
-                if received == 0 {
+            count = queue.recv_many(&mut received, BATCH_MAX_EVENTS) => {
+                if count == 0 {
                     break;
                 }
             }
@@ -320,6 +324,10 @@ pub(crate) async fn run_spool_writer(
             }
         }
         next_append_at = Instant::now() + context.sync_interval;
+        for queued in received.drain(..) {
+            batch.push(queued.event);
+            permits.push(queued.bytes);
+        }
         let events = std::mem::take(&mut batch);
         let appended = tokio::task::spawn_blocking(move || {
             let report = writer.append(&events);
@@ -334,6 +342,8 @@ pub(crate) async fn run_spool_writer(
         writer = returned_writer;
         events.clear();
         batch = events;
+        // The batch is in the spool (or refused): its bytes go back to the ingest queue.
+        permits.clear();
         // The sync is counted first: whoever sees the appended count move finds its sync
         // counted already.
         if report.appended > 0 {

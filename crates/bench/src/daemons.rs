@@ -154,6 +154,22 @@ pub struct CorePorts {
 
 /// Starts a Core in `dir` with the shipped defaults except: the API is open (loopback
 /// only), nodes enroll openly (loopback), logs at `warn`, and `extra_toml` appended.
+/// `toml` with `[server] enrollment = "open"` added (inside its `[server]` table if it has
+/// one).
+fn with_open_enrollment(toml: &str) -> String {
+    match toml.find("[server]\n") {
+        Some(at) => {
+            let after = at + "[server]\n".len();
+            format!(
+                "{}enrollment = \"open\"\n{}",
+                &toml[..after],
+                &toml[after..]
+            )
+        }
+        None => format!("[server]\nenrollment = \"open\"\n{toml}"),
+    }
+}
+
 pub fn start_core(
     bin_dir: &Path,
     dir: &Path,
@@ -166,7 +182,11 @@ pub fn start_core(
     let config = dir.join("bee_config.toml");
     std::fs::write(
         &config,
-        format!("[logging]\nlevel = \"warn\"\n[api]\nauth = \"none\"\n{extra_toml}"),
+        // The simulated nodes enroll without tokens (a benchmark Core on loopback only).
+        format!(
+            "[logging]\nlevel = \"warn\"\n[api]\nauth = \"none\"\n{}",
+            with_open_enrollment(extra_toml)
+        ),
     )?;
     let daemon = Daemon::spawn(
         "honeybee-core",

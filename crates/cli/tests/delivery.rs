@@ -60,8 +60,10 @@ impl TestNode {
     }
 
     async fn wait_for_metric(&self, name: &str, at_least: u64) -> u64 {
+        // Generous: a reconnecting node may wait up to 30 s for a fresh TOTP step, and this
+        // machine may be busy; the deadline only bounds a hung test.
         eventually(
-            Duration::from_secs(60),
+            Duration::from_secs(180),
             &format!("{name} >= {at_least}"),
             || async move { self.metric(name).await.filter(|value| *value >= at_least) },
         )

@@ -442,9 +442,11 @@ async fn tokens_are_created_with_the_core_binary_and_used_by_the_cli() {
 
     let cli = |token: Option<&str>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee"));
-        command.args(["--api", &ports.api_base()]);
+        command
+            .args(["--api", &ports.api_base()])
+            .env_remove("HONEYBEE_TOKEN");
         if let Some(token) = token {
-            command.args(["--token", token]);
+            command.env("HONEYBEE_TOKEN", token);
         }
         let output = command.arg("pots").output().unwrap();
         (

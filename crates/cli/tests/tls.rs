@@ -237,7 +237,7 @@ async fn mutual_tls_admits_only_nodes_with_a_client_certificate_and_the_api_spea
     // The CLI speaks https with the core's CA, and says what it needs without it.
     let cli = |ca_file: Option<&Path>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_honeybee"));
-        command.args(["--api", &api, "--token", &admin]);
+        command.args(["--api", &api]).env("HONEYBEE_TOKEN", &admin);
         if let Some(ca_file) = ca_file {
             command.arg("--ca-file").arg(ca_file);
         }

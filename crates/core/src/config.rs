@@ -199,8 +199,9 @@ pub struct ServerConfig {
     pub max_unregistered_envelope_bytes: usize,
     /// How a node id the Core has never seen gets its TOTP secret. `token`: it must present
     /// an enrollment token (`honeybee enroll create`). `open`: any node that reaches the
-    /// port enrolls; allowed on loopback only. Default: `open` when `host` is a loopback
-    /// address, `token` otherwise. Enrolled nodes always prove themselves with TOTP codes.
+    /// port enrolls; allowed on loopback only (tests, a Core alone on a machine no honeypot
+    /// runs on). Default: `token`, on loopback too. Enrolled nodes always prove themselves
+    /// with TOTP codes.
     pub enrollment: Option<EnrollmentPolicy>,
     /// Most bytes the recent command answers (`GET /api/v1/commands/{id}`) may take; the
     /// oldest are forgotten first (as they are past 4096 answers). An answer bigger than
@@ -267,13 +268,11 @@ impl ServerConfig {
             .is_ok_and(|address| address.is_loopback())
     }
 
-    /// The enrollment policy in force: the configured one, or the default for `host`.
+    /// The enrollment policy in force: the configured one, or `token`.
     pub fn enrollment_policy(&self) -> EnrollmentPolicy {
-        self.enrollment.unwrap_or(if self.is_loopback() {
-            EnrollmentPolicy::Open
-        } else {
-            EnrollmentPolicy::Token
-        })
+        // Tokens everywhere unless told otherwise: on a sensor the Core's loopback port is
+        // within reach of every honeypot's user too.
+        self.enrollment.unwrap_or(EnrollmentPolicy::Token)
     }
 
     /// How long a node may stay silent before it is shown offline.
@@ -696,10 +695,14 @@ port = 9003
 
         let config = CoreConfig::from_toml("[server]\nenrollment = \"token\"\n").unwrap();
         assert_eq!(config.server.enrollment_policy(), EnrollmentPolicy::Token);
+        // Loopback is no exception: a honeypot's user on the machine reaches it too.
         assert_eq!(
             CoreConfig::default().server.enrollment_policy(),
-            EnrollmentPolicy::Open
+            EnrollmentPolicy::Token
         );
+        let mut open = CoreConfig::default();
+        open.server.enrollment = Some(EnrollmentPolicy::Open);
+        open.validate().unwrap();
 
         let mut config = CoreConfig::default();
         config.server.heartbeat_interval = 0.0;

@@ -28,11 +28,6 @@ struct Arguments {
     /// Node name shown in the Core (overrides node.name).
     #[arg(long)]
     name: Option<String>,
-    /// Enrollment token from `honeybee enroll create` (overrides auth.enrollment_token);
-    /// needed once, while the node has no TOTP secret. Prefer the environment variable:
-    /// command lines are visible to every user of the machine.
-    #[arg(long, env = "HONEYBEE_ENROLLMENT_TOKEN", hide_env_values = true)]
-    enrollment_token: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +48,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(name) = arguments.name {
         config.node.name = name;
     }
-    if let Some(token) = arguments.enrollment_token {
+    // From the environment only: a command line is visible to every user of the machine
+    // for the node's whole life, a honeypot's user included.
+    if let Some(token) = std::env::var("HONEYBEE_ENROLLMENT_TOKEN")
+        .ok()
+        .filter(|token| !token.trim().is_empty())
+    {
         config.auth.enrollment_token = Some(token);
     }
     config.validate()?;

@@ -21,9 +21,6 @@ struct Arguments {
         default_value = "http://127.0.0.1:9002"
     )]
     api: String,
-    /// An API token (`admin` for commands, `read` is enough for `pots`).
-    #[arg(long, global = true, env = "HONEYBEE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     /// CA certificate(s) to trust for an https:// API (the core's `tls/ca.pem`).
     #[arg(long, global = true, env = "HONEYBEE_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -165,7 +162,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run_operator(
                 Operator::new(
                     &arguments.api,
-                    arguments.token.as_deref(),
+                    api_token_from_environment().as_deref(),
                     arguments.ca_file.as_deref(),
                 )?,
                 operator_command,
@@ -173,6 +170,17 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+/// The API token, from `HONEYBEE_TOKEN` only: a command line is visible to every user of
+/// the machine (`/proc/<pid>/cmdline`), a honeypot's user included; the environment is not.
+fn api_token_from_environment() -> Option<String> {
+    std::env::var(API_TOKEN_VARIABLE)
+        .ok()
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
+}
+
+const API_TOKEN_VARIABLE: &str = "HONEYBEE_TOKEN";
 
 async fn run_operator(operator: Operator, command: OperatorCommand) -> anyhow::Result<()> {
     match command {

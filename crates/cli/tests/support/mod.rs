@@ -202,9 +202,12 @@ pub async fn file_text_when_written(path: PathBuf, what: &str) -> String {
 /// whether it succeeded and everything it printed.
 pub fn run_cli(api_base: &str, token: Option<&str>, arguments: &[&str]) -> (bool, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_honeybee"));
-    command.arg("--api").arg(api_base);
+    command
+        .arg("--api")
+        .arg(api_base)
+        .env_remove("HONEYBEE_TOKEN");
     if let Some(token) = token {
-        command.arg("--token").arg(token);
+        command.env("HONEYBEE_TOKEN", token);
     }
     let output = command.args(arguments).output().unwrap();
     let text = format!(
@@ -215,19 +218,39 @@ pub fn run_cli(api_base: &str, token: Option<&str>, arguments: &[&str]) -> (bool
     (output.status.success(), text)
 }
 
+/// `toml` with `[server] enrollment = "open"` added unless it sets an enrollment policy.
+fn with_open_enrollment(toml: &str) -> String {
+    if toml.contains("enrollment") {
+        return toml.to_owned();
+    }
+    match toml.find("[server]\n") {
+        Some(at) => {
+            let after = at + "[server]\n".len();
+            format!(
+                "{}enrollment = \"open\"\n{}",
+                &toml[..after],
+                &toml[after..]
+            )
+        }
+        None => format!("[server]\nenrollment = \"open\"\n{toml}"),
+    }
+}
+
 /// Starts `honeybee-core` with a config file (`extra_toml` appended) and the flags.
 pub fn start_core(dir: &Path, ports: &CorePorts, extra_toml: &str) -> Daemon {
     let config = dir.join("bee_config.toml");
     std::fs::write(
         &config,
-        // Authentication has its own tests; here the API is open unless the test says.
+        // Authentication has its own tests; here the API and enrollment are open unless the
+        // test says otherwise.
         format!(
-            "[storage]\nsqlite_synchronous = \"normal\"\n{}{extra_toml}",
+            "[storage]\nsqlite_synchronous = \"normal\"\n{}{}",
             if extra_toml.contains("[api]") {
                 ""
             } else {
                 "[api]\nauth = \"none\"\n"
-            }
+            },
+            with_open_enrollment(extra_toml)
         ),
     )
     .unwrap();

@@ -35,6 +35,11 @@ impl TestCore {
         config.storage.data_dir = dir.path().to_path_buf();
         config.api.auth = honeybee_core::config::ApiAuth::None;
         adjust(&mut config);
+        // Enrollment has its own tests (which ask for tokens): here any node may enroll,
+        // where the Core allows that at all (on loopback).
+        if config.server.enrollment.is_none() && config.server.is_loopback() {
+            config.server.enrollment = Some(honeybee_core::config::EnrollmentPolicy::Open);
+        }
         let api_tls = config.tls.api;
         let shutdown = CancellationToken::new();
         let running = honeybee_core::start(config, shutdown.clone())

@@ -57,14 +57,19 @@ pub(crate) fn write_private_file(path: &Path, content: &[u8]) -> std::io::Result
 /// its path is written. The walk goes through directory handles: every entry is opened
 /// without following a link and changed through that handle, so a name swapped for a link
 /// meanwhile never redirects root's chmod. Links and hard-linked files are left alone.
-/// Returns how many entries changed.
+/// Returns how many entries were closed (the data directory opened from 0700 to 0711 for
+/// the pot users to pass through does not count: nothing was readable before).
 pub(crate) fn tighten(data_dir: &Path, pots_base_dir: &Path) -> Result<u64, SafeFsError> {
     let pots_base = match safe_fs::open_trusted_dir(pots_base_dir) {
         Ok(handle) => Some(safe_fs::identity(&handle, pots_base_dir)?),
         Err(_) => None,
     };
     let root = safe_fs::open_trusted_dir(data_dir)?;
-    let mut changed = u64::from(safe_fs::set_mode(&root, TRAVERSE_ONLY, data_dir)?);
+    let was_private = std::fs::symlink_metadata(data_dir).is_ok_and(|metadata| {
+        std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o077 == 0
+    });
+    let root_changed = safe_fs::set_mode(&root, TRAVERSE_ONLY, data_dir)?;
+    let mut changed = u64::from(root_changed && !was_private);
     if Some(safe_fs::identity(&root, data_dir)?) == pots_base {
         // Refused by the config check; should it happen anyway, the pots' files are theirs.
         return Ok(changed);
@@ -184,6 +189,12 @@ mod tests {
         assert_eq!(mode(&data), 0o711);
         assert_eq!(mode(&data.join("pots")), 0o711);
         assert_eq!(mode(&data.join("pots/pot-1")), 0o700);
+        // A fresh, private data directory opened to 0711 for the pot users closes nothing.
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        open(&fresh, 0o700);
+        assert_eq!(tighten(&fresh, &fresh.join("pots")).unwrap(), 0);
+        assert_eq!(mode(&fresh), 0o711);
         assert_eq!(mode(&data.join("spool")), 0o700);
         for file in ["node_id", "spool/0001.seg", "pots.json"] {
             assert_eq!(mode(&data.join(file)), 0o600, "{file}");

@@ -65,11 +65,10 @@ pub(crate) async fn run_api_server(
         metrics: settings.metrics.clone(),
         log_limiter: settings.log_limiter.clone(),
     };
-    let connections = accept_until_shutdown(
-        listener,
-        accept,
-        shutdown.clone(),
-        |stream, remote, permit| {
+    let connections = accept_until_shutdown(listener, accept, shutdown.clone(), {
+        let settings = settings.clone();
+        let shutdown = shutdown.clone();
+        move |stream, remote, permit| {
             serve_api_connection(
                 stream,
                 remote,
@@ -78,8 +77,8 @@ pub(crate) async fn run_api_server(
                 settings.clone(),
                 shutdown.clone(),
             )
-        },
-    )
+        }
+    })
     .await;
     // Each connection ends itself within the grace period; this only bounds the wait.
     if tokio::time::timeout(API_SHUTDOWN_GRACE * 2, connections.wait())

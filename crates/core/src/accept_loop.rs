@@ -1,7 +1,12 @@
 //! The one accept loop behind the node port and the REST API: every connection takes a
 //! slot of its listener's [`ConnectionLimiter`] before it is served, in all and per
-//! address (a local peer: per unix user, `connection_limits.rs`), and nothing is accepted once shutdown began (what still waits in the backlog
-//! is closed with the listener, never served past the limits).
+//! address (a local peer: per unix user, `connection_limits.rs`), and nothing is accepted
+//! once shutdown began (what still waits in the backlog is closed with the listener, never
+//! served past the limits).
+//!
+//! The loop itself only takes a slot and accepts: finding a local peer's owner reads the
+//! kernel's socket tables (large on a sensor) on the blocking pool, in the connection's own
+//! task, so a pot connecting in a loop cannot stall the accepting of everyone else.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,12 +39,14 @@ pub(crate) async fn accept_until_shutdown<Serve, Served>(
     listener: TcpListener,
     settings: AcceptSettings,
     shutdown: CancellationToken,
-    mut serve: Serve,
+    serve: Serve,
 ) -> TaskTracker
 where
-    Serve: FnMut(TcpStream, SocketAddr, ConnectionPermit) -> Served,
+    Serve: Fn(TcpStream, SocketAddr, ConnectionPermit) -> Served + Send + Sync + 'static,
     Served: Future<Output = ()> + Send + 'static,
 {
+    let settings = Arc::new(settings);
+    let serve = Arc::new(serve);
     let tasks = TaskTracker::new();
     loop {
         // The slot first: a full listener leaves new connections in the backlog.
@@ -59,19 +66,23 @@ where
                 }
             },
         };
-        // A local peer is grouped by the owner of its socket: read while the connection is
-        // surely still there, before anything else is done with it.
-        let group = match stream.local_addr() {
-            Ok(local) => AddressGroup::of_connection(remote, local),
-            Err(_) => AddressGroup::of(remote.ip()),
-        };
-        let Some(permit) = settings.limiter.admit(slot, group) else {
-            refuse_over_address_limit(&settings, remote, group);
-            // Dropping the stream closes it before anything was read or allocated for it.
-            drop(stream);
-            continue;
-        };
-        tasks.spawn(serve(stream, remote, permit));
+        let settings = settings.clone();
+        let serve = serve.clone();
+        tasks.spawn(async move {
+            // A local peer is grouped by the owner of its socket, looked up once, before
+            // anything is read from the connection (a peer that closed already is unknown).
+            let group = match stream.local_addr() {
+                Ok(local) => AddressGroup::of_connection(remote, local).await,
+                Err(_) => AddressGroup::of(remote.ip()),
+            };
+            let Some(permit) = settings.limiter.admit(slot, group) else {
+                refuse_over_address_limit(&settings, remote, group);
+                // Dropping the stream closes it before anything was read or allocated for it.
+                drop(stream);
+                return;
+            };
+            serve(stream, remote, permit).await;
+        });
     }
     tasks.close();
     tasks

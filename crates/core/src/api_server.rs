@@ -24,7 +24,7 @@ use crate::connection_limits::AddressGroup;
 use crate::connection_limits::{ConnectionLimiter, ConnectionPermit};
 use crate::metrics::CoreMetrics;
 use crate::peer_log::{ConnectionGroup, PeerKey, PeerLogLimiter};
-use crate::write_deadline::{is_write_timeout, WriteDeadlineIo};
+use crate::write_deadline::{is_write_timeout, ResponseStarts, WriteDeadlineIo};
 
 /// How long open API requests may run on after shutdown began. A client that never
 /// finishes its request would otherwise hold the Core open forever.
@@ -65,11 +65,10 @@ pub(crate) async fn run_api_server(
         metrics: settings.metrics.clone(),
         log_limiter: settings.log_limiter.clone(),
     };
-    let connections = accept_until_shutdown(
-        listener,
-        accept,
-        shutdown.clone(),
-        |stream, remote, permit| {
+    let connections = accept_until_shutdown(listener, accept, shutdown.clone(), {
+        let settings = settings.clone();
+        let shutdown = shutdown.clone();
+        move |stream, remote, permit| {
             serve_api_connection(
                 stream,
                 remote,
@@ -78,8 +77,8 @@ pub(crate) async fn run_api_server(
                 settings.clone(),
                 shutdown.clone(),
             )
-        },
-    )
+        }
+    })
     .await;
     // Each connection ends itself within the grace period; this only bounds the wait.
     if tokio::time::timeout(API_SHUTDOWN_GRACE * 2, connections.wait())
@@ -102,14 +101,21 @@ async fn serve_api_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let group = permit.address_group();
-    // Below TLS, so TLS records (the handshake included) are bounded like responses.
-    let stream = WriteDeadlineIo::new(stream, settings.write_timeout);
+    // Below TLS, so TLS records (the handshake included) are bounded like responses; each
+    // request handed to the service starts a new response's allowance.
+    let response_starts = ResponseStarts::default();
+    let stream = WriteDeadlineIo::new(stream, settings.write_timeout, response_starts.clone());
+    let http = HttpConnection {
+        remote,
+        group,
+        response_starts,
+    };
     match &settings.tls {
-        None => serve_http(stream, remote, group, router, &settings, shutdown).await,
+        None => serve_http(stream, http, router, &settings, shutdown).await,
         Some(acceptor) => {
             match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
             {
-                Ok(Ok(tls)) => serve_http(tls, remote, group, router, &settings, shutdown).await,
+                Ok(Ok(tls)) => serve_http(tls, http, router, &settings, shutdown).await,
                 Ok(Err(error)) if is_write_timeout(&error) => {
                     refuse_slow_client(&settings, remote, group, "write_timeout")
                 }
@@ -124,19 +130,31 @@ async fn serve_api_connection(
     drop(permit);
 }
 
+/// Who one HTTP connection serves, and where it reports each new response.
+struct HttpConnection {
+    remote: SocketAddr,
+    group: AddressGroup,
+    response_starts: ResponseStarts,
+}
+
 /// HTTP/1.1 on one connection (the API does not speak HTTP/2).
 async fn serve_http<Io>(
     io: Io,
-    remote: SocketAddr,
-    group: AddressGroup,
+    connection: HttpConnection,
     router: Router,
     settings: &ApiServerSettings,
     shutdown: CancellationToken,
 ) where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let HttpConnection {
+        remote,
+        group,
+        response_starts,
+    } = connection;
     // Handlers and layers may ask who is calling (the log lines about refused requests).
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        response_starts.response_started();
         request.extensions_mut().insert(ConnectInfo(remote));
         request.extensions_mut().insert(ConnectionGroup(group));
         router.clone().call(request)

@@ -110,10 +110,12 @@ pub struct ApiConfig {
     /// Seconds one request may take from its headers to its response (reading the body
     /// included); a slower one is answered 408. Default 60.
     pub request_timeout: f64,
-    /// Seconds one write to a client (part of a response, a TLS record) may stay blocked
-    /// because the client does not read; the connection is then closed. Without it a
-    /// client pipelining requests and never reading would hold its connection for ever.
-    /// Default 30.
+    /// Seconds a response (or a TLS record) may take, from the first write that had to
+    /// wait because the client did not read, until the client took all of it; progress
+    /// does not extend it (a client reading one packet every 29 s would keep a large page
+    /// for hours), the next request starts a new allowance. Past it the connection is
+    /// closed. Without it a client pipelining requests and never reading would hold its
+    /// connection for ever. Default 30.
     pub write_timeout: f64,
     /// Most bytes of event data (`data` as stored JSON text) one `GET /api/v1/events` page
     /// holds, besides `limit`: the store stops reading rows once the page reaches it, so a

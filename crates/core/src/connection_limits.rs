@@ -23,9 +23,12 @@ pub(crate) enum AddressGroup {
     V6Prefix(u64),
     /// A connection from this machine, by the uid owning the peer's socket.
     LocalUser(u32),
-    /// A connection from this machine whose owner could not be found (the peer already
-    /// closed, or `/proc` is not readable), or a loopback address known without its
-    /// connection: all of these share one group, so none of them gets a share per address.
+    /// A connection from this machine whose owner is unknown: the peer already closed its
+    /// end (the kernel shows a closed socket as root's, `honeybee-local-peer` does not
+    /// believe it), `/proc` is not readable, or a loopback address known without its
+    /// connection. All of these share one group of their own, never equal to any user's
+    /// (root's included), so none of them gets a share per address and none of them counts
+    /// against — or as — the real node's source.
     Loopback,
 }
 
@@ -44,9 +47,25 @@ impl AddressGroup {
     }
 
     /// The group of the connection from `remote` to our `local` address: for a peer on this
-    /// machine (a loopback address, or our own address) the uid owning its socket.
-    pub fn of_connection(remote: SocketAddr, local: SocketAddr) -> Self {
-        Self::of_connection_with(remote, local, honeybee_local_peer::peer_socket_uid)
+    /// machine (a loopback address, or our own address) the uid owning its socket. The
+    /// socket tables are read on the blocking pool: on a sensor they are large, and a pot
+    /// connecting in a loop must not stall the runtime's threads.
+    pub async fn of_connection(remote: SocketAddr, local: SocketAddr) -> Self {
+        let remote_ip = remote.ip().to_canonical();
+        if !Self::from_this_machine(remote_ip, local) {
+            return Self::of(remote_ip);
+        }
+        let owner = tokio::task::spawn_blocking(move || {
+            honeybee_local_peer::peer_socket_uid(remote, local)
+        })
+        .await
+        .ok()
+        .flatten();
+        Self::of_connection_with(remote, local, |_, _| owner)
+    }
+
+    fn from_this_machine(remote_ip: IpAddr, local: SocketAddr) -> bool {
+        remote_ip.is_loopback() || remote_ip == local.ip().to_canonical()
     }
 
     fn of_connection_with(
@@ -55,8 +74,7 @@ impl AddressGroup {
         owner: impl FnOnce(SocketAddr, SocketAddr) -> Option<u32>,
     ) -> Self {
         let remote_ip = remote.ip().to_canonical();
-        let from_this_machine = remote_ip.is_loopback() || remote_ip == local.ip().to_canonical();
-        if !from_this_machine {
+        if !Self::from_this_machine(remote_ip, local) {
             return Self::of(remote_ip);
         }
         match owner(remote, local) {
@@ -245,15 +263,23 @@ mod tests {
         assert_eq!(AddressGroup::LocalUser(1000).to_string(), "local uid 1000");
     }
 
-    #[test]
-    fn the_owner_of_a_real_loopback_connection_is_its_group() {
+    #[tokio::test]
+    async fn the_owner_of_a_real_loopback_connection_is_its_group_until_it_closes() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, remote) = listener.accept().unwrap();
-        let group = AddressGroup::of_connection(remote, accepted.local_addr().unwrap());
+        let local = accepted.local_addr().unwrap();
+        let group = AddressGroup::of_connection(remote, local).await;
         // /proc/self belongs to this process's effective uid.
         let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
         assert_eq!(group, AddressGroup::LocalUser(uid));
+        // Once the peer closed its end, the kernel shows its socket as root's: unknown.
+        drop(client);
+        assert_eq!(
+            AddressGroup::of_connection(remote, local).await,
+            AddressGroup::Loopback
+        );
+        assert_ne!(AddressGroup::Loopback, AddressGroup::LocalUser(0));
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ mod metrics;
 mod node_link;
 mod node_listener;
 mod peer_log;
+mod private_file;
 mod sessions;
 mod tls;
 mod tokens;
@@ -296,21 +297,14 @@ pub async fn create_api_token(
     Ok(tokens::create_token(store.as_ref(), name, role).await?)
 }
 
-/// The first admin token, so a fresh Core is never open: written with mode 0600 to
-/// `<data_dir>/admin-token`.
+/// The first admin token, so a fresh Core is never open: written to
+/// `<data_dir>/admin-token` as a new file with mode 0600 (`private_file.rs`: whatever was
+/// at the path, a world-readable file or a planted link, is replaced, never written through).
 async fn first_admin_token(store: &dyn Store, config: &CoreConfig) -> Result<String, CoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let token = tokens::create_token(store, "initial-admin", ApiRole::Admin).await?;
     let path = config.storage.data_dir.join("admin-token");
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(format!("{token}\n").as_bytes()));
-    if let Err(source) = written {
+    if let Err(source) = private_file::write_new_file(&path, format!("{token}\n").as_bytes(), 0o600)
+    {
         return Err(CoreError::TokenFile { path, source });
     }
     tracing::info!(path = %path.display(), "created the first admin API token");

@@ -30,14 +30,12 @@ pub(crate) async fn run_node_listener(
         metrics: context.metrics.clone(),
         log_limiter: context.log_limiter.clone(),
     };
-    let sessions = accept_until_shutdown(
-        listener,
-        settings,
-        shutdown.clone(),
-        |stream, remote, permit| {
+    let sessions = accept_until_shutdown(listener, settings, shutdown.clone(), {
+        let shutdown = shutdown.clone();
+        move |stream, remote, permit| {
             serve_node_connection(stream, remote, permit, context.clone(), shutdown.clone())
-        },
-    )
+        }
+    })
     .await;
     sessions.wait().await;
 }

@@ -3,8 +3,6 @@
 //! none is configured) and the acceptors built from it. Both ports run their handshakes in
 //! their connections' own tasks, under the shared connection limits (`accept_loop.rs`).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -179,13 +177,9 @@ fn generate_if_missing(
     Ok((chain_file, key_file))
 }
 
+/// Generated keys and certificates are written like the admin token: a new file renamed
+/// over the path, never through a file or link already there.
 fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), CoreError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .and_then(|mut file| file.write_all(content.as_bytes()))
+    crate::private_file::write_new_file(path, content.as_bytes(), mode)
         .map_err(|error| tls_error(format!("writing {}: {error}", path.display())))
 }

@@ -57,33 +57,24 @@ pub(crate) struct IngestContext {
 }
 
 impl IngestContext {
-    /// The pot a connection comes from, by the uid owning the peer's socket.
-    fn sender_pot(&self, stream: &TcpStream, remote: SocketAddr) -> Option<PotIdentity> {
-        let identities = self.identities.as_ref()?;
-        if identities.is_empty() {
-            // No pot runs under a user of its own: no need to read the socket tables.
-            return None;
-        }
-        let uid = peer_socket_uid(remote, stream.local_addr().ok()?)?;
-        identities.get(uid)
+    /// The pot of the sender whose socket `owner` owns.
+    fn sender_pot(&self, owner: Option<u32>) -> Option<PotIdentity> {
+        self.identities.as_ref()?.get(owner?)
     }
 
     /// Whom warnings about a connection count against: its pot, else the unix user owning
-    /// the sender's socket, else its address.
+    /// the sender's socket, else its address (the owner is unknown, the sender closed its
+    /// end already: never root's budget, which the kernel would name for a closed socket).
     fn log_key(
         &self,
-        stream: &TcpStream,
         remote: SocketAddr,
+        owner: Option<u32>,
         pot: Option<&PotIdentity>,
     ) -> IngestLogKey {
         if let Some(pot) = pot {
             return IngestLogKey::Pot(pot.pot_id.clone());
         }
-        stream
-            .local_addr()
-            .ok()
-            .and_then(|local| peer_socket_uid(remote, local))
-            .map_or(IngestLogKey::Address(remote.ip()), IngestLogKey::User)
+        owner.map_or(IngestLogKey::Address(remote.ip()), IngestLogKey::User)
     }
 
     /// The pace of `pot`, or a new one for a connection of its own.
@@ -100,6 +91,17 @@ impl IngestContext {
             None => new(),
         }
     }
+}
+
+/// The uid owning the sender's socket, looked up once per connection on the blocking pool:
+/// the socket tables of a sensor are large, and a pot connecting in a loop must not stall
+/// the runtime's threads. `None` when the sender is not on this machine or already closed.
+async fn sender_socket_owner(stream: &TcpStream, remote: SocketAddr) -> Option<u32> {
+    let local = stream.local_addr().ok()?;
+    tokio::task::spawn_blocking(move || peer_socket_uid(remote, local))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Warning lines per sender and window, and senders tracked (the least recently heard one
@@ -244,7 +246,8 @@ async fn serve_ingest_connection(
     let mut framer = LineFramer::new(context.max_line_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     // A pot this node started is known by its socket's owner; other senders name their pot.
-    let sender = context.sender_pot(&stream, remote);
+    let owner = sender_socket_owner(&stream, remote).await;
+    let sender = context.sender_pot(owner);
     let pot_context = match &sender {
         Some(pot) => PotContext {
             pot_id: Some(pot.pot_id.clone()),
@@ -254,7 +257,7 @@ async fn serve_ingest_connection(
     };
     let peer = IngestPeer {
         remote,
-        log_key: context.log_key(&stream, remote, sender.as_ref()),
+        log_key: context.log_key(remote, owner, sender.as_ref()),
     };
     let mut drain_deadline: Option<Instant> = None;
     let pacer = context.pacer_for(sender.as_ref());

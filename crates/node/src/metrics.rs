@@ -172,4 +172,17 @@ impl NodeMetrics {
             )
             .increment();
     }
+
+    /// Counts a Core this node refused to register with, by reason (`impostor_core`: a
+    /// plaintext local Core whose socket another user owns; `unverified_core`: its owner
+    /// could not be found; `unrequested_totp_key`: a new secret for a coded registration).
+    pub fn core_refused(&self, reason: &str) {
+        self.registry
+            .counter(
+                "honeybee_node_cores_refused_total",
+                "Cores this node refused to register with, by reason.",
+                &[("reason", reason)],
+            )
+            .increment();
+    }
 }

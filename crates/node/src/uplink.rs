@@ -61,6 +61,16 @@ pub enum UplinkError {
     Spool(#[from] crate::spool::SpoolError),
     #[error("the core broke the protocol: {0}")]
     Protocol(String),
+    #[error("refusing the plaintext core at {address}: its socket belongs to uid {owner}, neither root nor this node's uid {own_uid} (another local user may have taken the core's port)")]
+    ImpostorCore {
+        address: String,
+        owner: u32,
+        own_uid: u32,
+    },
+    #[error("refusing the plaintext core at {address}: the owner of its socket could not be found within {seconds} s")]
+    UnverifiedCore { address: String, seconds: u64 },
+    #[error("refusing the core at {address}: it sent a new totp_key in answer to a registration with a totp code (the stored secret is kept)")]
+    UnrequestedTotpKey { address: String },
 }
 
 /// The highest seq a Core may name: it stores seqs as signed 64-bit integers, so anything
@@ -177,7 +187,18 @@ pub(crate) async fn run_uplink(
             }
             Err(error) => {
                 context.metrics.core_connection_failures.increment();
-                tracing::warn!(%error, "could not reach the core");
+                match &error {
+                    UplinkError::ImpostorCore { .. } => {
+                        context.metrics.core_refused("impostor_core")
+                    }
+                    UplinkError::UnverifiedCore { .. } => {
+                        context.metrics.core_refused("unverified_core")
+                    }
+                    _ => {}
+                }
+                // One line per attempt: the reconnect backoff (up to
+                // server.max_reconnect_delay) is what limits these lines.
+                tracing::warn!(%error, "could not register with the core");
             }
         }
         let delay = backoff.next_delay();
@@ -252,6 +273,9 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         Ok(Ok(stream)) => stream,
     };
     let _ = stream.set_nodelay(true);
+    if context.tls.is_none() {
+        verify_local_core_owner(&stream, &address, Instant::now() + timeout).await?;
+    }
     let local_ip = stream
         .local_addr()
         .map(|local| local.ip().to_string())
@@ -297,6 +321,9 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         spooled: SpooledBatch::default(),
         last_sent_seq: 0,
     };
+    // A registration with a code proves the node holds a secret already: a Core that
+    // answers it with a new one is not the Core that issued it (`UnrequestedTotpKey`).
+    let registered_with_code = proof.totp_code.is_some();
     let registration = Message::NodeRegistration(NodeRegistration {
         node_id: context.node_id,
         node_name: context.node_name.clone(),
@@ -323,6 +350,13 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         };
         match message {
             Message::RegistrationAck(ack) if ack.accepted => {
+                if ack.totp_key.is_some() && registered_with_code {
+                    context
+                        .metrics
+                        .core_message_rejected("unrequested_totp_key");
+                    context.metrics.core_refused("unrequested_totp_key");
+                    return Err(UplinkError::UnrequestedTotpKey { address });
+                }
                 if let Some(totp_key) = ack.totp_key.as_deref() {
                     match &context.credentials {
                         Some(credentials) => {
@@ -372,6 +406,57 @@ async fn connect_and_register(context: &UplinkContext) -> Result<CoreSession, Up
         .write_messages(&[session.status(NodeStatus::Running)])
         .await?;
     Ok(session)
+}
+
+/// How often the owner of a local Core's socket is looked up again while the Core has not
+/// accepted the connection yet (until then the kernel names no owner).
+const CORE_OWNER_POLL: Duration = Duration::from_millis(20);
+
+/// Before a plaintext registration with a Core on this machine (loopback, or our own
+/// address): the Core's socket must belong to root or to this node's own user. Any local
+/// user — a pot's included — can bind a loopback port a restarting Core left free; without
+/// TLS nothing else tells that impostor from the Core, and registering with it would hand
+/// it codes and let it send commands. The owner is read from the kernel's socket tables
+/// (`honeybee-local-peer`, on the blocking pool); a connection still waiting in the Core's
+/// backlog has no owner yet, so the lookup is repeated until `deadline`.
+async fn verify_local_core_owner(
+    stream: &TcpStream,
+    address: &str,
+    deadline: Instant,
+) -> Result<(), UplinkError> {
+    let (Ok(core), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        return Ok(());
+    };
+    let core_ip = core.ip().to_canonical();
+    if !core_ip.is_loopback() && core_ip != local.ip().to_canonical() {
+        return Ok(());
+    }
+    let own_uid = rustix::process::geteuid().as_raw();
+    let started = Instant::now();
+    loop {
+        let owner =
+            tokio::task::spawn_blocking(move || honeybee_local_peer::peer_socket_uid(core, local))
+                .await
+                .ok()
+                .flatten();
+        match owner {
+            Some(owner) if owner == 0 || owner == own_uid => return Ok(()),
+            Some(owner) => {
+                return Err(UplinkError::ImpostorCore {
+                    address: address.to_owned(),
+                    owner,
+                    own_uid,
+                })
+            }
+            None if Instant::now() >= deadline => {
+                return Err(UplinkError::UnverifiedCore {
+                    address: address.to_owned(),
+                    seconds: deadline.duration_since(started).as_secs(),
+                })
+            }
+            None => tokio::time::sleep(CORE_OWNER_POLL).await,
+        }
+    }
 }
 
 impl CoreSession {

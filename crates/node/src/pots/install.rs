@@ -109,18 +109,25 @@ impl PotManager {
                 let _ = std::fs::remove_dir_all(&instance);
                 self.report(&pot_id, PotStatus::Failed, Some(reason.clone()), command_id);
                 self.lock_pots().remove(&pot_id);
-                self.forget_pot_user(&pot_id).await;
+                if let Err(error) = self.forget_pot_user(&pot_id).await {
+                    return Outcome::failed(format!("{reason}; and {error}"));
+                }
                 Outcome::failed(reason)
             }
         }
     }
 
     /// Ends the processes of a pot's user and removes the user (uninstall, failed install).
-    pub(super) async fn forget_pot_user(&self, pot_id: &str) {
+    /// When processes of it survive, `Err` and nothing else happens: its deny lines, its
+    /// identity for ingest and the user itself stay, so that what still runs can neither
+    /// queue jobs nor pass for another sender, and its uid is not given to anyone else.
+    pub(super) async fn forget_pot_user(&self, pot_id: &str) -> Result<(), String> {
         let Some(user) = self.settings.existing_pot_user(pot_id) else {
-            return;
+            return Ok(());
         };
-        end_user_processes(&user, Duration::ZERO).await;
+        end_user_processes(&user, Duration::ZERO)
+            .await
+            .map_err(|error| format!("pot user {} is kept: {error}", user.name))?;
         // With nothing of it running any more: its jobs, its deny lines and its files in the
         // directories everyone may write to go before its uid can be given to someone else.
         let leaving = user.clone();
@@ -154,9 +161,10 @@ impl PotManager {
             }
         }
         self.settings.identities.remove(user.uid);
-        if let Err(error) = pot_users::remove_pot_user(&user.name) {
+        pot_users::remove_pot_user(&user.name).map_err(|error| {
             tracing::warn!(pot_id, user = %user.name, %error, "removing the pot's user failed");
-        }
+            error
+        })
     }
 
     /// Fetches the definition, lays out the instance directory and runs the install steps.
@@ -173,7 +181,7 @@ impl PotManager {
         let user = self.settings.pot_user(pot_id, &install.honeypot_type)?;
         if let Some(user) = &user {
             // A user left over from an earlier pot of this id must not run anything now.
-            end_user_processes(user, Duration::ZERO).await;
+            end_user_processes(user, Duration::ZERO).await?;
         }
         let sources_base = self.settings.base_dir.join(".sources");
         let sources = sources_base.join(pot_id);
@@ -572,7 +580,7 @@ impl PotManager {
         let status = match tokio::time::timeout(INSTALL_STEP_TIMEOUT, child.wait()).await {
             Ok(status) => status.map_err(|error| format!("waiting for the step: {error}"))?,
             Err(_) => {
-                terminate_pot(&mut child, pid, Duration::from_secs(5), user).await;
+                let _ = terminate_pot(&mut child, pid, Duration::from_secs(5), user).await;
                 return Err(format!(
                     "timed out after {} s",
                     INSTALL_STEP_TIMEOUT.as_secs()
@@ -581,7 +589,7 @@ impl PotManager {
         };
         // A step may leave a background process holding its output open: end the group,
         // and give the readers a bounded time to finish.
-        terminate_pot(&mut child, pid, Duration::ZERO, user).await;
+        let _ = terminate_pot(&mut child, pid, Duration::ZERO, user).await;
         for pump in pumps.into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
         }

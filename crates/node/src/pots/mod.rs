@@ -17,6 +17,7 @@ mod shared_temp;
 mod state;
 mod stopping;
 mod supervisor;
+mod user_processes;
 
 pub(crate) use git_source::GitPolicy;
 pub(crate) use manager::{PotManager, PotSettings};

@@ -1,6 +1,7 @@
 //! Hostile or broken peers against the real binaries: a honeypot flooding the ingest port,
-//! and hundreds of silent connections on both the ingest port and the node port, while a
-//! well-behaved honeypot keeps delivering.
+//! hundreds of silent connections on both the ingest port and the node port, and one sender
+//! holding its whole share of ingest connections, while a well-behaved honeypot (another
+//! unix user) keeps delivering.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::*;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -74,10 +75,13 @@ async fn hundreds_of_silent_connections_do_not_stop_a_well_behaved_node() {
                 .unwrap(),
         );
     }
+    // The polite honeypot is another unix user: the silent connections' sender holds no
+    // more than its share (`ingest.max_connections_per_sender`), the rest of its
+    // connections were closed at once.
     let lines: Vec<String> = (0..100)
         .map(|n| json!({"pot_id": "polite", "event_type": "polite", "data": {"n": n}}).to_string())
         .collect();
-    send_lines(event_port, &lines).await;
+    send_lines_as_nobody(event_port, &lines);
     let events = wait_for_events(&client, &ports.api_base(), "pot_id=polite", 100).await;
     assert_eq!(events.len(), 100);
     let node = get_json(&client, &format!("{}/api/v1/nodes", ports.api_base()))
@@ -229,4 +233,78 @@ async fn a_sender_flooding_bad_lines_does_not_hide_warnings_about_another_sender
         },
     )
     .await;
+}
+
+/// Writes `lines` to the ingest port from a process of the unix user `nobody`, then closes.
+fn send_lines_as_nobody(event_port: u16, lines: &[String]) {
+    let script = format!(
+        "import socket, sys; s = socket.create_connection(('127.0.0.1', {event_port})); s.sendall(sys.argv[1].encode()); s.close()"
+    );
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let status = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+            &text,
+        ])
+        .current_dir("/")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// One sender holding its share of ingest connections (here the test, as root) has every
+/// further connection closed at once — not left waiting for a slot — while the ones it
+/// holds are still served, and another unix user still connects and delivers.
+#[tokio::test]
+async fn one_sender_cannot_hold_every_ingest_connection() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let event_port = free_port();
+    let _core = start_core(dir.path(), &ports, "");
+    let node = start_node_with(
+        dir.path(),
+        &ports,
+        event_port,
+        "ingest:\n  max_connections_per_sender: 4\n",
+    );
+    wait_for_online_node(&client, &ports.api_base()).await;
+
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(("127.0.0.1", event_port)).await.unwrap());
+    }
+    for _ in 0..3 {
+        let mut extra = TcpStream::connect(("127.0.0.1", event_port)).await.unwrap();
+        let mut byte = [0u8; 1];
+        // Well before `ingest.idle_timeout` (300 s): closed when accepted.
+        let read = tokio::time::timeout(Duration::from_secs(20), extra.read(&mut byte))
+            .await
+            .expect("a connection over the sender's share is closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "the node closed it");
+    }
+    let line = json!({"pot_id": "holder", "event_type": "held", "data": {}}).to_string() + "\n";
+    held[3].write_all(line.as_bytes()).await.unwrap();
+    let events = wait_for_events(&client, &ports.api_base(), "pot_id=holder", 1).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "the connections within the share are served"
+    );
+
+    let other = json!({"pot_id": "other-user", "event_type": "delivered", "data": {}}).to_string();
+    send_lines_as_nobody(event_port, &[other]);
+    let events = wait_for_events(&client, &ports.api_base(), "pot_id=other-user", 1).await;
+    assert_eq!(events.len(), 1, "another sender still delivers");
+    assert!(
+        node.log().contains("ingest.max_connections_per_sender"),
+        "the refusals are logged"
+    );
+    drop(held);
 }

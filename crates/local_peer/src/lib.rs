@@ -13,6 +13,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 const TABLES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+/// The `st` column of a socket in TIME_WAIT. The kernel keeps only a small record of such a
+/// socket, without its owner, and prints uid 0 for it: taken at its word, a sender that
+/// closed before we looked would count as root.
+const TIME_WAIT: &str = "06";
 
 /// The uid owning the socket at `peer` that is connected to `local`, if it is on this
 /// machine (`None` for a remote peer, when the connection is already gone, or when the
@@ -24,13 +28,15 @@ pub fn peer_socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     })
 }
 
-/// Searches one table's text for the socket `peer` → `local`.
+/// Searches one table's text for the socket `peer` → `local`; one in TIME_WAIT has no owner
+/// any more (see [`TIME_WAIT`]).
 fn find_owner(table: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let socket_local = parse_address(fields.get(1)?)?;
         let socket_remote = parse_address(fields.get(2)?)?;
-        (same(socket_local, peer) && same(socket_remote, local))
+        let owned = fields.get(3).is_some_and(|state| *state != TIME_WAIT);
+        (owned && same(socket_local, peer) && same(socket_remote, local))
             .then(|| fields.get(7)?.parse().ok())
             .flatten()
     })
@@ -105,6 +111,11 @@ mod tests {
             let local: SocketAddr = "127.0.0.1:9100".parse().unwrap();
             assert_eq!(find_owner(table, peer, local), Some(1234));
             assert_eq!(find_owner(table, local, peer), None);
+            // The same socket in TIME_WAIT, as the kernel prints it: uid 0, inode 0.
+            let time_wait = table
+                .replace(" 01 00000000", " 06 00000000")
+                .replace("  1234 ", "     0 ");
+            assert_eq!(find_owner(&time_wait, peer, local), None);
         }
     }
 }

@@ -14,6 +14,7 @@ mod embedded;
 mod identity;
 mod ingest;
 mod ingest_queue;
+mod ingest_sender_slots;
 mod metrics;
 mod metrics_endpoint;
 mod pot_base_dir;
@@ -197,6 +198,9 @@ pub async fn start(
         log_limiter: ingest::ingest_log_limiter(),
         identities: Some(identities.clone()),
         pot_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
+        sender_slots: ingest_sender_slots::SenderSlots::new(
+            config.ingest.max_connections_per_sender,
+        ),
     });
     let ingest = tokio::spawn(ingest::run_ingest_listener(
         listener,

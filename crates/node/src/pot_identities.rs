@@ -33,13 +33,6 @@ impl PotIdentities {
             .remove(&uid);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_uid
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
     /// Whether `pot_id` is a pot this node runs under a user of its own.
     pub fn runs_pot(&self, pot_id: &str) -> bool {
         self.by_uid

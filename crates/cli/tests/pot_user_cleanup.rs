@@ -79,8 +79,13 @@ async fn an_uninstalled_pot_user_leaves_no_jobs_no_deny_lines_and_no_files_in_sh
         .gid();
     assert_ne!(uid, 0);
 
-    // While installed, the pot's user may not use crontab or at.
+    // While installed, the pot's user may not use crontab or at. Without /etc/at.deny
+    // (and at.allow) only root may use at: the node does not create it.
+    let at_deny_present = Path::new("/etc/at.deny").exists();
     for deny_file in ["/etc/cron.deny", "/etc/at.deny"] {
+        if deny_file == "/etc/at.deny" && !at_deny_present {
+            continue;
+        }
         assert!(lists(deny_file, &user), "{deny_file} lists {user}");
         assert!(!lists(deny_file, "root"), "{deny_file} never lists root");
     }

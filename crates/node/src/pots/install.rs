@@ -250,9 +250,13 @@ impl PotManager {
         command_id: Option<u64>,
     ) -> Result<InstalledPot, String> {
         let pot_id = &install.pot_id;
-        let manifest_text =
-            safe_fs::read_file_beneath(potstore, potstore_dir, Path::new(manifest::MANIFEST_FILE))
-                .map_err(|error| format!("reading the potstore manifest: {error}"))?;
+        let manifest_text = safe_fs::read_file_beneath(
+            potstore,
+            potstore_dir,
+            Path::new(manifest::MANIFEST_FILE),
+            safe_fs::SourceOwners::Anyone,
+        )
+        .map_err(|error| format!("reading the potstore manifest: {error}"))?;
         let manifest = Manifest::parse(
             &String::from_utf8_lossy(&manifest_text),
             &potstore_dir.join(manifest::MANIFEST_FILE),
@@ -322,8 +326,9 @@ impl PotManager {
         let mut template_sources = BTreeMap::new();
         for template in &definition.templates {
             let source = Path::new("files").join(&template.source);
-            let source_text = safe_fs::read_file_beneath(&instance_dir, &instance, &source)
-                .map_err(|error| format!("reading template: {error}"))?;
+            let source_text =
+                safe_fs::read_file_beneath(&instance_dir, &instance, &source, pot_files(user))
+                    .map_err(|error| format!("reading template: {error}"))?;
             let source_text = String::from_utf8(source_text)
                 .map_err(|_| format!("template {} is not UTF-8", template.source))?;
             let rendered = render(&source_text)
@@ -448,8 +453,13 @@ impl PotManager {
                 Some(source_text) => source_text.clone(),
                 None => {
                     let source = Path::new("files").join(&template.source);
-                    let bytes = safe_fs::read_file_beneath(&instance_dir, instance, &source)
-                        .map_err(|error| format!("reading template: {error}"))?;
+                    let bytes = safe_fs::read_file_beneath(
+                        &instance_dir,
+                        instance,
+                        &source,
+                        pot_files(user.as_ref()),
+                    )
+                    .map_err(|error| format!("reading template: {error}"))?;
                     String::from_utf8(bytes)
                         .map_err(|_| format!("template {} is not UTF-8", template.source))?
                 }
@@ -668,6 +678,14 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
             _ => Err(format!("invalid port {part:?} in {text:?}")),
         })
         .collect()
+}
+
+/// Whose files root may read in a pot's directory: root's and the pot's own (the node's own
+/// user's when pots run as it).
+fn pot_files(user: Option<&RunAs>) -> safe_fs::SourceOwners {
+    safe_fs::SourceOwners::RootOrPot(
+        user.map_or_else(|| rustix::process::geteuid().as_raw(), |user| user.uid),
+    )
 }
 
 #[cfg(test)]

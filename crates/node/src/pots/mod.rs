@@ -11,6 +11,8 @@ mod pot_users;
 mod privilege;
 mod procfs;
 mod redact;
+#[cfg(test)]
+mod require_root;
 pub(crate) mod safe_fs;
 mod scheduling;
 mod shared_temp;

@@ -307,88 +307,77 @@ for _ in range(4):
 signal.pause()
 "#;
 
-/// Reaps the attacker's processes that were orphaned before they were killed: this test
-/// process adopted them (child subreaper). An init that does not reap would keep them as
-/// zombies of the pot's user forever.
-fn reap_adopted_zombies_of(uid: u32) {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|line| line.starts_with(name))
-                .map(|line| {
-                    line.split_whitespace()
-                        .skip(1)
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        };
-        if !field("Uid:").contains(&uid.to_string()) {
-            continue;
-        }
-        if field("PPid:").first() == Some(&me) {
-            let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(pid),
-                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-            );
-        }
-    }
-}
+/// Root's stand-in for an init, one per attacker: it runs the attacker as the pot's user,
+/// adopts the attacker's orphans (child subreaper) and reaps every process below it,
+/// exiting once none is left. Without it, orphans killed by the node would stay zombies of
+/// the pot's user under an init that does not reap (`userdel` refuses such a user), and
+/// this test process would have to become the subreaper of everything the other tests run.
+const ATTACKER_INIT: &str = r#"
+import ctypes, os, sys
+PR_SET_CHILD_SUBREAPER = 36
+ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+if os.fork() == 0:
+    os.execvp("setpriv", ["setpriv", "--reuid=" + sys.argv[1], "--regid=" + sys.argv[2], "--clear-groups", "/usr/bin/python3", "-c", sys.argv[3]])
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"#;
 
 /// Starts the attacker as the pot's user and waits until it fights: a process it forked
 /// runs. Two fighters may kill each other at the same instant; an attacker that died out
-/// that way is started again. Its launchers, children of this process, are reaped by the
-/// test's reaper.
-async fn start_stop_fighter(uid: u32, gid: u32) {
+/// that way is started again. Returns the attackers' inits.
+async fn start_stop_fighter(uid: u32, gid: u32) -> Vec<std::process::Child> {
     let launch = || {
-        Command::new("setpriv")
-            .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"))
-            .arg("--clear-groups")
-            .args(["/usr/bin/python3", "-c", STOP_FIGHTER])
+        Command::new("/usr/bin/python3")
+            .args(["-c", ATTACKER_INIT])
+            .args([uid.to_string(), gid.to_string(), STOP_FIGHTER.to_owned()])
             .current_dir("/")
             .spawn()
             .unwrap()
-            .id()
     };
-    let mut launcher = launch();
+    let mut inits = vec![launch()];
+    // Forked once at least: two processes of the attacker were seen, at once or in turn.
+    let mut seen = std::collections::HashSet::new();
     eventually(
         std::time::Duration::from_secs(20),
         "the attacker to fork",
         || {
             let running = live_processes_of(uid);
-            let forked = running
-                .iter()
-                .any(|(pid, command)| *pid != launcher && command.contains("python3"));
-            if running.is_empty() {
-                launcher = launch();
+            seen.extend(
+                running
+                    .iter()
+                    .filter(|(_, command)| command.contains("python3"))
+                    .map(|(pid, _)| *pid),
+            );
+            let died_out = running.is_empty()
+                && inits
+                    .iter_mut()
+                    .all(|init| init.try_wait().unwrap().is_some());
+            if died_out {
+                inits.push(launch());
             }
-            async move { forked.then_some(()) }
+            let fighting = seen.len() >= 2 && !running.is_empty();
+            async move { fighting.then_some(()) }
         },
     )
     .await;
+    inits
 }
 
-/// Waits until nothing of `uid` runs.
-async fn assert_all_ended(uid: u32) {
+/// Waits until nothing of `uid` runs and every attacker init has reaped all below it and
+/// exited.
+async fn assert_all_ended(uid: u32, mut inits: Vec<std::process::Child>) {
     eventually(
         std::time::Duration::from_secs(20),
         "every process of the pot's user to end",
         || {
             let left = live_processes_of(uid);
-            async move { left.is_empty().then_some(()) }
+            let inits_done = inits
+                .iter_mut()
+                .all(|init| init.try_wait().unwrap().is_some());
+            async move { (left.is_empty() && inits_done).then_some(()) }
         },
     )
     .await;
@@ -421,26 +410,16 @@ async fn a_pot_killing_every_process_of_its_user_still_ends_at_stop_and_uninstal
         uid,
         user: user.clone(),
     };
-    // Orphans of the attacker come to this process, which reaps them like an init would:
-    // no zombie of the pot's user stays behind (`userdel` refuses a user with processes).
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let reaper = tokio::spawn(async move {
-        loop {
-            reap_adopted_zombies_of(uid);
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    });
 
-    start_stop_fighter(uid, gid).await;
+    let inits = start_stop_fighter(uid, gid).await;
     let stopped = sensor.command(json!({"StopPot": pot_id}), 60).await;
     assert_eq!(stopped["success"], true, "{stopped}");
-    assert_all_ended(uid).await;
+    assert_all_ended(uid, inits).await;
 
-    start_stop_fighter(uid, gid).await;
+    let inits = start_stop_fighter(uid, gid).await;
     let uninstalled = sensor.command(json!({"UninstallPot": pot_id}), 60).await;
     assert_eq!(uninstalled["success"], true, "{uninstalled}");
-    assert_all_ended(uid).await;
-    reaper.abort();
+    assert_all_ended(uid, inits).await;
     assert_eq!(user_uid(&user), None, "the pot's user is removed");
     for deny_file in ["/etc/cron.deny", "/etc/at.deny"] {
         assert!(!lists(deny_file, &user), "{deny_file} still lists {user}");

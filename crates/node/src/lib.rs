@@ -218,6 +218,7 @@ pub async fn start(
                 ingest_address.port(),
                 identities,
                 outbox_sender.clone(),
+                metrics.pot_processes_survived.clone(),
             ) {
                 Ok(manager) => (Some(manager), None),
                 Err(error) => {
@@ -304,6 +305,7 @@ fn start_pot_manager(
     event_port: u16,
     identities: Arc<PotIdentities>,
     outbox: mpsc::Sender<honeybee_protocol::Message>,
+    processes_survived: Arc<honeybee_telemetry::Counter>,
 ) -> Result<Arc<PotManager>, NodeError> {
     let data_dir = &config.node.data_dir;
     let setup = |what: &str, path: &Path, error: std::io::Error| {
@@ -366,6 +368,7 @@ fn start_pot_manager(
         log_max_bytes: config.honeypot.log_max_bytes,
         log_files: config.honeypot.log_files,
         default_config,
+        processes_survived,
     };
     PotManager::start(settings, outbox).map_err(NodeError::Pots)
 }

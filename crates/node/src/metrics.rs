@@ -18,6 +18,7 @@ pub(crate) struct NodeMetrics {
     pub lines_rejected: Arc<Counter>,
     pub ingest_idle_closed: Arc<Counter>,
     pub ingest_sender_limit_closed: Arc<Counter>,
+    pub pot_processes_survived: Arc<Counter>,
     pub ingest_events_delayed: Arc<Counter>,
     /// `ingest.queue_max_bytes` in use, and how often a connection waited for it.
     pub ingest_queue_budget: ByteBudgetMetrics,
@@ -113,6 +114,11 @@ impl NodeMetrics {
             ingest_idle_closed: registry.counter(
                 "honeybee_node_ingest_idle_closed_total",
                 "Honeypot connections closed after ingest.idle_timeout of silence.",
+                &[],
+            ),
+            pot_processes_survived: registry.counter(
+                "honeybee_node_pot_processes_survived_total",
+                "Pot stops, restarts, uninstalls and starts that failed because processes of the pot's user were still running 10 s after SIGKILL.",
                 &[],
             ),
             ingest_sender_limit_closed: registry.counter(

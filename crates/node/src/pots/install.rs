@@ -127,7 +127,10 @@ impl PotManager {
         };
         end_user_processes(&user, Duration::ZERO)
             .await
-            .map_err(|error| format!("pot user {} is kept: {error}", user.name))?;
+            .map_err(|error| {
+                self.settings.processes_survived.increment();
+                format!("pot user {} is kept: {error}", user.name)
+            })?;
         // With nothing of it running any more: its jobs, its deny lines and its files in the
         // directories everyone may write to go before its uid can be given to someone else.
         let leaving = user.clone();

@@ -70,6 +70,9 @@ pub(crate) struct PotSettings {
     pub log_files: usize,
     /// Node-wide defaults for config keys a pot type declares (e.g. `ssh_port`).
     pub default_config: BTreeMap<String, String>,
+    /// Counts stops (and uninstalls, starts) refused because processes of a pot's user
+    /// survived SIGKILL.
+    pub processes_survived: Arc<honeybee_telemetry::Counter>,
 }
 
 /// Tells whoever started a pot how the first start went (its pid, or why it failed), and
@@ -504,6 +507,7 @@ impl PotManager {
 
     /// Reports a pot whose processes outlived a stop as failed, with why.
     fn report_survivors(&self, pot_id: &str, error: &str, command_id: Option<u64>) -> Outcome {
+        self.settings.processes_survived.increment();
         let message = format!("{pot_id} could not be stopped: {error}");
         self.report(pot_id, PotStatus::Failed, Some(message.clone()), command_id);
         Outcome::failed(message)

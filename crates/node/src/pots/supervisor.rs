@@ -159,6 +159,7 @@ impl PotManager {
             // Anything of the pot's user still running (left by a node that was killed, or
             // escaped from an earlier run) ends before the pot starts again.
             if let Err(reason) = end_user_processes(user, self.settings.stop_grace).await {
+                self.settings.processes_survived.increment();
                 return RunEnd::Unstartable(format!(
                     "not starting: processes of its user are still running: {reason}"
                 ));

@@ -1,6 +1,7 @@
 //! Hostile or broken peers against the real binaries: a honeypot flooding the ingest port,
-//! and hundreds of silent connections on both the ingest port and the node port, while a
-//! well-behaved honeypot keeps delivering.
+//! hundreds of silent connections on both the ingest port and the node port, and one sender
+//! holding its whole share of ingest connections, while a well-behaved honeypot (another
+//! unix user) keeps delivering.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::*;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -74,10 +75,13 @@ async fn hundreds_of_silent_connections_do_not_stop_a_well_behaved_node() {
                 .unwrap(),
         );
     }
+    // The polite honeypot is another unix user: the silent connections' sender holds no
+    // more than its share (`ingest.max_connections_per_sender`), the rest of its
+    // connections were closed at once.
     let lines: Vec<String> = (0..100)
         .map(|n| json!({"pot_id": "polite", "event_type": "polite", "data": {"n": n}}).to_string())
         .collect();
-    send_lines(event_port, &lines).await;
+    send_lines_as_nobody(event_port, &lines);
     let events = wait_for_events(&client, &ports.api_base(), "pot_id=polite", 100).await;
     assert_eq!(events.len(), 100);
     let node = get_json(&client, &format!("{}/api/v1/nodes", ports.api_base()))
@@ -122,9 +126,13 @@ async fn an_acknowledgement_beyond_what_was_sent_is_a_protocol_error_and_loses_n
         let registration: serde_json::Value =
             serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
         let node_id = registration["message"]["NodeRegistration"]["node_id"].clone();
-        let ack = json!({"version": 2, "message": {"RegistrationAck": {
-            "node_id": node_id, "accepted": true, "totp_key": secret,
+        let mut ack = json!({"version": 2, "message": {"RegistrationAck": {
+            "node_id": node_id, "accepted": true,
             "capabilities": ["acked_delivery"], "acked_seq": 0}}});
+        // A secret only for a node that has none (a node refuses one it did not ask for).
+        if registration["message"]["NodeRegistration"]["totp_code"].is_null() {
+            ack["message"]["RegistrationAck"]["totp_key"] = json!(secret);
+        }
         writer
             .write_all(format!("{ack}\n").as_bytes())
             .await
@@ -194,11 +202,12 @@ async fn a_sender_flooding_bad_lines_does_not_hide_warnings_about_another_sender
         },
     )
     .await;
-    // Another user's single bad line.
+    // Another user's single bad line, on a connection it keeps open (a sender that closes
+    // at once is "owner unknown": the node only trusts live sockets) until it is killed.
     let script = format!(
-        "import socket; s = socket.create_connection(('127.0.0.1', {event_port})); s.sendall(b'marker-from-another-user\\n'); s.close()"
+        "import socket; s = socket.create_connection(('127.0.0.1', {event_port})); s.sendall(b'marker-from-another-user\\n'); s.recv(1)"
     );
-    let status = std::process::Command::new("setpriv")
+    let mut other_sender = std::process::Command::new("setpriv")
         .args([
             "--reuid=nobody",
             "--regid=nogroup",
@@ -207,9 +216,8 @@ async fn a_sender_flooding_bad_lines_does_not_hide_warnings_about_another_sender
             "-c",
             &script,
         ])
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
     let nobody = std::process::Command::new("id")
         .args(["-u", "nobody"])
         .output()
@@ -229,4 +237,90 @@ async fn a_sender_flooding_bad_lines_does_not_hide_warnings_about_another_sender
         },
     )
     .await;
+    let _ = other_sender.kill();
+    let _ = other_sender.wait();
+}
+
+/// Writes `lines` to the ingest port from a process of the unix user `nobody`, then closes.
+fn send_lines_as_nobody(event_port: u16, lines: &[String]) {
+    let script = format!(
+        "import socket, sys; s = socket.create_connection(('127.0.0.1', {event_port})); s.sendall(sys.argv[1].encode()); s.close()"
+    );
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let status = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+            &text,
+        ])
+        .current_dir("/")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// One sender holding its share of ingest connections (here the test, as root) has every
+/// further connection closed at once — not left waiting for a slot — while the ones it
+/// holds are still served, and another unix user still connects and delivers.
+#[tokio::test]
+async fn one_sender_cannot_hold_every_ingest_connection() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = CorePorts::free();
+    let event_port = free_port();
+    let _core = start_core(dir.path(), &ports, "");
+    let node = start_node_with(
+        dir.path(),
+        &ports,
+        event_port,
+        "ingest:\n  max_connections_per_sender: 4\n",
+    );
+    wait_for_online_node(&client, &ports.api_base()).await;
+
+    // Connections are admitted concurrently: the four held ones prove they are in by
+    // delivering an event each before the extra ones come.
+    let mut held = Vec::new();
+    for n in 0..4 {
+        let mut connection = TcpStream::connect(("127.0.0.1", event_port)).await.unwrap();
+        let line =
+            json!({"pot_id": "holder", "event_type": "admitted", "data": {"n": n}}).to_string();
+        connection
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        held.push(connection);
+    }
+    wait_for_events(&client, &ports.api_base(), "pot_id=holder", 4).await;
+    for _ in 0..3 {
+        let mut extra = TcpStream::connect(("127.0.0.1", event_port)).await.unwrap();
+        let mut byte = [0u8; 1];
+        // Well before `ingest.idle_timeout` (300 s): closed when accepted.
+        let read = tokio::time::timeout(Duration::from_secs(20), extra.read(&mut byte))
+            .await
+            .expect("a connection over the sender's share is closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "the node closed it");
+    }
+    let line = json!({"pot_id": "holder", "event_type": "held", "data": {}}).to_string() + "\n";
+    held[3].write_all(line.as_bytes()).await.unwrap();
+    let events = wait_for_events(&client, &ports.api_base(), "event_type=held", 1).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "the connections within the share are still served"
+    );
+
+    let other = json!({"pot_id": "other-user", "event_type": "delivered", "data": {}}).to_string();
+    send_lines_as_nobody(event_port, &[other]);
+    let events = wait_for_events(&client, &ports.api_base(), "pot_id=other-user", 1).await;
+    assert_eq!(events.len(), 1, "another sender still delivers");
+    assert!(
+        node.log().contains("ingest.max_connections_per_sender"),
+        "the refusals are logged"
+    );
+    drop(held);
 }

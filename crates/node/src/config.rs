@@ -388,6 +388,10 @@ pub struct IngestSection {
     pub max_line_bytes: usize,
     /// Honeypot connections served at once. Default 1024.
     pub max_connections: usize,
+    /// Honeypot connections served at once from one sender (the unix user owning the
+    /// socket — each pot is one — else the address); one more is closed at once, so one pot
+    /// cannot hold all of `max_connections`. Default 64.
+    pub max_connections_per_sender: usize,
     /// Events held in memory on their way into the spool; when full (the disk is slower
     /// than the honeypots), the node stops reading from honeypots (backpressure) instead of
     /// dropping events. Default 16384.
@@ -414,6 +418,7 @@ impl Default for IngestSection {
             port: 9100,
             max_line_bytes: honeybee_protocol::DEFAULT_MAX_LINE_BYTES,
             max_connections: 1024,
+            max_connections_per_sender: 64,
             queue_capacity: 16_384,
             queue_max_bytes: DEFAULT_INGEST_QUEUE_MAX_BYTES,
             idle_timeout: 300.0,
@@ -698,6 +703,10 @@ impl NodeConfig {
         for (field, value) in [
             ("honeypot.log_files", self.honeypot.log_files),
             ("ingest.max_connections", self.ingest.max_connections),
+            (
+                "ingest.max_connections_per_sender",
+                self.ingest.max_connections_per_sender,
+            ),
             ("ingest.queue_capacity", self.ingest.queue_capacity),
         ] {
             if value == 0 {
@@ -803,6 +812,7 @@ ingest:
   port: 9200
   max_line_bytes: 8192
   max_connections: 16
+  max_connections_per_sender: 4
   queue_capacity: 64
   idle_timeout: 60
   max_events_per_second: 500
@@ -829,6 +839,7 @@ metrics: {listen: "127.0.0.1:9101"}
         assert_eq!(config.honeypot.default_telnet_port, 2023);
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.ingest.max_events_per_second, 500);
+        assert_eq!(config.ingest.max_connections_per_sender, 4);
         assert_eq!(config.spool.full_policy, SpoolFullPolicy::DropOldest);
         assert_eq!(config.spool.sync_interval_ms, 5);
         assert_eq!(config.metrics.listen.as_deref(), Some("127.0.0.1:9101"));

@@ -25,19 +25,31 @@ pub(crate) fn private_umask() {
 /// Replaces `path` with `content`, privately (0600) and atomically: a temporary file next
 /// to it, synced, renamed over it, and the directory synced so the rename survives a power
 /// loss (the node must not come back without, say, the secret the Core already holds).
+///
+/// The temporary name is fixed (`<path>.tmp`), so whatever is found there — a file left by
+/// a run that died, or a link someone planted to make root write a secret through it — is
+/// removed first (a link itself, never its target), and the temporary is then created anew
+/// with `O_EXCL | O_NOFOLLOW`: if anything took the name meanwhile, the write fails
+/// instead of following it.
 pub(crate) fn write_private_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut temporary_name = path.as_os_str().to_owned();
     temporary_name.push(".tmp");
     let temporary = std::path::PathBuf::from(temporary_name);
+    // `remove_file` unlinks the name; it does not follow a link.
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(no_follow_flag())
         .mode(PRIVATE_FILE)
         .open(&temporary)?;
-    // A temporary file left by an earlier run keeps its old mode: make sure.
+    // The umask must not have narrowed the mode, nor an unusual one widened it.
     file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
     file.write_all(content)?;
     file.sync_all()?;
@@ -49,6 +61,11 @@ pub(crate) fn write_private_file(path: &Path, content: &[u8]) -> std::io::Result
         std::fs::File::open(directory)?.sync_all()?;
     }
     Ok(())
+}
+
+/// `O_NOFOLLOW` for `OpenOptionsExt::custom_flags` (std has no constant for it).
+fn no_follow_flag() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// Tightens `data_dir` (0711) and everything below it: directories 0700, files 0600. The
@@ -155,6 +172,32 @@ mod tests {
             .permissions()
             .mode()
             & 0o7777
+    }
+
+    /// A link planted at the fixed temporary name, pointing to a file: the file stays as it
+    /// was, the link is gone, and the new content is in place, private.
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        std::fs::write(&target, "the victim's own\n").unwrap();
+        let secret = dir.path().join("totp.key");
+        std::os::unix::fs::symlink(&target, dir.path().join("totp.key.tmp")).unwrap();
+        write_private_file(&secret, b"secret").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "the victim's own\n"
+        );
+        assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+        assert_eq!(mode(&secret), 0o600);
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("totp.key.tmp")).is_err(),
+            "the temporary name is free again"
+        );
+        // A stale temporary file (a run that died) is no obstacle either.
+        std::fs::write(dir.path().join("totp.key.tmp"), "stale").unwrap();
+        write_private_file(&secret, b"newer").unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), b"newer");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ingest_queue::IngestQueueSender;
+use crate::ingest_sender_slots::SenderSlots;
 use crate::metrics::NodeMetrics;
 use crate::pot_identities::{PotIdentities, PotIdentity};
 
@@ -54,12 +55,15 @@ pub(crate) struct IngestContext {
     /// One pace per pot, shared by all its connections: a pot cannot multiply its rate by
     /// opening more of them.
     pub pot_pacers: Mutex<HashMap<String, Arc<Mutex<Pacer>>>>,
+    /// Connections open at once per sender (`ingest.max_connections_per_sender`).
+    pub sender_slots: Arc<SenderSlots>,
 }
 
 impl IngestContext {
-    /// The pot of the sender whose socket `owner` owns.
-    fn sender_pot(&self, owner: Option<u32>) -> Option<PotIdentity> {
-        self.identities.as_ref()?.get(owner?)
+    /// The pot a connection comes from, by the uid owning the peer's socket.
+    fn sender_pot(&self, uid: Option<u32>) -> Option<PotIdentity> {
+        let identities = self.identities.as_ref()?;
+        identities.get(uid?)
     }
 
     /// Whom warnings about a connection count against: its pot, else the unix user owning
@@ -67,14 +71,14 @@ impl IngestContext {
     /// end already: never root's budget, which the kernel would name for a closed socket).
     fn log_key(
         &self,
+        uid: Option<u32>,
         remote: SocketAddr,
-        owner: Option<u32>,
         pot: Option<&PotIdentity>,
     ) -> IngestLogKey {
         if let Some(pot) = pot {
             return IngestLogKey::Pot(pot.pot_id.clone());
         }
-        owner.map_or(IngestLogKey::Address(remote.ip()), IngestLogKey::User)
+        sender_key(uid, remote)
     }
 
     /// The pace of `pot`, or a new one for a connection of its own.
@@ -113,6 +117,12 @@ const LOG_SENDERS_TRACKED: usize = 1024;
 /// The limiter of ingest warnings, per sender.
 pub(crate) fn ingest_log_limiter() -> PeerLogRateLimiter<IngestLogKey> {
     PeerLogRateLimiter::new(LOG_WINDOW, LOG_LINES_PER_SENDER, LOG_SENDERS_TRACKED)
+}
+
+/// Whom a connection's share of `ingest.max_connections_per_sender` counts against: the
+/// unix user owning its socket, else its address.
+fn sender_key(uid: Option<u32>, remote: SocketAddr) -> IngestLogKey {
+    uid.map_or(IngestLogKey::Address(remote.ip()), IngestLogKey::User)
 }
 
 /// Whom a warning about ingest counts against (see [`IngestContext::log_key`]).
@@ -203,15 +213,7 @@ pub(crate) async fn run_ingest_listener(
                 }
             },
         };
-        let context = context.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            context.metrics.ingest_connections.increment();
-            context.metrics.ingest_connections_active.increment();
-            serve_ingest_connection(stream, remote, &context, shutdown).await;
-            context.metrics.ingest_connections_active.decrement();
-            drop(permit);
-        });
+        admit(stream, remote, permit, &context, &shutdown, &tasks);
     }
     // Honeypots that connected just before the stop are still served (their lines are read
     // for the drain period): take what waits in the accept backlog, within the same
@@ -223,31 +225,56 @@ pub(crate) async fn run_ingest_listener(
         else {
             break;
         };
-        let context = context.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            context.metrics.ingest_connections.increment();
-            context.metrics.ingest_connections_active.increment();
-            serve_ingest_connection(stream, remote, &context, shutdown).await;
-            context.metrics.ingest_connections_active.decrement();
-            drop(permit);
-        });
+        admit(stream, remote, permit, &context, &shutdown, &tasks);
     }
     tasks.close();
     tasks.wait().await;
 }
 
+/// Serves an accepted connection on a task of its own, unless its sender already holds
+/// `ingest.max_connections_per_sender`: then it is closed at once (freeing its listener
+/// slot), counted, and logged at a limited rate per sender.
+fn admit(
+    stream: TcpStream,
+    remote: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    context: &Arc<IngestContext>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let context = context.clone();
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        // The owner lookup reads /proc: on the blocking pool, in the connection's own task,
+        // so a flood of connections does not hold up the accept loop.
+        let uid = sender_socket_owner(&stream, remote).await;
+        let sender = sender_key(uid, remote);
+        let Some(sender_slot) = context.sender_slots.try_take(sender.clone()) else {
+            context.metrics.ingest_sender_limit_closed.increment();
+            if let Some(suppressed) = context.log_limiter.allow(&sender) {
+                tracing::warn!(%remote, sender = ?sender, suppressed, "closed an ingest connection: its sender holds ingest.max_connections_per_sender already");
+            }
+            return;
+        };
+        context.metrics.ingest_connections.increment();
+        context.metrics.ingest_connections_active.increment();
+        serve_ingest_connection(stream, remote, uid, &context, shutdown).await;
+        context.metrics.ingest_connections_active.decrement();
+        drop((sender_slot, permit));
+    });
+}
+
 async fn serve_ingest_connection(
     mut stream: TcpStream,
     remote: SocketAddr,
+    uid: Option<u32>,
     context: &IngestContext,
     shutdown: CancellationToken,
 ) {
     let mut framer = LineFramer::new(context.max_line_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     // A pot this node started is known by its socket's owner; other senders name their pot.
-    let owner = sender_socket_owner(&stream, remote).await;
-    let sender = context.sender_pot(owner);
+    let sender = context.sender_pot(uid);
     let pot_context = match &sender {
         Some(pot) => PotContext {
             pot_id: Some(pot.pot_id.clone()),
@@ -257,7 +284,7 @@ async fn serve_ingest_connection(
     };
     let peer = IngestPeer {
         remote,
-        log_key: context.log_key(remote, owner, sender.as_ref()),
+        log_key: context.log_key(uid, remote, sender.as_ref()),
     };
     let mut drain_deadline: Option<Instant> = None;
     let pacer = context.pacer_for(sender.as_ref());
@@ -474,6 +501,7 @@ mod tests {
             log_limiter: ingest_log_limiter(),
             identities: None,
             pot_pacers: Mutex::new(HashMap::new()),
+            sender_slots: crate::ingest_sender_slots::SenderSlots::new(64),
         });
         let shutdown = CancellationToken::new();
         let listening = tokio::spawn(run_ingest_listener(listener, context, 2, shutdown.clone()));

@@ -14,6 +14,7 @@ mod embedded;
 mod identity;
 mod ingest;
 mod ingest_queue;
+mod ingest_sender_slots;
 mod metrics;
 mod metrics_endpoint;
 mod pot_base_dir;
@@ -197,6 +198,9 @@ pub async fn start(
         log_limiter: ingest::ingest_log_limiter(),
         identities: Some(identities.clone()),
         pot_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
+        sender_slots: ingest_sender_slots::SenderSlots::new(
+            config.ingest.max_connections_per_sender,
+        ),
     });
     let ingest = tokio::spawn(ingest::run_ingest_listener(
         listener,
@@ -214,6 +218,7 @@ pub async fn start(
                 ingest_address.port(),
                 identities,
                 outbox_sender.clone(),
+                metrics.pot_processes_survived.clone(),
             ) {
                 Ok(manager) => (Some(manager), None),
                 Err(error) => {
@@ -300,6 +305,7 @@ fn start_pot_manager(
     event_port: u16,
     identities: Arc<PotIdentities>,
     outbox: mpsc::Sender<honeybee_protocol::Message>,
+    processes_survived: Arc<honeybee_telemetry::Counter>,
 ) -> Result<Arc<PotManager>, NodeError> {
     let data_dir = &config.node.data_dir;
     let setup = |what: &str, path: &Path, error: std::io::Error| {
@@ -362,6 +368,7 @@ fn start_pot_manager(
         log_max_bytes: config.honeypot.log_max_bytes,
         log_files: config.honeypot.log_files,
         default_config,
+        processes_survived,
     };
     PotManager::start(settings, outbox).map_err(NodeError::Pots)
 }

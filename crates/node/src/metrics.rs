@@ -17,6 +17,8 @@ pub(crate) struct NodeMetrics {
     pub events_too_large: Arc<Counter>,
     pub lines_rejected: Arc<Counter>,
     pub ingest_idle_closed: Arc<Counter>,
+    pub ingest_sender_limit_closed: Arc<Counter>,
+    pub pot_processes_survived: Arc<Counter>,
     pub ingest_events_delayed: Arc<Counter>,
     /// `ingest.queue_max_bytes` in use, and how often a connection waited for it.
     pub ingest_queue_budget: ByteBudgetMetrics,
@@ -112,6 +114,16 @@ impl NodeMetrics {
             ingest_idle_closed: registry.counter(
                 "honeybee_node_ingest_idle_closed_total",
                 "Honeypot connections closed after ingest.idle_timeout of silence.",
+                &[],
+            ),
+            pot_processes_survived: registry.counter(
+                "honeybee_node_pot_processes_survived_total",
+                "Pot stops, restarts, uninstalls and starts that failed because processes of the pot's user were still running 10 s after SIGKILL.",
+                &[],
+            ),
+            ingest_sender_limit_closed: registry.counter(
+                "honeybee_node_ingest_sender_limit_closed_total",
+                "Honeypot connections closed at once because their sender (the unix user owning the socket, else the address) held ingest.max_connections_per_sender already.",
                 &[],
             ),
             ingest_events_delayed: registry.counter(

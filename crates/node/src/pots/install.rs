@@ -109,18 +109,28 @@ impl PotManager {
                 let _ = std::fs::remove_dir_all(&instance);
                 self.report(&pot_id, PotStatus::Failed, Some(reason.clone()), command_id);
                 self.lock_pots().remove(&pot_id);
-                self.forget_pot_user(&pot_id).await;
+                if let Err(error) = self.forget_pot_user(&pot_id).await {
+                    return Outcome::failed(format!("{reason}; and {error}"));
+                }
                 Outcome::failed(reason)
             }
         }
     }
 
     /// Ends the processes of a pot's user and removes the user (uninstall, failed install).
-    pub(super) async fn forget_pot_user(&self, pot_id: &str) {
+    /// When processes of it survive, `Err` and nothing else happens: its deny lines, its
+    /// identity for ingest and the user itself stay, so that what still runs can neither
+    /// queue jobs nor pass for another sender, and its uid is not given to anyone else.
+    pub(super) async fn forget_pot_user(&self, pot_id: &str) -> Result<(), String> {
         let Some(user) = self.settings.existing_pot_user(pot_id) else {
-            return;
+            return Ok(());
         };
-        end_user_processes(&user, Duration::ZERO).await;
+        end_user_processes(&user, Duration::ZERO)
+            .await
+            .map_err(|error| {
+                self.settings.processes_survived.increment();
+                format!("pot user {} is kept: {error}", user.name)
+            })?;
         // With nothing of it running any more: its jobs, its deny lines and its files in the
         // directories everyone may write to go before its uid can be given to someone else.
         let leaving = user.clone();
@@ -154,9 +164,10 @@ impl PotManager {
             }
         }
         self.settings.identities.remove(user.uid);
-        if let Err(error) = pot_users::remove_pot_user(&user.name) {
+        pot_users::remove_pot_user(&user.name).map_err(|error| {
             tracing::warn!(pot_id, user = %user.name, %error, "removing the pot's user failed");
-        }
+            error
+        })
     }
 
     /// Fetches the definition, lays out the instance directory and runs the install steps.
@@ -173,7 +184,7 @@ impl PotManager {
         let user = self.settings.pot_user(pot_id, &install.honeypot_type)?;
         if let Some(user) = &user {
             // A user left over from an earlier pot of this id must not run anything now.
-            end_user_processes(user, Duration::ZERO).await;
+            end_user_processes(user, Duration::ZERO).await?;
         }
         let sources_base = self.settings.base_dir.join(".sources");
         let sources = sources_base.join(pot_id);
@@ -242,9 +253,13 @@ impl PotManager {
         command_id: Option<u64>,
     ) -> Result<InstalledPot, String> {
         let pot_id = &install.pot_id;
-        let manifest_text =
-            safe_fs::read_file_beneath(potstore, potstore_dir, Path::new(manifest::MANIFEST_FILE))
-                .map_err(|error| format!("reading the potstore manifest: {error}"))?;
+        let manifest_text = safe_fs::read_file_beneath(
+            potstore,
+            potstore_dir,
+            Path::new(manifest::MANIFEST_FILE),
+            safe_fs::SourceOwners::Anyone,
+        )
+        .map_err(|error| format!("reading the potstore manifest: {error}"))?;
         let manifest = Manifest::parse(
             &String::from_utf8_lossy(&manifest_text),
             &potstore_dir.join(manifest::MANIFEST_FILE),
@@ -314,8 +329,9 @@ impl PotManager {
         let mut template_sources = BTreeMap::new();
         for template in &definition.templates {
             let source = Path::new("files").join(&template.source);
-            let source_text = safe_fs::read_file_beneath(&instance_dir, &instance, &source)
-                .map_err(|error| format!("reading template: {error}"))?;
+            let source_text =
+                safe_fs::read_file_beneath(&instance_dir, &instance, &source, pot_files(user))
+                    .map_err(|error| format!("reading template: {error}"))?;
             let source_text = String::from_utf8(source_text)
                 .map_err(|_| format!("template {} is not UTF-8", template.source))?;
             let rendered = render(&source_text)
@@ -440,8 +456,13 @@ impl PotManager {
                 Some(source_text) => source_text.clone(),
                 None => {
                     let source = Path::new("files").join(&template.source);
-                    let bytes = safe_fs::read_file_beneath(&instance_dir, instance, &source)
-                        .map_err(|error| format!("reading template: {error}"))?;
+                    let bytes = safe_fs::read_file_beneath(
+                        &instance_dir,
+                        instance,
+                        &source,
+                        pot_files(user.as_ref()),
+                    )
+                    .map_err(|error| format!("reading template: {error}"))?;
                     String::from_utf8(bytes)
                         .map_err(|_| format!("template {} is not UTF-8", template.source))?
                 }
@@ -572,7 +593,7 @@ impl PotManager {
         let status = match tokio::time::timeout(INSTALL_STEP_TIMEOUT, child.wait()).await {
             Ok(status) => status.map_err(|error| format!("waiting for the step: {error}"))?,
             Err(_) => {
-                terminate_pot(&mut child, pid, Duration::from_secs(5), user).await;
+                let _ = terminate_pot(&mut child, pid, Duration::from_secs(5), user).await;
                 return Err(format!(
                     "timed out after {} s",
                     INSTALL_STEP_TIMEOUT.as_secs()
@@ -581,7 +602,7 @@ impl PotManager {
         };
         // A step may leave a background process holding its output open: end the group,
         // and give the readers a bounded time to finish.
-        terminate_pot(&mut child, pid, Duration::ZERO, user).await;
+        let _ = terminate_pot(&mut child, pid, Duration::ZERO, user).await;
         for pump in pumps.into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
         }
@@ -660,6 +681,14 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
             _ => Err(format!("invalid port {part:?} in {text:?}")),
         })
         .collect()
+}
+
+/// Whose files root may read in a pot's directory: root's and the pot's own (the node's own
+/// user's when pots run as it).
+fn pot_files(user: Option<&RunAs>) -> safe_fs::SourceOwners {
+    safe_fs::SourceOwners::RootOrPot(
+        user.map_or_else(|| rustix::process::geteuid().as_raw(), |user| user.uid),
+    )
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ pub(crate) struct PotSettings {
     pub log_files: usize,
     /// Node-wide defaults for config keys a pot type declares (e.g. `ssh_port`).
     pub default_config: BTreeMap<String, String>,
+    /// Counts stops (and uninstalls, starts) refused because processes of a pot's user
+    /// survived SIGKILL.
+    pub processes_survived: Arc<honeybee_telemetry::Counter>,
 }
 
 /// Tells whoever started a pot how the first start went (its pid, or why it failed), and
@@ -484,8 +487,10 @@ impl PotManager {
         self.persist();
     }
 
-    /// Stops the pot's processes (if running) and waits until they are gone.
-    async fn halt(&self, pot_id: &str) {
+    /// Stops the pot's processes (if running) and waits until they are gone. `Err` when
+    /// processes of the pot's user are still there afterwards: whatever the supervisor did,
+    /// the answer comes from the process table.
+    async fn halt(&self, pot_id: &str) -> Result<(), String> {
         let supervisor = self
             .lock_pots()
             .get_mut(pot_id)
@@ -494,6 +499,18 @@ impl PotManager {
             stop.cancel();
             let _ = task.await;
         }
+        match self.settings.existing_pot_user(pot_id) {
+            Some(user) => end_user_processes(&user, Duration::ZERO).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Reports a pot whose processes outlived a stop as failed, with why.
+    fn report_survivors(&self, pot_id: &str, error: &str, command_id: Option<u64>) -> Outcome {
+        self.settings.processes_survived.increment();
+        let message = format!("{pot_id} could not be stopped: {error}");
+        self.report(pot_id, PotStatus::Failed, Some(message.clone()), command_id);
+        Outcome::failed(message)
     }
 
     async fn stop(self: &Arc<Self>, pot_id: &str, command_id: Option<u64>) -> Outcome {
@@ -503,7 +520,9 @@ impl PotManager {
             return outcome;
         }
         self.set_desired(pot_id, false);
-        self.halt(pot_id).await;
+        if let Err(error) = self.halt(pot_id).await {
+            return self.report_survivors(pot_id, &error, command_id);
+        }
         self.report(
             pot_id,
             PotStatus::Stopped,
@@ -519,7 +538,9 @@ impl PotManager {
         if let Err(outcome) = self.installed(pot_id) {
             return outcome;
         }
-        self.halt(pot_id).await;
+        if let Err(error) = self.halt(pot_id).await {
+            return self.report_survivors(pot_id, &error, command_id);
+        }
         self.report(
             pot_id,
             PotStatus::Stopped,
@@ -544,17 +565,19 @@ impl PotManager {
                 "{pot_id} is not installed on this node; nothing to remove"
             ));
         };
-        self.halt(pot_id).await;
+        // Its processes first (nothing may write into the directory being removed), the
+        // user last (its uid must not be reused while files of it remain). A pot whose
+        // processes survive stays installed, with its user, deny lines and identity.
+        if let Err(error) = self.halt(pot_id).await {
+            return self.report_survivors(pot_id, &error, None);
+        }
         self.lock_pots().remove(pot_id);
         self.persist();
         let _ = std::fs::remove_dir_all(self.settings.control_base.join(pot_id));
-        // Its processes first (nothing may write into the directory being removed), the
-        // user last (its uid must not be reused while files of it remain).
-        if let Some(user) = self.settings.existing_pot_user(pot_id) {
-            end_user_processes(&user, Duration::ZERO).await;
-        }
         let removed = std::fs::remove_dir_all(&installed.instance_dir);
-        self.forget_pot_user(pot_id).await;
+        if let Err(error) = self.forget_pot_user(pot_id).await {
+            return Outcome::failed(format!("{pot_id} was removed from the node but {error}"));
+        }
         if let Err(error) = removed {
             return Outcome::failed(format!(
                 "{pot_id} was removed from the node but {} could not be deleted: {error}",
@@ -705,7 +728,9 @@ impl PotManager {
                     .lock_pots()
                     .get(&pot_id)
                     .is_some_and(|slot| slot.supervisor.is_some());
-                manager.halt(&pot_id).await;
+                if let Err(error) = manager.halt(&pot_id).await {
+                    tracing::error!(pot_id, %error, "a pot's processes outlived the node's stop");
+                }
                 if was_running {
                     manager.report(
                         &pot_id,

@@ -11,12 +11,15 @@ mod pot_users;
 mod privilege;
 mod procfs;
 mod redact;
+#[cfg(test)]
+mod require_root;
 pub(crate) mod safe_fs;
 mod scheduling;
 mod shared_temp;
 mod state;
 mod stopping;
 mod supervisor;
+mod user_processes;
 
 pub(crate) use git_source::GitPolicy;
 pub(crate) use manager::{PotManager, PotSettings};

@@ -1,16 +1,14 @@
-//! One unix user per pot: naming, creating and removing it, and ending every process it
-//! runs.
+//! One unix user per pot: naming, creating and removing it (ending its processes is
+//! `user_processes.rs`).
 //!
 //! A pot that broke out of its honeypot owns its user. With a user per pot it cannot touch
 //! another pot's files, and stopping it does not depend on process groups it can leave
 //! with `setsid()`: the node ends everything that user runs.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use nix::unistd::User;
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use super::privilege::RunAs;
 
@@ -20,7 +18,6 @@ pub(crate) const MAX_USER_NAME: usize = 32;
 const HASH_DIGITS: usize = 10;
 /// Longest `honeypot.run_as` prefix: prefix, `-` and the hash stay within 32 characters.
 pub(crate) const MAX_PREFIX: usize = MAX_USER_NAME - HASH_DIGITS - 1;
-const KILL_POLL: Duration = Duration::from_millis(50);
 
 /// `useradd`/`userdel` lock the user database; two at once would fail, so they take turns.
 static USER_DATABASE: Mutex<()> = Mutex::new(());
@@ -122,93 +119,6 @@ pub(crate) fn remove_pot_user(user_name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Live processes (not zombies) whose real, effective, saved or filesystem uid is `uid`.
-pub(crate) fn processes_of(uid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-                return false;
-            };
-            let zombie = status
-                .lines()
-                .find(|line| line.starts_with("State:"))
-                .is_some_and(|line| line.contains('Z'));
-            let owned = status
-                .lines()
-                .find(|line| line.starts_with("Uid:"))
-                .is_some_and(|line| {
-                    line.split_whitespace()
-                        .skip(1)
-                        .any(|field| field.parse::<u32>() == Ok(uid))
-                });
-            owned && !zombie
-        })
-        .collect()
-}
-
-/// Sends `signal` (a `kill` signal name) to every process of `user` at once: a child running
-/// as that user calls `kill(-1, signal)`, which reaches exactly the processes the user may
-/// signal — its own — and, being one call, also those forked meanwhile. Root never signals
-/// a pid it read from `/proc` (the pid could have been reused by then).
-async fn signal_all_of(user: &RunAs, signal: &str) -> Result<(), String> {
-    let mut command = tokio::process::Command::new("/bin/sh");
-    command
-        .args(["-c", &format!("kill -s {signal} -- -1")])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .uid(user.uid)
-        .gid(user.gid)
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .map_err(|error| format!("signalling the processes of {}: {error}", user.name))?;
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-    Ok(())
-}
-
-/// SIGTERM to everything `user` runs, then SIGKILL after `grace` to whatever is left, until
-/// nothing is (bounded by `deadline` after the SIGKILL).
-pub(crate) async fn end_all_processes_of(
-    user: &RunAs,
-    grace: Duration,
-    deadline: Duration,
-) -> Result<(), String> {
-    if processes_of(user.uid).is_empty() {
-        return Ok(());
-    }
-    if !grace.is_zero() {
-        signal_all_of(user, "TERM").await?;
-        let until = Instant::now() + grace;
-        while !processes_of(user.uid).is_empty() && Instant::now() < until {
-            tokio::time::sleep(KILL_POLL).await;
-        }
-    }
-    let until = Instant::now() + deadline;
-    loop {
-        let left = processes_of(user.uid);
-        if left.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(format!(
-                "processes {left:?} of pot user {} survived SIGKILL",
-                user.name
-            ));
-        }
-        signal_all_of(user, "KILL").await?;
-        tokio::time::sleep(KILL_POLL).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,11 +144,5 @@ mod tests {
         ] {
             assert!(!is_pot_user_name(not_pot_user), "{not_pot_user}");
         }
-    }
-
-    #[test]
-    fn processes_are_found_by_uid() {
-        let me = nix::unistd::getuid().as_raw();
-        assert!(processes_of(me).contains(&std::process::id()));
     }
 }

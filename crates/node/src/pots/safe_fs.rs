@@ -34,6 +34,14 @@ pub enum SafeFsError {
     NotRegular { path: PathBuf },
     #[error("refusing {path}: it has {links} hard links")]
     HardLinked { path: PathBuf, links: u64 },
+    #[error(
+        "refusing {path}: it belongs to uid {owner}, neither root nor the pot's uid {pot_uid}"
+    )]
+    ForeignOwner {
+        path: PathBuf,
+        owner: u32,
+        pot_uid: u32,
+    },
     #[error("path {path} leaves its directory")]
     Escapes { path: PathBuf },
     #[error("{path} is larger than {max_bytes} bytes")]
@@ -161,9 +169,25 @@ fn give(fd: impl AsFd, owner: Option<&RunAs>, shown: &Path) -> Result<(), SafeFs
     .map_err(|errno| io_error("giving the pot user", shown, errno))
 }
 
-/// Opens a regular, singly linked file `name` in `dir` for reading, without following a
-/// link and without blocking on a FIFO a pot may have planted.
-fn open_source_file(dir: impl AsFd, name: &OsStr, shown: &Path) -> Result<File, SafeFsError> {
+/// Whose files a read may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceOwners {
+    /// Anyone's: a directory the node trusts (the potstore, the kit).
+    Anyone,
+    /// Root's or those of the pot's uid: a directory the pot controls. A file of anyone
+    /// else there (another pot's, moved in through a directory both could write) would
+    /// hand its content to this pot, as a hard link would.
+    RootOrPot(u32),
+}
+
+/// Opens a regular, singly linked file `name` in `dir` for reading, owned as `owners`
+/// allows, without following a link and without blocking on a FIFO a pot may have planted.
+fn open_source_file(
+    dir: impl AsFd,
+    name: &OsStr,
+    shown: &Path,
+    owners: SourceOwners,
+) -> Result<File, SafeFsError> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(&dir, name, flags, Mode::empty())
         .map_err(|errno| explain(&dir, name, shown, errno, "opening"))?;
@@ -179,19 +203,30 @@ fn open_source_file(dir: impl AsFd, name: &OsStr, shown: &Path) -> Result<File, 
             links: stat.st_nlink,
         });
     }
+    if let SourceOwners::RootOrPot(pot_uid) = owners {
+        if stat.st_uid != 0 && stat.st_uid != pot_uid {
+            return Err(SafeFsError::ForeignOwner {
+                path: shown.to_path_buf(),
+                owner: stat.st_uid,
+                pot_uid,
+            });
+        }
+    }
     Ok(File::from(fd))
 }
 
-/// Reads the regular file `relative` below `root`; no component may be a link.
+/// Reads the regular file `relative` below `root`, owned as `owners` allows; no component
+/// may be a link.
 pub(crate) fn read_file_beneath(
     root: impl AsFd,
     root_shown: &Path,
     relative: &Path,
+    owners: SourceOwners,
 ) -> Result<Vec<u8>, SafeFsError> {
     let (parent, name) = split_parent(relative)?;
     let shown = root_shown.join(relative);
     let directory = open_dir_beneath(root, root_shown, parent)?;
-    let file = open_source_file(&directory, name, &shown)?;
+    let file = open_source_file(&directory, name, &shown, owners)?;
     let mut content = Vec::new();
     file.take(MAX_READ_BYTES + 1)
         .read_to_end(&mut content)
@@ -317,7 +352,7 @@ fn copy_entries(
                 copy_entries(&child, &from, &child_target, &to, owner)?;
             }
             FileType::RegularFile => {
-                let mut input = open_source_file(source, name, &from)?;
+                let mut input = open_source_file(source, name, &from, SourceOwners::Anyone)?;
                 let mode = Mode::from_raw_mode((stat.st_mode & 0o700) | 0o600);
                 let flags = OFlags::WRONLY
                     | OFlags::CREATE
@@ -476,6 +511,8 @@ mod tests {
 
     use super::*;
 
+    const ANYONE: SourceOwners = SourceOwners::Anyone;
+
     fn secret_in(dir: &Path) -> PathBuf {
         let secret = dir.join("secret");
         std::fs::write(&secret, "root-only secret").unwrap();
@@ -492,19 +529,64 @@ mod tests {
         std::fs::write(instance.join("files/real.cfg"), "real").unwrap();
         let root = open_trusted_dir(&instance).unwrap();
         assert_eq!(
-            read_file_beneath(&root, &instance, Path::new("files/real.cfg")).unwrap(),
+            read_file_beneath(&root, &instance, Path::new("files/real.cfg"), ANYONE).unwrap(),
             b"real"
         );
         symlink(&secret, instance.join("files/cowrie.cfg")).unwrap();
-        let error = read_file_beneath(&root, &instance, Path::new("files/cowrie.cfg")).unwrap_err();
+        let error =
+            read_file_beneath(&root, &instance, Path::new("files/cowrie.cfg"), ANYONE).unwrap_err();
         assert!(matches!(error, SafeFsError::SymbolicLink { .. }), "{error}");
         symlink(dir.path(), instance.join("up")).unwrap();
-        let error = read_file_beneath(&root, &instance, Path::new("up/secret")).unwrap_err();
+        let error =
+            read_file_beneath(&root, &instance, Path::new("up/secret"), ANYONE).unwrap_err();
         assert!(matches!(error, SafeFsError::SymbolicLink { .. }), "{error}");
         std::fs::hard_link(&secret, instance.join("files/hard.cfg")).unwrap();
-        let error = read_file_beneath(&root, &instance, Path::new("files/hard.cfg")).unwrap_err();
+        let error =
+            read_file_beneath(&root, &instance, Path::new("files/hard.cfg"), ANYONE).unwrap_err();
         assert!(matches!(error, SafeFsError::HardLinked { .. }), "{error}");
-        assert!(read_file_beneath(&root, &instance, Path::new("../secret")).is_err());
+        assert!(read_file_beneath(&root, &instance, Path::new("../secret"), ANYONE).is_err());
+    }
+
+    /// In a pot's directory, a file of another uid (here another pot's) is refused as a
+    /// source even with one link; root's and the pot's own are read.
+    #[test]
+    fn reads_in_a_pot_directory_refuse_a_file_of_another_uid() {
+        super::super::require_root::require_root("files of another uid");
+        const POT_UID: u32 = 65534;
+        const OTHER_POT_UID: u32 = 65533;
+        let dir = tempfile::tempdir().unwrap();
+        let instance = dir.path().join("instance");
+        std::fs::create_dir_all(instance.join("files")).unwrap();
+        for (name, owner) in [
+            ("own.cfg", POT_UID),
+            ("root.cfg", 0),
+            ("other.cfg", OTHER_POT_UID),
+        ] {
+            let path = instance.join("files").join(name);
+            std::fs::write(&path, name).unwrap();
+            std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
+        }
+        let root = open_trusted_dir(&instance).unwrap();
+        let pot = SourceOwners::RootOrPot(POT_UID);
+        for name in ["own.cfg", "root.cfg"] {
+            let read = read_file_beneath(&root, &instance, &Path::new("files").join(name), pot);
+            assert_eq!(read.unwrap(), name.as_bytes());
+        }
+        let error =
+            read_file_beneath(&root, &instance, Path::new("files/other.cfg"), pot).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SafeFsError::ForeignOwner {
+                    owner: OTHER_POT_UID,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("65533"), "{error}");
+        // A trusted directory takes anyone's file.
+        assert!(read_file_beneath(&root, &instance, Path::new("files/other.cfg"), ANYONE).is_ok());
     }
 
     #[test]
@@ -618,9 +700,7 @@ mod tests {
         let handle = open_trusted_dir(&tree).unwrap();
         chown_tree_beneath(&handle, &tree, &[me], &to).unwrap();
         assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 2);
-        if !rustix::process::geteuid().is_root() {
-            return;
-        }
+        super::super::require_root::require_root("giving files to another uid");
         let nobody = RunAs {
             name: "nobody".into(),
             uid: 65534,
@@ -654,9 +734,7 @@ mod tests {
     /// file never changes owner (checking one inode and changing another by name would).
     #[test]
     fn chown_is_never_redirected_by_a_name_swapped_during_the_walk() {
-        if !rustix::process::geteuid().is_root() {
-            return;
-        }
+        super::super::require_root::require_root("files and processes of another uid");
         const POT_UID: u32 = 65534;
         let dir = tempfile::tempdir().unwrap();
         let victim = secret_in(dir.path());

@@ -3,9 +3,15 @@
 //! A pot user that may run `crontab` or `at` can leave a job behind that starts its code
 //! again after the pot was stopped, or — since a pot's user name is the same for every
 //! install under one pot id — after it was uninstalled and installed again. Every pot user
-//! is listed in `/etc/cron.deny` and `/etc/at.deny` (created when missing) whenever the node
-//! makes sure the user exists, and any crontab or at job it has is removed then and at
-//! uninstall, when it also leaves the deny files.
+//! is listed in `/etc/cron.deny` and `/etc/at.deny` whenever the node makes sure the user
+//! exists, and any crontab or at job it has is removed then and at uninstall, when it also
+//! leaves the deny files.
+//!
+//! A missing deny file means different things to the two. Without `cron.allow` and
+//! `cron.deny`, Debian's cron lets every user run `crontab`: `cron.deny` is created. Without
+//! `at.deny`, `at` allows only the users in `at.allow`, or only root when that is missing
+//! too — creating `at.deny` would open `at` to every user not listed in it. So `at.deny` is
+//! only ever edited, never created.
 //!
 //! The deny files are rewritten whole under a temporary name and renamed into place (never
 //! half written), one line per user, under an exclusive `flock` on their directory: nodes
@@ -88,8 +94,8 @@ pub(crate) fn deny_scheduling(
             name: user.name.clone(),
         });
     }
-    for deny_file in [&paths.cron_deny, &paths.at_deny] {
-        if edit_deny_file(deny_file, &user.name, true)? {
+    for (deny_file, create) in [(&paths.cron_deny, true), (&paths.at_deny, false)] {
+        if edit_deny_file(deny_file, &user.name, DenyEdit::List { create })? {
             tracing::info!(user = %user.name, file = %deny_file.display(), "listed a pot user in a deny file");
         }
     }
@@ -107,7 +113,7 @@ pub(crate) fn forget_scheduling(
         return Ok(());
     }
     for deny_file in [&paths.cron_deny, &paths.at_deny] {
-        edit_deny_file(deny_file, &user.name, false)?;
+        edit_deny_file(deny_file, &user.name, DenyEdit::Unlist)?;
     }
     Ok(())
 }
@@ -163,14 +169,27 @@ fn open_if_present(directory: &Path) -> Result<Option<std::os::fd::OwnedFd>, Sch
     }
 }
 
-/// Adds (`listed`) or removes the line `user_name` in `deny_file`; whether it changed the
-/// file. Other lines, the file's mode, owner and group are kept; a missing file is created
-/// (0644, root's) only to add a line.
+/// What to do with a user's line in a deny file.
+#[derive(Debug, Clone, Copy)]
+enum DenyEdit {
+    /// Add it; `create`: make the file (0644, root's) when it is missing, else leave a
+    /// missing file missing.
+    List { create: bool },
+    /// Remove it (a missing file stays missing).
+    Unlist,
+}
+
+/// Adds or removes the line `user_name` in `deny_file`; whether it changed the file. Other
+/// lines, the file's mode, owner and group are kept.
 fn edit_deny_file(
     deny_file: &Path,
     user_name: &str,
-    listed: bool,
+    edit: DenyEdit,
 ) -> Result<bool, SchedulingError> {
+    let (listed, create) = match edit {
+        DenyEdit::List { create } => (true, create),
+        DenyEdit::Unlist => (false, false),
+    };
     let _turn = DENY_FILES.lock().unwrap_or_else(|p| p.into_inner());
     let (parent, file_name) = match (deny_file.parent(), deny_file.file_name()) {
         (Some(parent), Some(file_name)) => (parent, file_name),
@@ -205,7 +224,7 @@ fn edit_deny_file(
         Err(error) => return Err(io_error("reading", deny_file, error)),
     };
     let present = text.lines().any(|line| line.trim() == user_name);
-    if present == listed || (!listed && owner.is_none()) {
+    if present == listed || (owner.is_none() && !create) {
         return Ok(false);
     }
     let mut kept: Vec<&str> = text
@@ -311,6 +330,35 @@ mod tests {
         assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
     }
 
+    /// Without `at.allow` and `at.deny` only root may use `at`; an `at.deny` made to list a
+    /// pot user would let every other user in. `cron.deny` is still made (without either
+    /// file, Debian's cron lets everyone use `crontab`).
+    #[test]
+    fn a_missing_at_deny_is_not_created_and_a_present_one_is_edited() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let paths = paths_in(dir.path());
+        let user = pot_user();
+        deny_scheduling(&user, &paths).unwrap();
+        assert!(
+            !paths.at_deny.exists(),
+            "at.deny created where only root could use at"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&paths.cron_deny).unwrap(),
+            format!("{}\n", user.name)
+        );
+        forget_scheduling(&user, &paths).unwrap();
+        assert!(!paths.at_deny.exists());
+
+        std::fs::write(&paths.at_deny, "").unwrap();
+        deny_scheduling(&user, &paths).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&paths.at_deny).unwrap(),
+            format!("{}\n", user.name)
+        );
+    }
+
     #[test]
     fn root_and_users_that_are_not_pot_users_are_never_listed() {
         let dir = tempfile::tempdir().unwrap();
@@ -347,18 +395,14 @@ mod tests {
         std::fs::write(crontabs.join(&user.name), "* * * * * /tmp/x\n").unwrap();
         std::fs::write(crontabs.join("alice"), "* * * * * true\n").unwrap();
         std::fs::write(at_jobs.join("a0000101"), "job").unwrap();
-        let root = rustix::process::geteuid().is_root();
-        if root {
-            std::os::unix::fs::chown(at_jobs.join("a0000101"), Some(user.uid), Some(user.gid))
-                .unwrap();
-            std::fs::write(at_jobs.join("b0000102"), "root's job").unwrap();
-        }
+        // An at job of the pot user next to one of root's: only root can make both.
+        super::super::require_root::require_root("files of another uid");
+        std::os::unix::fs::chown(at_jobs.join("a0000101"), Some(user.uid), Some(user.gid)).unwrap();
+        std::fs::write(at_jobs.join("b0000102"), "root's job").unwrap();
         deny_scheduling(&user, &paths).unwrap();
         assert!(!crontabs.join(&user.name).exists());
         assert!(crontabs.join("alice").exists());
         assert!(!at_jobs.join("a0000101").exists(), "owned by the user");
-        if root {
-            assert!(at_jobs.join("b0000102").exists(), "owned by someone else");
-        }
+        assert!(at_jobs.join("b0000102").exists(), "owned by someone else");
     }
 }

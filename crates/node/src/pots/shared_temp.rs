@@ -128,10 +128,8 @@ mod tests {
 
     #[test]
     fn only_the_uids_entries_go_and_links_are_removed_not_followed() {
-        if !rustix::process::geteuid().is_root() {
-            // Files of another uid can only be made by root.
-            return;
-        }
+        // Files of another uid can only be made by root.
+        super::super::require_root::require_root("files of another uid");
         const POT_UID: u32 = 65534;
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().join("tmp");

@@ -4,21 +4,21 @@
 
 use std::time::Duration;
 
-use super::pot_users;
 use super::privilege::RunAs;
+use super::user_processes;
 
 /// How long SIGKILL to a pot user's processes may take to empty the process table.
 const KILL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// SIGTERM to the child's whole process group, SIGKILL after `grace`; then everything the
 /// pot's user still runs. `pid` is the one recorded at spawn (the child may be reaped
-/// already, and then has no id).
+/// already, and then has no id). `Err` when processes of the pot's user survived.
 pub(super) async fn terminate_pot(
     child: &mut tokio::process::Child,
     pid: u32,
     grace: Duration,
     user: Option<&RunAs>,
-) {
+) -> Result<(), String> {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
     if pid != 0 {
@@ -32,20 +32,24 @@ pub(super) async fn terminate_pot(
         // Whatever the leader left behind in its group goes too.
         let _ = killpg(group, Signal::SIGKILL);
     }
-    if let Some(user) = user {
-        end_user_processes(user, grace).await;
+    match user {
+        Some(user) => end_user_processes(user, grace).await,
+        None => Ok(()),
     }
 }
 
-/// Ends everything `user` runs; a failure is logged (the pot is reported stopped either way:
-/// what survives SIGKILL is beyond the node).
-pub(super) async fn end_user_processes(user: &RunAs, grace: Duration) {
-    let left = pot_users::processes_of(user.uid);
+/// Ends everything `user` runs. A failure is logged and returned: the callers must not call
+/// the pot stopped, nor hand its uid back, while processes of it run.
+pub(super) async fn end_user_processes(user: &RunAs, grace: Duration) -> Result<(), String> {
+    let left = user_processes::processes_of(user.uid);
     if left.is_empty() {
-        return;
+        return Ok(());
     }
     tracing::info!(user = %user.name, processes = left.len(), "ending the processes a pot left outside its process group");
-    if let Err(error) = pot_users::end_all_processes_of(user, grace, KILL_DEADLINE).await {
-        tracing::error!(user = %user.name, %error, "a pot's processes could not be ended");
-    }
+    user_processes::end_all_processes_of(user, grace, KILL_DEADLINE)
+        .await
+        .map_err(|error| {
+            tracing::error!(user = %user.name, %error, "a pot's processes could not be ended");
+            error.to_string()
+        })
 }

@@ -158,7 +158,12 @@ impl PotManager {
         if let Some(user) = &user {
             // Anything of the pot's user still running (left by a node that was killed, or
             // escaped from an earlier run) ends before the pot starts again.
-            end_user_processes(user, self.settings.stop_grace).await;
+            if let Err(reason) = end_user_processes(user, self.settings.stop_grace).await {
+                self.settings.processes_survived.increment();
+                return RunEnd::Unstartable(format!(
+                    "not starting: processes of its user are still running: {reason}"
+                ));
+            }
             if let Err(reason) = self.adopt_instance(&installed.instance_dir, user).await {
                 return RunEnd::Unstartable(reason);
             }
@@ -238,17 +243,17 @@ impl PotManager {
             }
             tokio::select! {
                 _ = stop.cancelled() => {
-                    terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
+                    let _ = terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
                     return RunEnd::Stopped;
                 }
                 status = child.wait() => {
-                    terminate_pot(&mut child, pid, Duration::ZERO, user).await;
+                    let _ = terminate_pot(&mut child, pid, Duration::ZERO, user).await;
                     return RunEnd::Crashed(format!("exited during start-up with {}", describe(status)));
                 }
                 _ = tokio::time::sleep(HEALTH_POLL) => {}
             }
             if Instant::now() > deadline {
-                terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
+                let _ = terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
                 return RunEnd::Crashed(format!(
                     "health check failed: ports {:?} not listening after {} s",
                     installed.ports, definition.health_timeout
@@ -265,12 +270,12 @@ impl PotManager {
 
         tokio::select! {
             _ = stop.cancelled() => {
-                terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
+                let _ = terminate_pot(&mut child, pid, self.settings.stop_grace, user).await;
                 RunEnd::Stopped
             }
             status = child.wait() => {
                 // The leader is gone; anything left in its group goes too.
-                terminate_pot(&mut child, pid, Duration::ZERO, user).await;
+                let _ = terminate_pot(&mut child, pid, Duration::ZERO, user).await;
                 RunEnd::Crashed(format!("exited with {}", describe(status)))
             }
         }
@@ -296,7 +301,7 @@ impl PotManager {
         };
         if let Some(shared) = self.legacy_shared_user(owner) {
             tracing::info!(user = %shared.name, uid = shared.uid, "ending the processes of the user all pots shared in earlier versions before handing a pot's directory over");
-            super::pot_users::end_all_processes_of(
+            super::user_processes::end_all_processes_of(
                 &shared,
                 self.settings.stop_grace,
                 LEGACY_KILL_DEADLINE,

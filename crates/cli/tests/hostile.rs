@@ -207,17 +207,7 @@ async fn a_sender_flooding_bad_lines_does_not_hide_warnings_about_another_sender
     let script = format!(
         "import socket; s = socket.create_connection(('127.0.0.1', {event_port})); s.sendall(b'marker-from-another-user\\n'); s.recv(1)"
     );
-    let mut other_sender = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            &script,
-        ])
-        .spawn()
-        .unwrap();
+    let mut other_sender = python_as_nobody(&script, &[]).spawn().unwrap();
     let nobody = std::process::Command::new("id")
         .args(["-u", "nobody"])
         .output()
@@ -248,19 +238,7 @@ fn send_lines_as_nobody(event_port: u16, lines: &[String]) {
     );
     let mut text = lines.join("\n");
     text.push('\n');
-    let status = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            &script,
-            &text,
-        ])
-        .current_dir("/")
-        .status()
-        .unwrap();
+    let status = python_as_nobody(&script, &[&text]).status().unwrap();
     assert!(status.success());
 }
 

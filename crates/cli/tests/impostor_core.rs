@@ -32,17 +32,8 @@ while True:
 async fn a_node_refuses_a_plaintext_loopback_core_run_by_another_user() {
     let dir = tempfile::tempdir().unwrap();
     let ports = CorePorts::free();
-    let mut impostor = tokio::process::Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            SILENT_CORE,
-        ])
-        .arg(ports.node_port.to_string())
-        .current_dir("/")
+    let port = ports.node_port.to_string();
+    let mut impostor = tokio::process::Command::from(python_as_nobody(SILENT_CORE, &[&port]))
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

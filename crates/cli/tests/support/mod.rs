@@ -184,6 +184,24 @@ impl CorePorts {
     }
 }
 
+/// A command that runs a Python `script` (with `arguments`) as the unprivileged user
+/// `nobody`, from `/`: another unix user on this machine, as a honeypot's user would be.
+pub fn python_as_nobody(script: &str, arguments: &[&str]) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .args(arguments)
+        .current_dir("/");
+    command
+}
+
 /// The trimmed text of a file another process writes (a token, a fingerprint), once it is
 /// there and not empty.
 pub async fn file_text_when_written(path: PathBuf, what: &str) -> String {

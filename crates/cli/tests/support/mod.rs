@@ -236,7 +236,9 @@ pub fn run_cli(api_base: &str, token: Option<&str>, arguments: &[&str]) -> (bool
     (output.status.success(), text)
 }
 
-/// `toml` with `[server] enrollment = "open"` added unless it sets an enrollment policy.
+/// `toml` with `[server] enrollment = "open"` added unless it sets an enrollment policy:
+/// inside its `[server]` table, else as a table of its own at the end (keys before its first
+/// table header still belong to the table written before it).
 fn with_open_enrollment(toml: &str) -> String {
     if toml.contains("enrollment") {
         return toml.to_owned();
@@ -250,7 +252,7 @@ fn with_open_enrollment(toml: &str) -> String {
                 &toml[after..]
             )
         }
-        None => format!("[server]\nenrollment = \"open\"\n{toml}"),
+        None => format!("{toml}\n[server]\nenrollment = \"open\"\n"),
     }
 }
 

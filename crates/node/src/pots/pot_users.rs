@@ -93,12 +93,19 @@ pub(crate) fn ensure_pot_user(user_name: &str) -> Result<RunAs, String> {
 }
 
 /// The uid of an existing user, `None` when there is none.
+/// Never root nor the node's own user: their processes are ended in its name, and a
+/// misconfigured account must not make a stop kill the node and everything root runs.
 pub(crate) fn existing_user(user_name: &str) -> Option<RunAs> {
-    lookup(user_name).ok().flatten().map(|user| RunAs {
-        name: user_name.to_owned(),
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-    })
+    let node_user = nix::unistd::geteuid().as_raw();
+    lookup(user_name)
+        .ok()
+        .flatten()
+        .filter(|user| !user.uid.is_root() && user.uid.as_raw() != node_user)
+        .map(|user| RunAs {
+            name: user_name.to_owned(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
 }
 
 /// Removes a pot's user (after its processes were ended). A user that is already gone is
@@ -121,6 +128,12 @@ pub(crate) fn remove_pot_user(user_name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn root_is_never_taken_for_a_pot_user() {
+        assert_eq!(existing_user("root"), None);
+    }
+
     use super::*;
 
     #[test]

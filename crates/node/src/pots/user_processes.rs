@@ -36,12 +36,18 @@ pub(crate) enum EndProcessesError {
 }
 
 /// Whether the `/proc/<pid>/status` text shows a live process (not a zombie) whose real,
-/// effective, saved or filesystem uid is `uid`.
+/// effective, saved or filesystem uid is `uid`. A process whose main thread exited while
+/// other threads run on shows `Z` too: it is a zombie only with a single thread left.
 fn status_shows_live_owner(status: &str, uid: u32) -> bool {
-    let zombie = status
-        .lines()
-        .find(|line| line.starts_with("State:"))
-        .is_some_and(|line| line.contains('Z'));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let threads = field("Threads:").and_then(|count| count.parse::<u32>().ok());
+    let zombie = field("State:").is_some_and(|state| state.starts_with('Z'))
+        && threads.is_none_or(|count| count <= 1);
     let owned = status
         .lines()
         .find(|line| line.starts_with("Uid:"))
@@ -105,6 +111,20 @@ fn signal_processes_of(uid: u32, signal: Signal) -> usize {
     signalled
 }
 
+/// [`processes_of`] on the blocking pool: a scan reads every process's status file.
+async fn live_processes_of(uid: u32) -> Vec<u32> {
+    tokio::task::spawn_blocking(move || processes_of(uid))
+        .await
+        .unwrap_or_default()
+}
+
+/// [`signal_processes_of`] on the blocking pool.
+async fn signal_live_processes_of(uid: u32, signal: Signal) -> usize {
+    tokio::task::spawn_blocking(move || signal_processes_of(uid, signal))
+        .await
+        .unwrap_or(0)
+}
+
 /// SIGTERM to everything `user` runs, then SIGKILL after `grace` to whatever is left, until
 /// nothing is; `Err` when processes are still there `deadline` after the first SIGKILL.
 pub(crate) async fn end_all_processes_of(
@@ -112,13 +132,13 @@ pub(crate) async fn end_all_processes_of(
     grace: Duration,
     deadline: Duration,
 ) -> Result<(), EndProcessesError> {
-    if processes_of(user.uid).is_empty() {
+    if live_processes_of(user.uid).await.is_empty() {
         return Ok(());
     }
     if !grace.is_zero() {
-        signal_processes_of(user.uid, Signal::TERM);
+        signal_live_processes_of(user.uid, Signal::TERM).await;
         let until = Instant::now() + grace;
-        while !processes_of(user.uid).is_empty() && Instant::now() < until {
+        while !live_processes_of(user.uid).await.is_empty() && Instant::now() < until {
             tokio::time::sleep(KILL_POLL).await;
         }
     }
@@ -126,8 +146,8 @@ pub(crate) async fn end_all_processes_of(
     loop {
         // Back to back while each scan finds something: a pot forking as fast as it can
         // must lose the race to a scan that kills all it sees.
-        let signalled = signal_processes_of(user.uid, Signal::KILL);
-        let left = processes_of(user.uid);
+        let signalled = signal_live_processes_of(user.uid, Signal::KILL).await;
+        let left = live_processes_of(user.uid).await;
         if left.is_empty() {
             return Ok(());
         }
@@ -177,5 +197,47 @@ mod tests {
             &status("Z (zombie)", "7\t7\t7\t7"),
             7
         ));
+        // A main thread that exited while others run on: shown as a zombie, still alive.
+        let threaded = |threads: u32| {
+            format!("Name:\tx\nState:\tZ (zombie)\nUid:\t7\t7\t7\t7\nThreads:\t{threads}\n")
+        };
+        assert!(status_shows_live_owner(&threaded(2), 7));
+        assert!(!status_shows_live_owner(&threaded(1), 7));
+    }
+
+    /// The real thing: a process whose main thread ends with `SYS_exit` while another
+    /// thread runs on is found, though the kernel calls it a zombie.
+    #[test]
+    fn a_process_whose_main_thread_exited_is_still_found() {
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import ctypes, threading, time\n\
+                 threading.Thread(target=lambda: time.sleep(600)).start()\n\
+                 ctypes.CDLL(None).syscall(60, 0)",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let status_path = format!("/proc/{pid}/status");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = std::fs::read_to_string(&status_path).unwrap_or_default();
+            if status.contains("State:\tZ") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the main thread never exited: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let me = nix::unistd::getuid().as_raw();
+        assert!(
+            processes_of(me).contains(&pid),
+            "the threaded zombie is seen as alive"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

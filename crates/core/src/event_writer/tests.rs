@@ -210,19 +210,39 @@ async fn stored_count(store: &FailingStore) -> usize {
         .len()
 }
 
-#[tokio::test]
-async fn a_failing_store_is_retried_until_the_batch_is_stored_and_then_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = failing_store(&dir, 3);
+/// The writer running against `store`, with fresh metrics and a queue of 64 events.
+struct RunningWriter {
+    metrics: Arc<CoreMetrics>,
+    queue: mpsc::Sender<QueuedEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_writer(store: &Arc<FailingStore>, shutdown: &CancellationToken) -> RunningWriter {
     let metrics = Arc::new(CoreMetrics::new(MetricsRegistry::new()));
     let (queue, receiver) = mpsc::channel(64);
-    let writer = tokio::spawn(run_event_writer(
+    let task = tokio::spawn(run_event_writer(
         store.clone(),
         receiver,
         64,
         metrics.clone(),
-        CancellationToken::new(),
+        shutdown.clone(),
     ));
+    RunningWriter {
+        metrics,
+        queue,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_is_retried_until_the_batch_is_stored_and_then_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = failing_store(&dir, 3);
+    let RunningWriter {
+        metrics,
+        queue,
+        task: writer,
+    } = start_writer(&store, &CancellationToken::new());
     let progress = Arc::new(DeliveryProgress::default());
     for seq in 1..=5 {
         queue.send(numbered_event(seq, &progress)).await.unwrap();
@@ -243,16 +263,12 @@ async fn a_failing_store_is_retried_until_the_batch_is_stored_and_then_acknowled
 async fn queue_bytes_are_held_while_the_batch_is_retried_and_given_back_after_the_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = failing_store(&dir, 3);
-    let metrics = Arc::new(CoreMetrics::new(MetricsRegistry::new()));
+    let RunningWriter {
+        metrics,
+        queue,
+        task: writer,
+    } = start_writer(&store, &CancellationToken::new());
     let budget = ByteBudget::new(1 << 20, metrics.event_queue_budget.clone());
-    let (queue, receiver) = mpsc::channel(64);
-    let writer = tokio::spawn(run_event_writer(
-        store.clone(),
-        receiver,
-        64,
-        metrics.clone(),
-        CancellationToken::new(),
-    ));
     let progress = Arc::new(DeliveryProgress::default());
     for seq in 1..=5 {
         queue
@@ -283,16 +299,12 @@ async fn queue_bytes_are_held_while_the_batch_is_retried_and_given_back_after_th
 async fn at_shutdown_a_store_that_keeps_failing_is_given_up_on_and_nothing_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let store = failing_store(&dir, u32::MAX);
-    let metrics = Arc::new(CoreMetrics::new(MetricsRegistry::new()));
-    let (queue, receiver) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let writer = tokio::spawn(run_event_writer(
-        store.clone(),
-        receiver,
-        64,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let RunningWriter {
+        metrics,
+        queue,
+        task: writer,
+    } = start_writer(&store, &shutdown);
     let progress = Arc::new(DeliveryProgress::default());
     queue.send(numbered_event(1, &progress)).await.unwrap();
     // The writer is retrying before shutdown begins; then it gets its last few attempts.

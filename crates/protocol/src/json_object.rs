@@ -164,16 +164,28 @@ impl<'a> ObjectEntries<'a> {
     /// clash). One hash look-up per entry: a line with thousands of keys on both sides must
     /// not cost a comparison per pair.
     pub fn extend_missing(&mut self, others: ObjectEntries<'a>) {
-        let missing: Vec<_> = {
-            let present: HashSet<&str> = self.0.iter().map(|(key, _)| key.as_ref()).collect();
-            others
-                .0
-                .into_iter()
-                .filter(|(key, _)| !present.contains(key.as_ref()))
-                .collect()
-        };
+        let missing =
+            entries_missing_from::<str, _, _>(self.0.iter().map(|(key, _)| key.as_ref()), others.0);
         self.0.extend(missing);
     }
+}
+
+/// The entries of `others` whose key is not among `present`, in their order. Generic over
+/// the key so a test can count comparisons: the work must grow with the number of keys, not
+/// with their product.
+fn entries_missing_from<'k, Q, K, V>(
+    present: impl Iterator<Item = &'k Q>,
+    others: Vec<(K, V)>,
+) -> Vec<(K, V)>
+where
+    Q: std::hash::Hash + Eq + ?Sized + 'k,
+    K: std::borrow::Borrow<Q>,
+{
+    let present: HashSet<&Q> = present.collect();
+    others
+        .into_iter()
+        .filter(|(key, _)| !present.contains(key.borrow()))
+        .collect()
 }
 
 impl Serialize for ObjectEntries<'_> {
@@ -279,6 +291,49 @@ impl JsonKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key that counts how often it is compared.
+    #[derive(Debug)]
+    struct CountedKey<'c>(u32, &'c std::cell::Cell<u64>);
+
+    impl std::hash::Hash for CountedKey<'_> {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    impl PartialEq for CountedKey<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            self.1.set(self.1.get() + 1);
+            self.0 == other.0
+        }
+    }
+    impl Eq for CountedKey<'_> {}
+
+    #[test]
+    fn merging_keys_compares_each_key_a_bounded_number_of_times() {
+        let comparisons = std::cell::Cell::new(0);
+        let keys_per_side = 4_000;
+        let present: Vec<CountedKey> = (0..keys_per_side)
+            .map(|n| CountedKey(n, &comparisons))
+            .collect();
+        // Half the other side clashes with what is present, half is new.
+        let others: Vec<(CountedKey, u32)> = (keys_per_side / 2..keys_per_side * 3 / 2)
+            .map(|n| (CountedKey(n, &comparisons), n))
+            .collect();
+        let missing = entries_missing_from(present.iter(), others);
+        assert_eq!(
+            missing.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            (keys_per_side..keys_per_side * 3 / 2).collect::<Vec<_>>()
+        );
+        // A look-up per key compares with about one candidate; a scan per key would make
+        // 4,000 × 4,000 comparisons.
+        assert!(
+            comparisons.get() <= 4 * u64::from(keys_per_side),
+            "{} comparisons for {keys_per_side} keys a side",
+            comparisons.get()
+        );
+    }
 
     #[test]
     fn entries_keep_the_last_of_a_repeated_key_like_a_map() {

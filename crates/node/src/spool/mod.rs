@@ -32,7 +32,7 @@ use record::{decode_record, Decoded};
 pub(crate) use writer::{run_spool_writer, SpoolWriter, WriterContext};
 
 const SEGMENT_SUFFIX: &str = "spool";
-const ACKED_FILE: &str = "acked";
+pub(crate) const ACKED_FILE: &str = "acked";
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Error)]

@@ -668,6 +668,68 @@ impl CoreSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::{SpoolFullPolicy, SpoolOptions};
+
+    /// The position file is a FIFO here, so writing it blocks until someone reads it: on a
+    /// single-threaded runtime an acknowledgement applied on the runtime's own thread would
+    /// stop every other task, and this test's task could never read the FIFO.
+    #[tokio::test(flavor = "current_thread")]
+    async fn acknowledgements_touch_the_spool_files_off_the_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, mut writer, _) = Spool::open(SpoolOptions {
+            directory: dir.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            segment_bytes: 4096,
+            full_policy: SpoolFullPolicy::Refuse,
+        })
+        .unwrap();
+        let event = honeybee_protocol::IngestEvent {
+            pot_id: "p".into(),
+            pot_type: "cowrie".into(),
+            event_type: "login".into(),
+            timestamp: "2024-01-15T10:30:00Z".into(),
+            data: honeybee_protocol::JsonObject::empty(),
+        };
+        assert_eq!(writer.append(&[event]).appended, 1);
+        let seq = spool.durable_seq();
+        let position_file = dir.path().join(crate::spool::ACKED_FILE);
+        nix::unistd::mkfifo(&position_file, nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+        // If the runtime is stuck, this thread releases the writer after a deadline so the
+        // test fails instead of hanging.
+        let (stop_watchdog, watchdog_stopped) = std::sync::mpsc::channel::<()>();
+        let watchdog_fifo = position_file.clone();
+        let watchdog = std::thread::spawn(move || {
+            let stuck = watchdog_stopped
+                .recv_timeout(Duration::from_secs(30))
+                .is_err();
+            if stuck {
+                let _ = std::fs::read(&watchdog_fifo);
+            }
+            stuck
+        });
+
+        let acknowledging = tokio::spawn({
+            let spool = spool.clone();
+            async move { acknowledge_in_spool(&spool, seq).await }
+        });
+        // The acknowledgement updates the index first, then writes the position file.
+        while spool.acked_seq() != seq {
+            tokio::task::yield_now().await;
+        }
+        stop_watchdog.send(()).ok();
+        assert!(
+            !watchdog.join().unwrap(),
+            "the runtime thread was blocked by the spool's file writes"
+        );
+        let fifo = position_file.clone();
+        let written = tokio::task::spawn_blocking(move || std::fs::read_to_string(fifo))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(written, format!("{seq}\n"));
+        assert_eq!(acknowledging.await.unwrap(), 1);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_maximum_and_resets() {

@@ -1,11 +1,14 @@
-//! Memory is bounded in bytes, not only in items, with the real binaries: a node floods the
-//! Core with events of the largest size while the store cannot commit (another process
-//! holds SQLite's write lock), and the Core's resident memory stays under its event queue's
-//! byte budget plus a stated allowance; once the lock is gone every event is stored once.
-//!
-//! Without the byte budget the count-bounded queue (65,536 events) would take the whole
-//! flood (300 MiB) into memory. A node's ingest queue has the same budget type, tested in
-//! `honeybee-byte-budget` and `honeybee-node`.
+//! Memory is bounded in bytes, not only in items, with the real binaries:
+//! - a node floods the Core with events of the largest size while the store cannot commit
+//!   (another process holds SQLite's write lock), and the Core's resident memory stays under
+//!   its event queue's byte budget plus a stated allowance; once the lock is gone every
+//!   event is stored once. Without the byte budget the count-bounded queue (65,536 events)
+//!   would take the whole flood (300 MiB) into memory.
+//! - honeypots flood a node with lines of the longest size while its spool cannot be
+//!   written (its next segment file is a FIFO nobody reads: the open blocks, as on a hung
+//!   disk), and the node's resident memory stays under its ingest queue's byte budget plus
+//!   an allowance; without the budget its count-bounded queue (16,384 lines) would take the
+//!   whole flood (128 MiB).
 
 mod support;
 
@@ -88,7 +91,7 @@ fn resident_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// A metric's value from the Core's `/metrics`.
+/// A metric's value from the Core's `/metrics` (or a node's, at its `metrics.listen`).
 async fn core_metric(client: &reqwest::Client, api_base: &str, name: &str) -> Option<f64> {
     let text = client
         .get(format!("{api_base}/metrics"))
@@ -248,4 +251,138 @@ async fn a_flood_of_largest_events_against_a_blocked_store_stays_within_the_queu
     assert!(page["next_cursor"].is_string());
     drop(writer);
     draining.abort();
+}
+
+/// `ingest.queue_max_bytes` in the node test.
+const INGEST_QUEUE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// What the node may hold besides its ingest queue: the runtime, a read buffer and a line
+/// being framed per connection, the spool's encoding of the batch it is trying to write,
+/// allocator slack. Measured: about 16 MiB before the flood and 27 MiB at its peak with
+/// the 8 MiB budget.
+const NODE_BASELINE_ALLOWANCE: u64 = 32 * 1024 * 1024;
+/// The honeypots' flood: connections, lines on each, and each line's filler (the line
+/// stays just under the default `ingest.max_line_bytes` of 64 KiB).
+const FLOOD_CONNECTIONS: usize = 8;
+const LINES_PER_CONNECTION: usize = 250;
+const LINE_FILLER_BYTES: usize = 65_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_longest_lines_against_a_stalled_spool_stays_within_the_ingest_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // No Core: the node keeps everything in its spool.
+    let core_ports = CorePorts::free();
+    let event_port = free_port();
+    let metrics_port = free_port();
+    // The spool goes on from this position, so the name of its first segment is known.
+    let acknowledged: u64 = 9_000_000_000_000_000_000;
+    let spool = dir.path().join("node-data/spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(spool.join("acked"), format!("{acknowledged}\n")).unwrap();
+    let node = start_node_with(
+        dir.path(),
+        &core_ports,
+        event_port,
+        &format!(
+            "ingest:\n  queue_max_bytes: {INGEST_QUEUE_MAX_BYTES}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\n"
+        ),
+    );
+    wait_for_port(format!("127.0.0.1:{event_port}").parse().unwrap()).await;
+    let metrics_base = format!("http://127.0.0.1:{metrics_port}");
+    wait_for_port(format!("127.0.0.1:{metrics_port}").parse().unwrap()).await;
+    let first_segment = spool.join(format!("{:020}.spool", acknowledged + 1));
+    nix::unistd::mkfifo(&first_segment, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let baseline = resident_bytes(node.pid());
+
+    let filler = "x".repeat(LINE_FILLER_BYTES);
+    let mut flooding = Vec::new();
+    for connection in 0..FLOOD_CONNECTIONS {
+        let filler = filler.clone();
+        flooding.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", event_port))
+                .await
+                .unwrap();
+            for line in 0..LINES_PER_CONNECTION {
+                let text = json!({"pot_id": "flood", "event_type": "big",
+                    "data": {"connection": connection, "line": line, "filler": filler}});
+                stream
+                    .write_all(format!("{text}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            stream.shutdown().await.unwrap();
+        }));
+    }
+    let client = reqwest::Client::new();
+    eventually(
+        Duration::from_secs(60),
+        "the ingest queue's byte budget used up",
+        || {
+            let (client, metrics_base) = (client.clone(), metrics_base.clone());
+            async move {
+                let waits = core_metric(
+                    &client,
+                    &metrics_base,
+                    "honeybee_node_ingest_queue_byte_waits_total",
+                )
+                .await?;
+                let held =
+                    core_metric(&client, &metrics_base, "honeybee_node_ingest_queue_bytes").await?;
+                (waits >= 1.0 && held as u64 > INGEST_QUEUE_MAX_BYTES - 256 * 1024).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        flooding.iter().any(|task| !task.is_finished()),
+        "the honeypots are held back"
+    );
+    // A window of samples while the flood presses on the node (a measurement period, not
+    // a wait for something to happen: the state it samples was reached above).
+    let bound = INGEST_QUEUE_MAX_BYTES + NODE_BASELINE_ALLOWANCE;
+    let mut peak = 0;
+    for _ in 0..40 {
+        peak = peak.max(resident_bytes(node.pid()));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eprintln!(
+        "node resident memory: {} KiB before the flood, peak {} KiB while flooded (bound {} KiB)",
+        baseline / 1024,
+        peak / 1024,
+        bound / 1024
+    );
+    assert!(
+        peak < bound,
+        "the node's resident memory {peak} exceeds the bound {bound} (ingest.queue_max_bytes {INGEST_QUEUE_MAX_BYTES} + {NODE_BASELINE_ALLOWANCE})"
+    );
+
+    // The disk comes back: the FIFO is read (a pipe cannot be synced, so the batch written
+    // to it counts as refused) and the rest of the flood goes into regular segment files.
+    let fifo = first_segment.clone();
+    let unblocking = std::thread::spawn(move || std::fs::read(fifo).map(|bytes| bytes.len()));
+    for task in flooding {
+        tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("the whole flood is read once the spool is written again")
+            .unwrap();
+    }
+    assert!(unblocking.join().unwrap().unwrap() > 0);
+    let total = (FLOOD_CONNECTIONS * LINES_PER_CONNECTION) as f64;
+    eventually(
+        Duration::from_secs(120),
+        "every line spooled or counted as refused",
+        || {
+            let (client, metrics_base) = (client.clone(), metrics_base.clone());
+            async move {
+                let appended =
+                    core_metric(&client, &metrics_base, "honeybee_node_spool_appended_total")
+                        .await?;
+                let refused =
+                    core_metric(&client, &metrics_base, "honeybee_node_spool_refused_total")
+                        .await
+                        .unwrap_or(0.0);
+                (appended + refused == total && appended > 0.0).then_some(())
+            }
+        },
+    )
+    .await;
 }

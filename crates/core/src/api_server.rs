@@ -19,12 +19,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::accept_loop::{accept_until_shutdown, AcceptSettings};
-use crate::connection_limits::AddressGroup;
-use crate::connection_limits::{ConnectionLimiter, ConnectionPermit};
 use crate::metrics::CoreMetrics;
-use crate::peer_log::{ConnectionGroup, PeerKey, PeerLogLimiter};
+use crate::peer_log::{report_refused_connection, ConnectionGroup, PeerKey, PeerLogLimiter};
 use crate::write_deadline::{is_write_timeout, ResponseStarts, WriteDeadlineIo};
+use honeybee_accept::AddressGroup;
+use honeybee_accept::{accept_until_shutdown, AcceptSettings, AtShutdown};
+use honeybee_accept::{ConnectionLimiter, ConnectionPermit};
 
 /// How long open API requests may run on after shutdown began. A client that never
 /// finishes its request would otherwise hold the Core open forever.
@@ -44,7 +44,6 @@ pub(crate) struct ApiServerSettings {
     /// How long one write to the client (a response, a TLS record) may stay blocked.
     pub write_timeout: Duration,
     pub limiter: Arc<ConnectionLimiter>,
-    pub max_per_address: usize,
     pub metrics: Arc<CoreMetrics>,
     pub log_limiter: Arc<PeerLogLimiter>,
 }
@@ -59,11 +58,15 @@ pub(crate) async fn run_api_server(
 ) {
     let settings = Arc::new(settings);
     let accept = AcceptSettings {
-        port_name: "api",
+        listener_name: "api",
         limiter: settings.limiter.clone(),
-        max_per_address: settings.max_per_address,
-        metrics: settings.metrics.clone(),
-        log_limiter: settings.log_limiter.clone(),
+        at_shutdown: AtShutdown::CloseBacklog,
+        on_refused: report_refused_connection(
+            "api",
+            settings.limiter.max_per_address(),
+            settings.metrics.clone(),
+            settings.log_limiter.clone(),
+        ),
     };
     let connections = accept_until_shutdown(listener, accept, shutdown.clone(), {
         let settings = settings.clone();

@@ -18,9 +18,9 @@ use honeybee_store::{EnrollmentOutcome, Store, StoreError};
 use rand::RngCore;
 
 use crate::config::EnrollmentPolicy;
-use crate::connection_limits::AddressGroup;
 use crate::guess_limiter::GuessLimiter;
 use crate::tokens::token_hash;
+use honeybee_accept::AddressGroup;
 
 /// A registration the authenticator let through.
 #[derive(Debug, PartialEq, Eq)]

@@ -44,7 +44,7 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 const TRACKED_ENTRIES: usize = 100_000;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-use crate::connection_limits::AddressGroup;
+use honeybee_accept::AddressGroup;
 
 /// Where guesses come from: the connection's address group.
 type GuessSource = AddressGroup;

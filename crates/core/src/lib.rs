@@ -6,12 +6,10 @@
 //! cancelling the shutdown token stops accepting, ends node sessions, drains the event
 //! queue into the store and stops the API.
 
-mod accept_loop;
 mod api;
 mod api_server;
 mod commands;
 pub mod config;
-mod connection_limits;
 mod delivery;
 mod enrollment;
 mod event_writer;
@@ -44,10 +42,10 @@ pub use honeybee_store::ApiRole;
 use crate::api_server::ApiServerSettings;
 use crate::commands::CommandTracker;
 use crate::config::{ApiAuth, StorageBackend, Synchronous};
-use crate::connection_limits::ConnectionLimiter;
 use crate::metrics::CoreMetrics;
 use crate::node_link::LinkContext;
 use crate::sessions::SessionRegistry;
+use honeybee_accept::ConnectionLimiter;
 
 #[derive(Debug, Error)]
 pub enum CoreError {
@@ -225,7 +223,6 @@ pub async fn start(
             config.server.max_node_connections,
             config.server.max_node_connections_per_address,
         ),
-        config.server.max_node_connections_per_address,
         shutdown.clone(),
     ));
     let api_log_limiter = Arc::default();
@@ -255,7 +252,6 @@ pub async fn start(
                 config.api.max_connections,
                 config.api.max_connections_per_address,
             ),
-            max_per_address: config.api.max_connections_per_address,
             metrics: metrics.clone(),
             log_limiter: api_log_limiter,
         },

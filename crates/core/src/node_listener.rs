@@ -9,10 +9,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::accept_loop::{accept_until_shutdown, AcceptSettings};
-use crate::connection_limits::{ConnectionLimiter, ConnectionPermit};
 use crate::node_link::{ConnectionReader, ConnectionWriter, LinkContext, NodeLink};
-use crate::peer_log::PeerKey;
+use crate::peer_log::{report_refused_connection, PeerKey};
+use honeybee_accept::{accept_until_shutdown, AcceptSettings, AtShutdown};
+use honeybee_accept::{ConnectionLimiter, ConnectionPermit};
 
 /// Accepts node connections until `shutdown` within `limiter`'s slots, then waits for
 /// every session to end.
@@ -20,15 +20,18 @@ pub(crate) async fn run_node_listener(
     listener: TcpListener,
     context: Arc<LinkContext>,
     limiter: Arc<ConnectionLimiter>,
-    max_per_address: usize,
     shutdown: CancellationToken,
 ) {
     let settings = AcceptSettings {
-        port_name: "node",
+        listener_name: "node",
+        on_refused: report_refused_connection(
+            "node",
+            limiter.max_per_address(),
+            context.metrics.clone(),
+            context.log_limiter.clone(),
+        ),
         limiter,
-        max_per_address,
-        metrics: context.metrics.clone(),
-        log_limiter: context.log_limiter.clone(),
+        at_shutdown: AtShutdown::CloseBacklog,
     };
     let sessions = accept_until_shutdown(listener, settings, shutdown.clone(), {
         let shutdown = shutdown.clone();

@@ -3,10 +3,14 @@
 //! silences itself, and peer-supplied text is cut to a bounded length.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use honeybee_telemetry::{truncate_for_log, PeerLogRateLimiter, MAX_LOGGED_PEER_TEXT_BYTES};
 
-use crate::connection_limits::AddressGroup;
+use honeybee_accept::AddressGroup;
+
+use crate::metrics::CoreMetrics;
 
 /// Whom a log line is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +49,30 @@ pub(crate) struct ConnectionGroup(pub AddressGroup);
 
 /// The Core's limiter of lines about peers.
 pub(crate) type PeerLogLimiter = PeerLogRateLimiter<PeerKey>;
+
+/// What the Core's listeners do with a connection refused for its group's share (see
+/// `honeybee_accept::AcceptSettings::on_refused`): count it by port and log it at the
+/// group's rate.
+pub(crate) fn report_refused_connection(
+    port_name: &'static str,
+    max_per_address: usize,
+    metrics: Arc<CoreMetrics>,
+    log_limiter: Arc<PeerLogLimiter>,
+) -> Box<dyn Fn(SocketAddr, AddressGroup) + Send + Sync> {
+    Box::new(move |remote, group| {
+        metrics.connection_refused(port_name, "per_address_limit");
+        if let Some(suppressed) = log_limiter.allow(&PeerKey::Address(group)) {
+            tracing::warn!(
+                port = port_name,
+                %remote,
+                address_group = %group,
+                limit = max_per_address,
+                suppressed,
+                "refused a connection: this address already holds its share of connections"
+            );
+        }
+    })
+}
 
 /// Peer-supplied text as it may appear in a log line.
 pub(crate) fn peer_text(text: &str) -> Cow<'_, str> {

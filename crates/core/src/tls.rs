@@ -1,7 +1,7 @@
 //! TLS 1.3 on the node port (optionally with client certificates) and on the REST API: the
 //! Core's certificate chain (a CA and a server certificate it generates on first start when
 //! none is configured) and the acceptors built from it. Both ports run their handshakes in
-//! their connections' own tasks, under the shared connection limits (`accept_loop.rs`).
+//! their connections' own tasks, under the shared connection limits (`honeybee-accept`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

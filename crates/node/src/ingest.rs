@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use honeybee_local_peer::peer_socket_uid;
+use honeybee_accept::{
+    accept_until_shutdown, AcceptSettings, AddressGroup, AtShutdown, ConnectionLimiter,
+    ConnectionPermit,
+};
 use honeybee_protocol::{
     normalize_ingest_line, FramedLine, IngestError, IngestEvent, LineFramer, Message, NodeEvent,
     NodeEventKind, PotContext,
@@ -20,13 +23,11 @@ use honeybee_protocol::{
 use honeybee_telemetry::{truncate_for_log, PeerLogRateLimiter, MAX_LOGGED_PEER_TEXT_BYTES};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::ingest_queue::IngestQueueSender;
-use crate::ingest_sender_slots::SenderSlots;
 use crate::metrics::NodeMetrics;
 use crate::pot_identities::{PotIdentities, PotIdentity};
 
@@ -36,8 +37,6 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// A connection over the event rate is reported to the Core at most this often.
 const ALARM_INTERVAL: Duration = Duration::from_secs(60);
-/// How long shutdown waits for one more connection from the accept backlog.
-const BACKLOG_POLL: Duration = Duration::from_millis(20);
 
 pub(crate) struct IngestContext {
     pub queue: IngestQueueSender,
@@ -55,30 +54,16 @@ pub(crate) struct IngestContext {
     /// One pace per pot, shared by all its connections: a pot cannot multiply its rate by
     /// opening more of them.
     pub pot_pacers: Mutex<HashMap<String, Arc<Mutex<Pacer>>>>,
-    /// Connections open at once per sender (`ingest.max_connections_per_sender`).
-    pub sender_slots: Arc<SenderSlots>,
 }
 
 impl IngestContext {
     /// The pot a connection comes from, by the uid owning the peer's socket.
-    fn sender_pot(&self, uid: Option<u32>) -> Option<PotIdentity> {
+    fn sender_pot(&self, group: AddressGroup) -> Option<PotIdentity> {
         let identities = self.identities.as_ref()?;
-        identities.get(uid?)
-    }
-
-    /// Whom warnings about a connection count against: its pot, else the unix user owning
-    /// the sender's socket, else its address (the owner is unknown, the sender closed its
-    /// end already: never root's budget, which the kernel would name for a closed socket).
-    fn log_key(
-        &self,
-        uid: Option<u32>,
-        remote: SocketAddr,
-        pot: Option<&PotIdentity>,
-    ) -> IngestLogKey {
-        if let Some(pot) = pot {
-            return IngestLogKey::Pot(pot.pot_id.clone());
+        match group {
+            AddressGroup::LocalUser(uid) => identities.get(uid),
+            _ => None,
         }
-        sender_key(uid, remote)
     }
 
     /// The pace of `pot`, or a new one for a connection of its own.
@@ -97,17 +82,6 @@ impl IngestContext {
     }
 }
 
-/// The uid owning the sender's socket, looked up once per connection on the blocking pool:
-/// the socket tables of a sensor are large, and a pot connecting in a loop must not stall
-/// the runtime's threads. `None` when the sender is not on this machine or already closed.
-async fn sender_socket_owner(stream: &TcpStream, remote: SocketAddr) -> Option<u32> {
-    let local = stream.local_addr().ok()?;
-    tokio::task::spawn_blocking(move || peer_socket_uid(remote, local))
-        .await
-        .ok()
-        .flatten()
-}
-
 /// Warning lines per sender and window, and senders tracked (the least recently heard one
 /// makes room for a new one).
 const LOG_LINES_PER_SENDER: u32 = 10;
@@ -119,18 +93,23 @@ pub(crate) fn ingest_log_limiter() -> PeerLogRateLimiter<IngestLogKey> {
     PeerLogRateLimiter::new(LOG_WINDOW, LOG_LINES_PER_SENDER, LOG_SENDERS_TRACKED)
 }
 
-/// Whom a connection's share of `ingest.max_connections_per_sender` counts against: the
-/// unix user owning its socket, else its address.
-fn sender_key(uid: Option<u32>, remote: SocketAddr) -> IngestLogKey {
-    uid.map_or(IngestLogKey::Address(remote.ip()), IngestLogKey::User)
-}
-
-/// Whom a warning about ingest counts against (see [`IngestContext::log_key`]).
+/// Whom a warning about ingest counts against: the pot of the connection, else its sender's
+/// [`AddressGroup`] (the unix user owning its socket; when the owner is unknown — the
+/// sender closed its end already — one shared group, never root's budget, which the kernel
+/// would name for a closed socket).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum IngestLogKey {
     Pot(String),
-    User(u32),
-    Address(std::net::IpAddr),
+    Sender(AddressGroup),
+}
+
+impl IngestLogKey {
+    fn of(group: AddressGroup, pot: Option<&PotIdentity>) -> Self {
+        match pot {
+            Some(pot) => IngestLogKey::Pot(pot.pot_id.clone()),
+            None => IngestLogKey::Sender(group),
+        }
+    }
 }
 
 /// One honeypot connection, as warnings name it and count it.
@@ -188,93 +167,64 @@ impl Pacer {
     }
 }
 
-/// Accepts honeypot connections until `shutdown`, then waits for open ones to finish.
+/// Accepts honeypot connections until `shutdown` within `limiter`'s slots (in all:
+/// `ingest.max_connections`; per sender: `ingest.max_connections_per_sender`), then waits
+/// for open ones to finish. Honeypots that connected just before the stop are still served
+/// (their lines are read for the drain period) if they fit into the limits.
+///
+/// The share per sender matters: without it one pot user could hold every slot (a byte
+/// every few minutes keeps a connection past `ingest.idle_timeout`) and leave the other
+/// pots of the node no way to deliver. A sender over its share is closed at once, counted,
+/// and logged at a limited rate.
 pub(crate) async fn run_ingest_listener(
     listener: TcpListener,
     context: Arc<IngestContext>,
-    max_connections: usize,
+    limiter: Arc<ConnectionLimiter>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let tasks = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting an ingest connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+    let settings = AcceptSettings {
+        listener_name: "ingest",
+        limiter,
+        at_shutdown: AtShutdown::ServeBacklogWithinLimits,
+        on_refused: Box::new({
+            let context = context.clone();
+            move |remote, group| {
+                context.metrics.ingest_sender_limit_closed.increment();
+                let sender = IngestLogKey::Sender(group);
+                if let Some(suppressed) = context.log_limiter.allow(&sender) {
+                    tracing::warn!(%remote, sender = %group, suppressed, "closed an ingest connection: its sender holds ingest.max_connections_per_sender already");
                 }
-            },
-        };
-        admit(stream, remote, permit, &context, &shutdown, &tasks);
-    }
-    // Honeypots that connected just before the stop are still served (their lines are read
-    // for the drain period): take what waits in the accept backlog, within the same
-    // connection limit. Without a free slot the rest of the backlog is closed with the
-    // listener: a flood queued in the backlog must not get past `max_connections` only
-    // because the node is stopping.
-    while let Ok(permit) = slots.clone().try_acquire_owned() {
-        let Ok(Ok((stream, remote))) = tokio::time::timeout(BACKLOG_POLL, listener.accept()).await
-        else {
-            break;
-        };
-        admit(stream, remote, permit, &context, &shutdown, &tasks);
-    }
-    tasks.close();
-    tasks.wait().await;
-}
-
-/// Serves an accepted connection on a task of its own, unless its sender already holds
-/// `ingest.max_connections_per_sender`: then it is closed at once (freeing its listener
-/// slot), counted, and logged at a limited rate per sender.
-fn admit(
-    stream: TcpStream,
-    remote: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    context: &Arc<IngestContext>,
-    shutdown: &CancellationToken,
-    tasks: &TaskTracker,
-) {
-    let context = context.clone();
-    let shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        // The owner lookup reads /proc: on the blocking pool, in the connection's own task,
-        // so a flood of connections does not hold up the accept loop.
-        let uid = sender_socket_owner(&stream, remote).await;
-        let sender = sender_key(uid, remote);
-        let Some(sender_slot) = context.sender_slots.try_take(sender.clone()) else {
-            context.metrics.ingest_sender_limit_closed.increment();
-            if let Some(suppressed) = context.log_limiter.allow(&sender) {
-                tracing::warn!(%remote, sender = ?sender, suppressed, "closed an ingest connection: its sender holds ingest.max_connections_per_sender already");
             }
-            return;
-        };
-        context.metrics.ingest_connections.increment();
-        context.metrics.ingest_connections_active.increment();
-        serve_ingest_connection(stream, remote, uid, &context, shutdown).await;
-        context.metrics.ingest_connections_active.decrement();
-        drop((sender_slot, permit));
-    });
+        }),
+    };
+    let connections = accept_until_shutdown(listener, settings, shutdown.clone(), {
+        move |stream, remote, permit| {
+            let context = context.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                context.metrics.ingest_connections.increment();
+                context.metrics.ingest_connections_active.increment();
+                serve_ingest_connection(stream, remote, &permit, &context, shutdown).await;
+                context.metrics.ingest_connections_active.decrement();
+            }
+        }
+    })
+    .await;
+    connections.wait().await;
 }
 
 async fn serve_ingest_connection(
     mut stream: TcpStream,
     remote: SocketAddr,
-    uid: Option<u32>,
+    permit: &ConnectionPermit,
     context: &IngestContext,
     shutdown: CancellationToken,
 ) {
     let mut framer = LineFramer::new(context.max_line_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     // A pot this node started is known by its socket's owner; other senders name their pot.
-    let sender = context.sender_pot(uid);
+    let group = permit.address_group();
+    let sender = context.sender_pot(group);
     let pot_context = match &sender {
         Some(pot) => PotContext {
             pot_id: Some(pot.pot_id.clone()),
@@ -284,7 +234,7 @@ async fn serve_ingest_connection(
     };
     let peer = IngestPeer {
         remote,
-        log_key: context.log_key(uid, remote, sender.as_ref()),
+        log_key: IngestLogKey::of(group, sender.as_ref()),
     };
     let mut drain_deadline: Option<Instant> = None;
     let pacer = context.pacer_for(sender.as_ref());
@@ -452,7 +402,6 @@ pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use honeybee_telemetry::MetricsRegistry;
 
     /// The pace on tokio's paused clock: a burst of one second's worth passes at once, the
     /// next event waits exactly its share of a second, waiting refills, and the Core is told
@@ -479,55 +428,5 @@ mod tests {
         assert!(pacer.delay_for_next() > Duration::ZERO);
         tokio::time::advance(ALARM_INTERVAL).await;
         assert!(pacer.alarm_due(), "due again after the interval");
-    }
-
-    #[tokio::test]
-    async fn connections_waiting_in_the_backlog_at_shutdown_stay_within_the_limit() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (queue, _events) = crate::ingest_queue::ingest_queue(
-            1024,
-            honeybee_byte_budget::ByteBudget::new(1 << 20, Default::default()),
-        );
-        let (alarms, _alarms) = mpsc::channel(16);
-        let metrics = Arc::new(NodeMetrics::new(MetricsRegistry::new()));
-        let context = Arc::new(IngestContext {
-            queue,
-            metrics: metrics.clone(),
-            max_line_bytes: 64 * 1024,
-            idle_timeout: Duration::from_secs(60),
-            max_events_per_second: 1000,
-            alarms,
-            log_limiter: ingest_log_limiter(),
-            identities: None,
-            pot_pacers: Mutex::new(HashMap::new()),
-            sender_slots: crate::ingest_sender_slots::SenderSlots::new(64),
-        });
-        let shutdown = CancellationToken::new();
-        let listening = tokio::spawn(run_ingest_listener(listener, context, 2, shutdown.clone()));
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            held.push(TcpStream::connect(address).await.unwrap());
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while metrics.ingest_connections_active.get() < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the two connections were not served"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // Both slots are taken: these wait in the kernel's backlog.
-        let mut waiting = Vec::new();
-        for _ in 0..5 {
-            waiting.push(TcpStream::connect(address).await.unwrap());
-        }
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), listening)
-            .await
-            .expect("the listener stops within 10 s")
-            .unwrap();
-        assert_eq!(metrics.ingest_connections.get(), 2);
-        assert_eq!(metrics.ingest_connections_active.get(), 0);
     }
 }

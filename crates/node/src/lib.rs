@@ -14,7 +14,6 @@ mod embedded;
 mod identity;
 mod ingest;
 mod ingest_queue;
-mod ingest_sender_slots;
 mod metrics;
 mod metrics_endpoint;
 mod pot_base_dir;
@@ -198,14 +197,14 @@ pub async fn start(
         log_limiter: ingest::ingest_log_limiter(),
         identities: Some(identities.clone()),
         pot_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
-        sender_slots: ingest_sender_slots::SenderSlots::new(
-            config.ingest.max_connections_per_sender,
-        ),
     });
     let ingest = tokio::spawn(ingest::run_ingest_listener(
         listener,
         ingest_context,
-        config.ingest.max_connections,
+        honeybee_accept::ConnectionLimiter::new(
+            config.ingest.max_connections,
+            config.ingest.max_connections_per_sender,
+        ),
         shutdown.clone(),
     ));
     // A node whose pots cannot run still forwards events: the reason is logged, reported to

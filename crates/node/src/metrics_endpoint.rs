@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use honeybee_telemetry::MetricsRegistry;
+use honeybee_accept::{accept_until_shutdown, AcceptSettings, AtShutdown, ConnectionLimiter};
+use honeybee_telemetry::{LogRateLimiter, MetricsRegistry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// A request head larger than this is refused.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -17,38 +17,43 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more wait in the kernel's backlog. A scraper needs one.
 const MAX_CONNECTIONS: usize = 16;
+/// Connections one sender (a local unix user, a remote address) may hold: a pot's user
+/// keeping silent connections open cannot shut the scraper out.
+const MAX_CONNECTIONS_PER_SENDER: usize = 4;
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`, on the shared accept loop with its limits.
 pub(crate) async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<MetricsRegistry>,
     shutdown: CancellationToken,
 ) {
-    let tasks = TaskTracker::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        // A slot first, then the accept: silent clients cannot hold more than the cap.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot,
-        };
-        let Ok(slot) = slot else { break };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let registry = registry.clone();
-        tasks.spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &registry)).await;
-            drop(slot);
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
+    let refused = registry.counter(
+        "honeybee_node_metrics_connections_refused_total",
+        "Connections to the metrics endpoint closed at once: their sender held its share.",
+        &[],
+    );
+    let log_limiter = LogRateLimiter::default();
+    let settings = AcceptSettings {
+        listener_name: "metrics",
+        limiter: ConnectionLimiter::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SENDER),
+        at_shutdown: AtShutdown::CloseBacklog,
+        on_refused: Box::new(move |remote, group| {
+            refused.increment();
+            if let Some(suppressed) = log_limiter.allow() {
+                tracing::warn!(%remote, sender = %group, limit = MAX_CONNECTIONS_PER_SENDER, suppressed, "closed a metrics connection: its sender holds its share already");
+            }
+        }),
+    };
+    let connections =
+        accept_until_shutdown(listener, settings, shutdown, move |stream, _, permit| {
+            let registry = registry.clone();
+            async move {
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &registry)).await;
+                drop(permit);
+            }
+        })
+        .await;
+    connections.wait().await;
 }
 
 async fn answer(mut stream: TcpStream, registry: &MetricsRegistry) -> std::io::Result<()> {
@@ -119,25 +124,44 @@ mod tests {
         let registry = MetricsRegistry::new();
         registry.counter("honeybee_node_test_total", "a test counter", &[]);
         let shutdown = CancellationToken::new();
-        let serving = tokio::spawn(serve_metrics(listener, registry, shutdown.clone()));
+        let serving = tokio::spawn(serve_metrics(listener, registry.clone(), shutdown.clone()));
 
-        assert!(get(address, "/metrics?format=text")
-            .await
-            .starts_with("HTTP/1.1 200"));
-        assert!(get(address, "/other").await.starts_with("HTTP/1.1 404"));
-        // Every slot taken by a silent client: a scraper waits for one, and gets it when a
-        // silent client goes.
+        // A sender holding its share of silent connections gets no more: one over the share
+        // is closed at once and counted.
         let mut silent = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
+        for _ in 0..=MAX_CONNECTIONS_PER_SENDER {
             silent.push(TcpStream::connect(address).await.unwrap());
         }
-        let scraper = tokio::spawn(get(address, "/metrics"));
+        let refused = registry.counter("honeybee_node_metrics_connections_refused_total", "", &[]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while refused.get() < 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no connection over the share was refused"
+            );
+            tokio::task::yield_now().await;
+        }
+        // Once they go the sender is served again (a scraper retries, as Prometheus does
+        // at its next interval, while the slots are being given back).
         silent.clear();
-        let response = tokio::time::timeout(Duration::from_secs(10), scraper)
-            .await
-            .expect("the scraper is served once slots free up")
-            .unwrap();
+        let response = loop {
+            let response = get(address, "/metrics?format=text").await;
+            if response.starts_with("HTTP/1.1 200") {
+                break response;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scraper was not served: {response}"
+            );
+            tokio::task::yield_now().await;
+        };
         assert!(response.contains("honeybee_node_test_total"), "{response}");
+        assert!(get(address, "/other").await.starts_with("HTTP/1.1 404"));
+        assert_eq!(
+            refused.get(),
+            1,
+            "no connection was refused under its share"
+        );
         shutdown.cancel();
         serving.await.unwrap();
     }

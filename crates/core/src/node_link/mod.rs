@@ -28,12 +28,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandOutcome, CommandTracker};
-use crate::connection_limits::AddressGroup;
 use crate::delivery::{queued_event_bytes, DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
 use crate::metrics::CoreMetrics;
 use crate::peer_log::{peer_text, PeerKey, PeerLogLimiter};
 use crate::sessions::{OutgoingCommand, SessionHandle, SessionRegistry};
+use honeybee_accept::AddressGroup;
 
 mod registration;
 

@@ -3,6 +3,8 @@
 #   - php-cli (the PHP forwarder's tests) and rsyslog (the benchmark harness's reference,
 #     exercised by its smoke test), from Debian's packages;
 #   - an unprivileged user, honeybee-test: Cowrie refuses to run as root, and CI runs as root;
+#   - a normal user with a home and subordinate ids, honeybee-rootless, and uidmap (newuidmap,
+#     newgidmap): README's commands run as a normal user (crates/cli/tests/rootless_pots.rs);
 #   - cargo-deny (the supply-chain check), from the crates registry;
 #   - a virtualenv with Cowrie and paramiko from PyPI, made with the system interpreter
 #     (/usr/bin/python3) so that user can execute it, plus the HoneyBee kit and plugin;
@@ -51,6 +53,25 @@ if ! id "$test_user" >/dev/null 2>&1; then
     echo "setup: creating user $test_user"
     as_root useradd --system --no-create-home --shell /usr/sbin/nologin "$test_user"
 fi
+
+if [ ! -x /usr/bin/newuidmap ]; then
+    echo "setup: installing uidmap"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq uidmap >/dev/null
+fi
+
+rootless_user=honeybee-rootless
+if ! id "$rootless_user" >/dev/null 2>&1; then
+    echo "setup: creating user $rootless_user"
+    as_root useradd --create-home --shell /bin/bash "$rootless_user"
+fi
+# useradd gives a new normal user subordinate ids where login.defs says so; make sure.
+if ! grep -q "^$rootless_user:" /etc/subuid 2>/dev/null || ! grep -q "^$rootless_user:" /etc/subgid 2>/dev/null; then
+    echo "setup: giving $rootless_user subordinate ids"
+    as_root usermod --add-subuids 700000-765535 --add-subgids 700000-765535 "$rootless_user"
+fi
+# Its pots live under its home: others (the pots' subordinate ids) must pass through it.
+as_root chmod 755 "$(getent passwd "$rootless_user" | cut -d: -f6)"
 
 marker="$venv/.honeybee-cowrie-$cowrie_version-paramiko-$paramiko_version"
 if [ ! -f "$marker" ]; then

@@ -22,6 +22,7 @@ mod pots;
 mod spool;
 mod tls;
 mod uplink;
+mod user_namespace;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{ConfigError, NodeConfig};
 pub use identity::IdentityError;
 pub use uplink::UplinkError;
+pub use user_namespace::{enter_user_namespace_for_pots, UserNamespaceEntry};
 
 use crate::config::NodeTypeSetting;
 use crate::ingest::IngestContext;
@@ -310,18 +312,28 @@ fn start_pot_manager(
     let setup = |what: &str, path: &Path, error: std::io::Error| {
         NodeError::Pots(format!("{what} {}: {error}", path.display()))
     };
-    let privilege =
-        pots::decide_pot_privilege(&config.honeypot.run_as, config.honeypot.allow_unprivileged)
-            .map_err(NodeError::Pots)?;
-    // Pot users pass through to their own directories; nobody lists the others.
-    let per_pot_users = matches!(privilege, PotPrivilege::PerPotUsers { .. });
-    let (base_dir, moved) = pot_base_dir::resolve_pot_base_dir(
-        config,
-        node_id,
-        per_pot_users,
-        Path::new(pot_base_dir::SYSTEM_POT_ROOT),
+    let privilege = pots::decide_pot_privilege(
+        &config.honeypot.run_as,
+        config.honeypot.allow_unprivileged,
+        user_namespace::why_not_entered(),
     )
     .map_err(NodeError::Pots)?;
+    if let PotPrivilege::SubordinateIds { ids, .. } = &privilege {
+        tracing::info!(
+            first_id = user_namespace::FIRST_POT_ID,
+            ids = ids.pot_id_span,
+            "the node is root in a user namespace of its own: each pot runs as one of this user's subordinate ids"
+        );
+    }
+    // Pot users pass through to their own directories; nobody lists the others.
+    let per_pot_users = !matches!(privilege, PotPrivilege::NodeUser);
+    // Only real root can make the system location; in its own user namespace the node
+    // owns nothing outside the user's files.
+    let system_root = matches!(privilege, PotPrivilege::PerPotUsers { .. })
+        .then(|| Path::new(pot_base_dir::SYSTEM_POT_ROOT));
+    let (base_dir, moved) =
+        pot_base_dir::resolve_pot_base_dir(config, node_id, per_pot_users, system_root)
+            .map_err(NodeError::Pots)?;
     if let Some(reason) = moved {
         tracing::info!(base_dir = %base_dir.display(), "{reason}");
     }

@@ -4,8 +4,9 @@
 //!
 //! Pots run as unprivileged users, so every directory above their own must be traversable
 //! by others. A configured `base_dir` that is not is an error naming the directory to fix;
-//! the default falls back to `/var/lib/honeybee/pots/<node id>`, created by root with
-//! pass-through modes (0711) and checked to be root's own, never a link.
+//! on a root node the default falls back to `/var/lib/honeybee/pots/<node id>`, created by
+//! root with pass-through modes (0711) and checked to be root's own, never a link. A node
+//! in its own user namespace cannot make that: its default out of reach is an error too.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,12 +19,13 @@ pub(crate) const SYSTEM_POT_ROOT: &str = "/var/lib/honeybee/pots";
 
 /// The directory the pots of `node_id` live in, created and made pass-through, with the
 /// reason when it is not the configured or default one. `per_pot_users`: pots run as other
-/// users, who must reach it.
+/// users, who must reach it. `system_root`: where the default may move (only a root node
+/// can make it).
 pub(crate) fn resolve_pot_base_dir(
     config: &NodeConfig,
     node_id: u64,
     per_pot_users: bool,
-    system_root: &Path,
+    system_root: Option<&Path>,
 ) -> Result<(PathBuf, Option<String>), String> {
     let data_dir = &config.node.data_dir;
     let wanted = config.honeypot.base_dir(data_dir);
@@ -35,13 +37,18 @@ pub(crate) fn resolve_pot_base_dir(
     let Some(closed) = first_closed_ancestor(&wanted)? else {
         return Ok((wanted, None));
     };
-    if configured {
+    let Some(system_root) = system_root.filter(|_| !configured) else {
+        let setting = if configured {
+            "honeypot.base_dir"
+        } else {
+            "the default honeypot.base_dir"
+        };
         return Err(format!(
-            "pot users cannot reach honeypot.base_dir {}: {} is not traversable by others (chmod o+x it, or set honeypot.base_dir elsewhere)",
+            "pot users cannot reach {setting} {}: {} is not traversable by others (chmod o+x it, or set honeypot.base_dir elsewhere)",
             wanted.display(),
             closed.display()
         ));
-    }
+    };
     let fallback = system_root.join(node_id.to_string());
     prepare_system_root(system_root)?;
     prepare(&fallback)?;
@@ -153,7 +160,8 @@ mod tests {
         let system_root = system.path().join("lib/honeybee/pots");
 
         let (base, reason) =
-            resolve_pot_base_dir(&config_in(&data_dir, None), 42, true, &system_root).unwrap();
+            resolve_pot_base_dir(&config_in(&data_dir, None), 42, true, Some(&system_root))
+                .unwrap();
         assert_eq!(base, system_root.join("42"));
         let reason = reason.expect("the move is explained");
         assert!(
@@ -170,19 +178,28 @@ mod tests {
             &config_in(&data_dir, Some(&configured)),
             42,
             true,
-            &system_root,
+            Some(&system_root),
         )
         .unwrap_err();
         assert!(error.contains("honeypot.base_dir"), "{error}");
+        // A node that cannot make the system location (root in its own user namespace):
+        // the default out of reach is an error that says what to do.
+        let error = resolve_pot_base_dir(&config_in(&data_dir, None), 42, true, None).unwrap_err();
+        assert!(
+            error.contains("chmod o+x") && error.contains(&home.path().display().to_string()),
+            "{error}"
+        );
 
         // Reachable, or pots that run as the node itself: the default stays.
         set_mode(home.path(), 0o711);
         let (base, reason) =
-            resolve_pot_base_dir(&config_in(&data_dir, None), 42, true, &system_root).unwrap();
+            resolve_pot_base_dir(&config_in(&data_dir, None), 42, true, Some(&system_root))
+                .unwrap();
         assert_eq!((base, reason), (data_dir.join("pots"), None));
         set_mode(home.path(), 0o700);
         let (base, _) =
-            resolve_pot_base_dir(&config_in(&data_dir, None), 42, false, &system_root).unwrap();
+            resolve_pot_base_dir(&config_in(&data_dir, None), 42, false, Some(&system_root))
+                .unwrap();
         assert_eq!(base, data_dir.join("pots"));
     }
 

@@ -57,6 +57,14 @@ fn main() -> anyhow::Result<()> {
         config.auth.enrollment_token = Some(token);
     }
     config.validate()?;
+    // Not root: pots get subordinate ids of their own in a user namespace, where the
+    // machine allows one (this process is started again inside it and does not return).
+    let wants_pots = config.node.node_type == honeybee_node::config::NodeTypeSetting::Full
+        && config.honeypot.enabled
+        && !config.honeypot.allow_unprivileged;
+    if wants_pots {
+        honeybee_node::enter_user_namespace_for_pots();
+    }
     init_tracing(LogSettings {
         filter: &config.log.level,
         json: config.log.format == LogFormat::Json,

@@ -83,6 +83,9 @@ enum OperatorCommand {
     Stop { node: String, pot_id: String },
     /// Restart a pot.
     Restart { node: String, pot_id: String },
+    /// Uninstall a pot: stop it, end everything its user runs, remove its files (and its
+    /// user, on a root node).
+    Uninstall { node: String, pot_id: String },
     /// Show a pot's recent output.
     Logs { node: String, pot_id: String },
     /// Show a pot's CPU, memory, uptime and restarts.
@@ -135,6 +138,10 @@ fn main() -> anyhow::Result<()> {
             event_port,
             log_level,
         } => {
+            // Not root: the local node's pots get subordinate ids of their own in a user
+            // namespace, where the machine allows one (this process is started again
+            // inside it, Core included, and does not return).
+            honeybee_node::enter_user_namespace_for_pots();
             init_tracing(LogSettings {
                 filter: &log_level,
                 json: false,
@@ -207,6 +214,9 @@ async fn run_operator(operator: Operator, command: OperatorCommand) -> anyhow::R
         }
         OperatorCommand::Restart { node, pot_id } => {
             operator.lifecycle("RestartPot", &node, &pot_id).await
+        }
+        OperatorCommand::Uninstall { node, pot_id } => {
+            operator.lifecycle("UninstallPot", &node, &pot_id).await
         }
         OperatorCommand::Logs { node, pot_id } => operator.logs(&node, &pot_id).await,
         OperatorCommand::Metrics { node, pot_id } => operator.metrics(&node, &pot_id).await,

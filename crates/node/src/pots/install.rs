@@ -58,6 +58,11 @@ impl PotManager {
                 tracing::warn!(pot_id, "refused a second install under one pot id");
                 return Outcome::failed(message);
             }
+            if let Some(message) = self.settings.pot_user_clash(&pot_id, pots.keys()) {
+                drop(pots);
+                tracing::warn!(pot_id, "{message}");
+                return Outcome::failed(message);
+            }
             pots.insert(
                 pot_id.clone(),
                 PotSlot::new(install.honeypot_type.clone(), None, PotStatus::Installing),
@@ -134,9 +139,14 @@ impl PotManager {
         // With nothing of it running any more: its jobs, its deny lines and its files in the
         // directories everyone may write to go before its uid can be given to someone else.
         let leaving = user.clone();
+        // A subordinate id has no account: no cron or at jobs, no deny lines, no userdel.
+        let has_account = self.settings.pot_users_have_accounts();
         let cleaned = tokio::task::spawn_blocking(move || {
-            let forgotten =
-                scheduling::forget_scheduling(&leaving, &scheduling::SchedulingPaths::system());
+            let forgotten = if has_account {
+                scheduling::forget_scheduling(&leaving, &scheduling::SchedulingPaths::system())
+            } else {
+                Ok(())
+            };
             let roots: Vec<PathBuf> = shared_temp::SHARED_WRITABLE_DIRS
                 .iter()
                 .map(PathBuf::from)
@@ -164,6 +174,9 @@ impl PotManager {
             }
         }
         self.settings.identities.remove(user.uid);
+        if !has_account {
+            return Ok(());
+        }
         pot_users::remove_pot_user(&user.name).map_err(|error| {
             tracing::warn!(pot_id, user = %user.name, %error, "removing the pot's user failed");
             error

@@ -102,20 +102,27 @@ impl PotSettings {
     /// The user pot `pot_id` runs as: its own (created when missing, and registered so that
     /// ingest knows its events), or `None` when pots run as the node's own user.
     pub(super) fn pot_user(&self, pot_id: &str, pot_type: &str) -> Result<Option<RunAs>, String> {
-        let PotPrivilege::PerPotUsers { prefix } = &self.privilege else {
-            return Ok(None);
+        let user = match &self.privilege {
+            PotPrivilege::NodeUser => return Ok(None),
+            PotPrivilege::SubordinateIds { prefix, ids } => {
+                // No account and no cron or at for a subordinate id: nothing to create.
+                pot_users::subordinate_pot_user(prefix, pot_id, *ids)
+            }
+            PotPrivilege::PerPotUsers { prefix } => {
+                let user = pot_users::ensure_pot_user(&pot_users::pot_user_name(prefix, pot_id))?;
+                // Every time, not only at creation: users made by earlier versions are
+                // denied too, and a job queued before that is removed before the pot runs
+                // again.
+                scheduling::deny_scheduling(&user, &scheduling::SchedulingPaths::system())
+                    .map_err(|error| {
+                        format!(
+                            "keeping pot user {} away from cron and at: {error}",
+                            user.name
+                        )
+                    })?;
+                user
+            }
         };
-        let user = pot_users::ensure_pot_user(&pot_users::pot_user_name(prefix, pot_id))?;
-        // Every time, not only at creation: users made by earlier versions are denied too,
-        // and a job queued before that is removed before the pot runs again.
-        scheduling::deny_scheduling(&user, &scheduling::SchedulingPaths::system()).map_err(
-            |error| {
-                format!(
-                    "keeping pot user {} away from cron and at: {error}",
-                    user.name
-                )
-            },
-        )?;
         self.identities.insert(
             user.uid,
             PotIdentity {
@@ -128,10 +135,35 @@ impl PotSettings {
 
     /// The pot's user if it exists, without creating it.
     pub(super) fn existing_pot_user(&self, pot_id: &str) -> Option<RunAs> {
-        let PotPrivilege::PerPotUsers { prefix } = &self.privilege else {
+        match &self.privilege {
+            PotPrivilege::NodeUser => None,
+            PotPrivilege::SubordinateIds { prefix, ids } => {
+                Some(pot_users::subordinate_pot_user(prefix, pot_id, *ids))
+            }
+            PotPrivilege::PerPotUsers { prefix } => {
+                pot_users::existing_user(&pot_users::pot_user_name(prefix, pot_id))
+            }
+        }
+    }
+
+    /// Whether pots run as system accounts (created and removed with them).
+    pub(super) fn pot_users_have_accounts(&self) -> bool {
+        matches!(self.privilege, PotPrivilege::PerPotUsers { .. })
+    }
+
+    /// Why pot `pot_id` cannot be installed beside the `installed` ones: in the node's user
+    /// namespace another of them has the subordinate id it would run as.
+    pub(super) fn pot_user_clash<'a>(
+        &self,
+        pot_id: &str,
+        installed: impl IntoIterator<Item = &'a String>,
+    ) -> Option<String> {
+        let PotPrivilege::SubordinateIds { ids, .. } = &self.privilege else {
             return None;
         };
-        pot_users::existing_user(&pot_users::pot_user_name(prefix, pot_id))
+        pot_users::clashing_pot(pot_id, installed, *ids).map(|other| {
+            format!("pot id {pot_id:?} would run as the same subordinate id as pot {other:?}; choose another pot id")
+        })
     }
 }
 

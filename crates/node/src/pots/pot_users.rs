@@ -11,6 +11,7 @@ use nix::unistd::User;
 use sha2::{Digest, Sha256};
 
 use super::privilege::RunAs;
+use crate::user_namespace::{SubordinateIds, FIRST_POT_ID};
 
 /// Longest user name `useradd` accepts everywhere.
 pub(crate) const MAX_USER_NAME: usize = 32;
@@ -28,6 +29,34 @@ pub(crate) fn pot_user_name(prefix: &str, pot_id: &str) -> String {
     let digest = Sha256::digest(pot_id.as_bytes());
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{prefix}-{}", &hex[..HASH_DIGITS])
+}
+
+/// The subordinate id pot `pot_id` runs as in the node's own user namespace: picked by a
+/// hash of the pot id, so the same every time (its files keep their owner across
+/// restarts), and shown under the name a per-pot user would have. Two pot ids of one node
+/// may hash to the same id: the install of the second is refused (`clashing_pot`).
+pub(crate) fn subordinate_pot_user(prefix: &str, pot_id: &str, ids: SubordinateIds) -> RunAs {
+    let digest = Sha256::digest(pot_id.as_bytes());
+    let number = u64::from_be_bytes(digest[..8].try_into().expect("a digest has 8 bytes"));
+    let offset = u32::try_from(number % u64::from(ids.pot_id_span)).expect("below a u32 span");
+    let id = FIRST_POT_ID + offset;
+    RunAs {
+        name: pot_user_name(prefix, pot_id),
+        uid: id,
+        gid: id,
+    }
+}
+
+/// Of `installed` pot ids, one whose subordinate id is the one `pot_id` would get.
+pub(crate) fn clashing_pot<'a>(
+    pot_id: &str,
+    installed: impl IntoIterator<Item = &'a String>,
+    ids: SubordinateIds,
+) -> Option<&'a String> {
+    let wanted = subordinate_pot_user("p", pot_id, ids).uid;
+    installed.into_iter().find(|other| {
+        other.as_str() != pot_id && subordinate_pot_user("p", other, ids).uid == wanted
+    })
 }
 
 /// Whether `prefix` can start a user name `useradd` accepts (lowercase letters, digits,
@@ -135,6 +164,34 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn subordinate_ids_are_stable_in_range_and_clashes_are_found() {
+        let ids = SubordinateIds { pot_id_span: 1024 };
+        let cowrie = subordinate_pot_user("honeybee", "cowrie-01", ids);
+        assert_eq!(cowrie, subordinate_pot_user("honeybee", "cowrie-01", ids));
+        assert_eq!(cowrie.uid, cowrie.gid);
+        assert_eq!(cowrie.name, pot_user_name("honeybee", "cowrie-01"));
+        let installed: Vec<String> = (0..2000).map(|n| format!("pot-{n}")).collect();
+        for pot_id in &installed {
+            let uid = subordinate_pot_user("honeybee", pot_id, ids).uid;
+            assert!((FIRST_POT_ID..FIRST_POT_ID + 1024).contains(&uid), "{uid}");
+        }
+        // 2,000 pot ids over 1,024 ids: some share one, and each clash is named.
+        let clash = clashing_pot("pot-0", &installed, ids);
+        let first = subordinate_pot_user("x", "pot-0", ids).uid;
+        match clash {
+            Some(other) => assert_eq!(subordinate_pot_user("x", other, ids).uid, first),
+            None => assert!(installed[1..]
+                .iter()
+                .all(|other| subordinate_pot_user("x", other, ids).uid != first)),
+        }
+        assert_eq!(
+            clashing_pot("pot-0", &installed[..1], ids),
+            None,
+            "not with itself"
+        );
+    }
 
     #[test]
     fn user_names_are_valid_short_and_stable() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use honeybee_store::{NewEvent, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
+use honeybee_store::{EventStore, NewEvent, SqliteOptions, SqliteStore, SqliteSynchronous};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use honeybee_store::{EventQuery, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
+use honeybee_store::{EventQuery, EventStore, SqliteOptions, SqliteStore, SqliteSynchronous};
 use serde_json::{json, Value};
 use support::*;
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use honeybee_store::{NewEvent, Store};
+use honeybee_store::{EventStore, NewEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,7 @@ const ATTEMPTS_AFTER_SHUTDOWN: u32 = 3;
 /// Runs until every sender of `queue` is gone and the queue is drained, so events accepted
 /// before shutdown are still written.
 pub(crate) async fn run_event_writer(
-    store: Arc<dyn Store>,
+    store: Arc<dyn EventStore>,
     mut queue: mpsc::Receiver<QueuedEvent>,
     batch_max_events: usize,
     metrics: Arc<CoreMetrics>,
@@ -57,7 +57,7 @@ pub(crate) async fn run_event_writer(
 
 /// Commits `batch`, retrying; returns whether it was stored.
 async fn write_with_retry(
-    store: &dyn Store,
+    store: &dyn EventStore,
     batch: Arc<[NewEvent]>,
     metrics: &CoreMetrics,
     shutdown: &CancellationToken,

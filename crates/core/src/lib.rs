@@ -28,7 +28,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use honeybee_byte_budget::ByteBudget;
-use honeybee_store::{SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError};
+use honeybee_store::{
+    EventStore, SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError,
+};
 use honeybee_telemetry::MetricsRegistry;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -118,7 +120,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningCore, CoreError> {
     config.validate()?;
-    let store = open_store(&config)?;
+    let OpenStore {
+        all: store,
+        events: event_store,
+    } = open_store(&config)?;
     // No connection is held by a Core that is just starting.
     store.disconnect_all_nodes().await?;
     let initial_admin_token = match config.api.auth {
@@ -187,7 +192,7 @@ pub async fn start(
     let tls = tls.map(|setup| setup.node_acceptor);
     let (events_sender, events_receiver) = mpsc::channel(config.storage.queue_capacity);
     let writer = tokio::spawn(event_writer::run_event_writer(
-        store.clone(),
+        event_store,
         events_receiver,
         config.storage.batch_max_events,
         metrics.clone(),
@@ -269,17 +274,31 @@ pub async fn start(
     })
 }
 
+/// The configured backend, as the interfaces the Core's parts ask for.
+struct OpenStore {
+    /// For the parts that use several concerns (sessions, the API, tokens).
+    all: Arc<dyn Store>,
+    /// For the event writer, which only appends events.
+    events: Arc<dyn EventStore>,
+}
+
 /// Opens the configured store.
-fn open_store(config: &CoreConfig) -> Result<Arc<dyn Store>, CoreError> {
-    Ok(match config.storage.backend {
-        StorageBackend::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions::new(
-            SqliteStore::path_in(&config.storage.data_dir),
-            match config.storage.sqlite_synchronous {
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-            },
-        ))?),
-    })
+fn open_store(config: &CoreConfig) -> Result<OpenStore, CoreError> {
+    match config.storage.backend {
+        StorageBackend::Sqlite => {
+            let sqlite = Arc::new(SqliteStore::open(&SqliteOptions::new(
+                SqliteStore::path_in(&config.storage.data_dir),
+                match config.storage.sqlite_synchronous {
+                    Synchronous::Full => SqliteSynchronous::Full,
+                    Synchronous::Normal => SqliteSynchronous::Normal,
+                },
+            ))?);
+            Ok(OpenStore {
+                all: sqlite.clone(),
+                events: sqlite,
+            })
+        }
+    }
 }
 
 /// Creates an API token in the Core's store (`honeybee-core token create`). The secret is
@@ -289,7 +308,7 @@ pub async fn create_api_token(
     name: &str,
     role: ApiRole,
 ) -> Result<String, CoreError> {
-    let store = open_store(config)?;
+    let store = open_store(config)?.all;
     Ok(tokens::create_token(store.as_ref(), name, role).await?)
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use honeybee_core::CoreConfig;
 use honeybee_protocol::{base32_decode, totp_code, totp_step_at, EnvelopeDecoder, Message};
-use honeybee_store::{EventQuery, SqliteOptions, SqliteStore, SqliteSynchronous, Store};
+use honeybee_store::{EventQuery, EventStore, SqliteOptions, SqliteStore, SqliteSynchronous};
 use serde_json::{json, Value};
 use support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,7 +1,8 @@
-//! HoneyBee storage: the domain records the Core keeps, the [`Store`] interface every
-//! backend implements, and the embedded SQLite backend.
+//! HoneyBee storage: the domain records the Core keeps, the interfaces every backend
+//! implements — one per concern: [`EventStore`], [`FleetStore`], [`AccessStore`], and
+//! [`Store`] for all three — and the embedded SQLite backend.
 //!
-//! All SQL of the project lives in this crate. Callers hold an `Arc<dyn Store>` and never
+//! All SQL of the project lives in this crate. Callers hold an `Arc<dyn …Store>` and never
 //! learn which backend is behind it, so a PostgreSQL backend can be added here without
 //! touching them.
 
@@ -18,4 +19,4 @@ pub use model::{
     DEFAULT_EVENT_PAGE_BYTES, MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSynchronous};
-pub use store::Store;
+pub use store::{AccessStore, EventStore, FleetStore, Store};

@@ -1,4 +1,9 @@
-//! The storage interface the Core programs against.
+//! The storage interfaces the Core programs against, one per concern, so that each part
+//! of the Core asks for what it uses (the event writer only [`EventStore`]) and a second
+//! backend implements them concern by concern.
+//!
+//! Commands are not here: the Core keeps them (and their answers) in memory for as long as
+//! a caller waits; nothing about them outlives a restart yet.
 
 use std::sync::Arc;
 
@@ -12,10 +17,25 @@ use crate::model::{
     PotRecord,
 };
 
-/// Everything the Core persists. Implementations must be safe to call from many tasks at
-/// once; writes of one batch are atomic (all events of `insert_events` or none).
+/// Events: appended in batches, read in pages. Implementations must be safe to call from
+/// many tasks at once; a batch is atomic (all events of `insert_events` or none).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores a batch of events in one transaction; an event whose `seq` is not above the
+    /// highest stored for its node is a resend and is skipped (a node's numbered events
+    /// arrive in `seq` order). Returns how many events were new.
+    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<u64, StoreError>;
+
+    /// The highest `seq` stored for the node, if any.
+    async fn last_event_seq(&self, node_id: u64) -> Result<Option<u64>, StoreError>;
+
+    /// Events matching `query`, newest first (by event timestamp, then id).
+    async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
+}
+
+/// The fleet: nodes as they registered and reported, and their pots.
+#[async_trait]
+pub trait FleetStore: Send + Sync + 'static {
     /// Records an accepted registration: creates the node or refreshes a known one, and
     /// marks it connected. `first_seen` of a known node is kept.
     async fn register_node(&self, registration: NodeRegistrationRecord) -> Result<(), StoreError>;
@@ -49,14 +69,17 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets an uninstalled pot (its events are kept).
     async fn delete_pot(&self, node_id: u64, pot_id: String) -> Result<(), StoreError>;
 
-    /// Stores a batch of events in one transaction; an event whose `seq` is not above the
-    /// highest stored for its node is a resend and is skipped (a node's numbered events
-    /// arrive in `seq` order). Returns how many events were new.
-    async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<u64, StoreError>;
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
 
-    /// The highest `seq` stored for the node, if any.
-    async fn last_event_seq(&self, node_id: u64) -> Result<Option<u64>, StoreError>;
+    async fn get_node(&self, node_id: u64) -> Result<Option<NodeRecord>, StoreError>;
 
+    /// Pots of one node, or of all nodes when `node_id` is `None`.
+    async fn list_pots(&self, node_id: Option<u64>) -> Result<Vec<PotRecord>, StoreError>;
+}
+
+/// Access: API tokens, enrollment tokens, node credentials, TOTP steps, revocations.
+#[async_trait]
+pub trait AccessStore: Send + Sync + 'static {
     /// Stores a new API token (its hash only).
     async fn create_api_token(&self, token: ApiTokenRecord) -> Result<(), StoreError>;
 
@@ -76,7 +99,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Enrolls a node in one transaction. With `token_hash`, one use of that valid token is
     /// consumed, always. A node id whose credential was never confirmed (see
-    /// [`Store::confirm_node_credential`]; the ack carrying its secret may have been lost) may
+    /// [`AccessStore::confirm_node_credential`]; the ack carrying its secret may have been lost) may
     /// be given a new secret again: with a token, at the price of another use; without one
     /// (open enrollment), only while its enrollment is younger than `open_reissue_window`.
     /// A confirmed or revoked id is never enrolled again.
@@ -114,14 +137,10 @@ pub trait Store: Send + Sync + 'static {
         node_id: u64,
         at: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StoreError>;
-
-    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
-
-    async fn get_node(&self, node_id: u64) -> Result<Option<NodeRecord>, StoreError>;
-
-    /// Pots of one node, or of all nodes when `node_id` is `None`.
-    async fn list_pots(&self, node_id: Option<u64>) -> Result<Vec<PotRecord>, StoreError>;
-
-    /// Events matching `query`, newest first (by event timestamp, then id).
-    async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
 }
+
+/// Everything the Core persists, for the parts that use several concerns (a node's session,
+/// the API). Every type implementing the three concerns is one.
+pub trait Store: EventStore + FleetStore + AccessStore {}
+
+impl<Backend: EventStore + FleetStore + AccessStore> Store for Backend {}

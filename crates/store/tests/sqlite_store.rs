@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use honeybee_store::{
-    EventCursor, EventQuery, NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord,
-    PotState, SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoredEvent,
-    SOURCE_ADDRESS_KEYS,
+    AccessStore, EventCursor, EventQuery, EventStore, FleetStore, NewEvent, NodeKind,
+    NodeRegistrationRecord, NodeState, PotRecord, PotState, SqliteOptions, SqliteStore,
+    SqliteSynchronous, StoredEvent, SOURCE_ADDRESS_KEYS,
 };
 use serde_json::{json, Map, Value};
 

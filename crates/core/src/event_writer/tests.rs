@@ -1,16 +1,16 @@
 //! The event writer against a store that fails on purpose: a real SQLite store whose
 //! `insert_events` fails a chosen number of times first (or always), so the retry and the
-//! give-up-at-shutdown paths run for real.
+//! give-up-at-shutdown paths run for real. The writer asks only for the events concern, so
+//! that is all the double implements.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use honeybee_store::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventPage, EventQuery,
-    NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord, NodeRegistrationRecord, NodeState,
-    PotRecord, SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError,
+    EventPage, EventQuery, EventStore, NewEvent, SqliteOptions, SqliteStore, SqliteSynchronous,
+    StoreError,
 };
 use honeybee_telemetry::MetricsRegistry;
 use tokio::sync::mpsc;
@@ -31,7 +31,7 @@ struct FailingStore {
 }
 
 #[async_trait]
-impl Store for FailingStore {
+impl EventStore for FailingStore {
     async fn insert_events(&self, batch: Arc<[NewEvent]>) -> Result<u64, StoreError> {
         self.insert_attempts.fetch_add(1, Ordering::SeqCst);
         let failing = self
@@ -50,105 +50,10 @@ impl Store for FailingStore {
         self.inner.insert_events(batch).await
     }
 
-    async fn register_node(&self, registration: NodeRegistrationRecord) -> Result<(), StoreError> {
-        self.inner.register_node(registration).await
-    }
-    async fn update_node_state(
-        &self,
-        node_id: u64,
-        state: NodeState,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.inner.update_node_state(node_id, state, at).await
-    }
-    async fn touch_node(&self, node_id: u64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.touch_node(node_id, at).await
-    }
-    async fn disconnect_node(
-        &self,
-        node_id: u64,
-        session_id: u64,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.inner.disconnect_node(node_id, session_id, at).await
-    }
-    async fn disconnect_all_nodes(&self) -> Result<(), StoreError> {
-        self.inner.disconnect_all_nodes().await
-    }
-    async fn upsert_pot(&self, pot: PotRecord) -> Result<(), StoreError> {
-        self.inner.upsert_pot(pot).await
-    }
-    async fn delete_pot(&self, node_id: u64, pot_id: String) -> Result<(), StoreError> {
-        self.inner.delete_pot(node_id, pot_id).await
-    }
     async fn last_event_seq(&self, node_id: u64) -> Result<Option<u64>, StoreError> {
         self.inner.last_event_seq(node_id).await
     }
-    async fn create_api_token(&self, token: ApiTokenRecord) -> Result<(), StoreError> {
-        self.inner.create_api_token(token).await
-    }
-    async fn api_token_role(&self, token_hash: String) -> Result<Option<ApiRole>, StoreError> {
-        self.inner.api_token_role(token_hash).await
-    }
-    async fn count_api_tokens(&self) -> Result<u64, StoreError> {
-        self.inner.count_api_tokens().await
-    }
-    async fn create_enrollment_token(&self, token: NewEnrollmentToken) -> Result<u64, StoreError> {
-        self.inner.create_enrollment_token(token).await
-    }
-    async fn list_enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenRecord>, StoreError> {
-        self.inner.list_enrollment_tokens().await
-    }
-    async fn revoke_enrollment_token(
-        &self,
-        id: u64,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.inner.revoke_enrollment_token(id, at).await
-    }
-    async fn enroll_node(
-        &self,
-        node_id: u64,
-        totp_secret: String,
-        token_hash: Option<String>,
-        at: DateTime<Utc>,
-        open_reissue_window: std::time::Duration,
-    ) -> Result<EnrollmentOutcome, StoreError> {
-        self.inner
-            .enroll_node(node_id, totp_secret, token_hash, at, open_reissue_window)
-            .await
-    }
-    async fn confirm_node_credential(
-        &self,
-        node_id: u64,
-        totp_secret: String,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .confirm_node_credential(node_id, totp_secret)
-            .await
-    }
-    async fn node_credential(&self, node_id: u64) -> Result<Option<NodeCredential>, StoreError> {
-        self.inner.node_credential(node_id).await
-    }
-    async fn use_totp_step(&self, node_id: u64, step: u64) -> Result<bool, StoreError> {
-        self.inner.use_totp_step(node_id, step).await
-    }
-    async fn revoke_node(
-        &self,
-        node_id: u64,
-        at: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.inner.revoke_node(node_id, at).await
-    }
-    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        self.inner.list_nodes().await
-    }
-    async fn get_node(&self, node_id: u64) -> Result<Option<NodeRecord>, StoreError> {
-        self.inner.get_node(node_id).await
-    }
-    async fn list_pots(&self, node_id: Option<u64>) -> Result<Vec<PotRecord>, StoreError> {
-        self.inner.list_pots(node_id).await
-    }
+
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         self.inner.query_events(query).await
     }

@@ -231,6 +231,13 @@ async fn twenty_concurrent_honeypots_store_ten_thousand_events_exactly_once() {
     let _node = start_node(dir.path(), &ports, event_port);
     wait_for_online_node(&client, &ports.api_base()).await;
 
+    // A follower in arrival order, as the live stream and exports follow the store: from
+    // before the first event, while they are being stored.
+    let follower = tokio::spawn(follow_in_arrival_order(
+        client.clone(),
+        ports.api_base(),
+        10_000,
+    ));
     let senders: Vec<_> = (0..20)
         .map(|connection| {
             tokio::spawn(async move {
@@ -270,6 +277,48 @@ async fn twenty_concurrent_honeypots_store_ten_thousand_events_exactly_once() {
     // The src_ip filter and a pot filter see the same events.
     let one_pot = all_events(&client, &ports.api_base(), "pot_id=pot-7&src_ip=192.0.2.1").await;
     assert_eq!(one_pot.len(), 500);
+    // The follower saw every event once, in increasing ids, while they were being stored.
+    let followed = follower.await.unwrap();
+    let followed_ids: Vec<i64> = followed.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(followed_ids.windows(2).all(|pair| pair[0] < pair[1]));
+    let followed_ids: HashSet<i64> = followed_ids.into_iter().collect();
+    assert_eq!(
+        followed_ids, ids,
+        "the follower saw exactly the stored events"
+    );
+}
+
+/// Pages through `/api/v1/events?order=asc` from the start, each page after the one
+/// before's `next_after_id`, until `count` events were seen (or a deadline).
+async fn follow_in_arrival_order(
+    client: reqwest::Client,
+    api_base: String,
+    count: usize,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let mut after_id = 0;
+    while seen.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower saw {} of {count} events",
+            seen.len()
+        );
+        let url = format!("{api_base}/api/v1/events?order=asc&after_id={after_id}&limit=1000");
+        let Some(page) = get_json(&client, &url).await else {
+            continue;
+        };
+        let events = page["events"].as_array().unwrap();
+        after_id = page["next_after_id"]
+            .as_i64()
+            .expect("next_after_id with order=asc");
+        if events.is_empty() {
+            // Nothing new yet: poll again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen.extend(events.iter().cloned());
+    }
+    seen
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventPage,
-    EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
+    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventOrder,
+    EventPage, EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
     NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, DEFAULT_EVENT_PAGE,
     DEFAULT_EVENT_PAGE_BYTES, MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
 };

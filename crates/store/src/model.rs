@@ -244,6 +244,25 @@ pub struct EventQuery {
     /// A page holds at least one event whatever its size.
     pub max_bytes: usize,
     pub cursor: Option<EventCursor>,
+    /// Only events stored after the one with this id (ids are given in the order the Core
+    /// stored events).
+    pub after_id: Option<i64>,
+    pub order: EventOrder,
+}
+
+/// The order of a page of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventOrder {
+    /// Newest first by the event's own timestamp (the node's clock), then id; pages on with
+    /// `cursor`.
+    #[default]
+    NewestFirst,
+    /// Oldest first by id, the order the Core stored them in. Paging on from the last id of
+    /// a page (`after_id`, or the page's cursor) misses nothing and repeats nothing,
+    /// whatever the events' own timestamps: an event delivered late from a node's spool
+    /// comes after what was stored before it. The order the live stream, exports and alert
+    /// rules follow.
+    Arrival,
 }
 
 impl Default for EventQuery {
@@ -258,6 +277,8 @@ impl Default for EventQuery {
             limit: DEFAULT_EVENT_PAGE,
             max_bytes: DEFAULT_EVENT_PAGE_BYTES,
             cursor: None,
+            after_id: None,
+            order: EventOrder::NewestFirst,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use honeybee_store::{
-    AccessStore, EventCursor, EventQuery, EventStore, FleetStore, NewEvent, NodeKind,
+    AccessStore, EventCursor, EventOrder, EventQuery, EventStore, FleetStore, NewEvent, NodeKind,
     NodeRegistrationRecord, NodeState, PotRecord, PotState, SqliteOptions, SqliteStore,
     SqliteSynchronous, StoredEvent, SOURCE_ADDRESS_KEYS,
 };
@@ -790,4 +790,154 @@ async fn a_page_stops_at_its_byte_budget_and_the_next_page_continues_after_it() 
             "the 5,000-byte event is a page of its own ({source_ip:?})"
         );
     }
+}
+
+/// Follows the store in arrival order from `after_id`, page by page, as the live stream and
+/// exports do: each page starts after the last id of the one before.
+async fn follow(store: &SqliteStore, query: &EventQuery, after_id: i64) -> (Vec<StoredEvent>, i64) {
+    let mut seen = Vec::new();
+    let mut position = after_id;
+    loop {
+        let page = store
+            .query_events(EventQuery {
+                after_id: Some(position),
+                order: EventOrder::Arrival,
+                ..query.clone()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.events.last() else {
+            return (seen, position);
+        };
+        position = last.id;
+        seen.extend(page.events);
+    }
+}
+
+#[tokio::test]
+async fn arrival_order_pages_forward_from_any_id_without_gaps_or_repeats_whatever_the_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    // Stored in three batches; the last one is a node's spool delivered late: its events
+    // carry timestamps older than everything stored before them.
+    let batches = [
+        (0..30)
+            .map(|n| {
+                event(
+                    1,
+                    "a",
+                    "login",
+                    100 + n,
+                    json!({"n": n, "src_ip": "192.0.2.1"}),
+                )
+            })
+            .collect::<Vec<_>>(),
+        (30..50)
+            .map(|n| event(2, "b", "command", 200 + n, json!({"n": n})))
+            .collect(),
+        (50..70)
+            .map(|n| {
+                event(
+                    1,
+                    "a",
+                    "login",
+                    n - 1000,
+                    json!({"n": n, "src_ip": "192.0.2.1"}),
+                )
+            })
+            .collect(),
+    ];
+    let small_pages = EventQuery {
+        limit: 7,
+        ..EventQuery::default()
+    };
+    let (first_two, position) = {
+        for batch in &batches[..2] {
+            store.insert_events(Arc::from(batch.clone())).await.unwrap();
+        }
+        follow(&store, &small_pages, 0).await
+    };
+    let number = |event: &StoredEvent| {
+        serde_json::from_str::<Value>(&event.data_json).unwrap()["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(
+        first_two.iter().map(number).collect::<Vec<_>>(),
+        (0..50).collect::<Vec<_>>()
+    );
+    // The late batch: a follower that has seen everything so far gets exactly it, although
+    // newest-first by timestamp it sorts below every event seen before.
+    store
+        .insert_events(Arc::from(batches[2].clone()))
+        .await
+        .unwrap();
+    let (late, end) = follow(&store, &small_pages, position).await;
+    assert_eq!(
+        late.iter().map(number).collect::<Vec<_>>(),
+        (50..70).collect::<Vec<_>>()
+    );
+    let (nothing, same_end) = follow(&store, &small_pages, end).await;
+    assert!(nothing.is_empty());
+    assert_eq!(
+        same_end, end,
+        "an empty page leaves the position where it was"
+    );
+
+    // Filters apply in arrival order, the source address included.
+    let by_source = EventQuery {
+        source_ip: Some("192.0.2.1".into()),
+        limit: 4,
+        ..EventQuery::default()
+    };
+    let (from_source, _) = follow(&store, &by_source, 0).await;
+    assert_eq!(
+        from_source.iter().map(number).collect::<Vec<_>>(),
+        (0..30).chain(50..70).collect::<Vec<_>>()
+    );
+    let by_node = EventQuery {
+        node_id: Some(2),
+        ..EventQuery::default()
+    };
+    assert_eq!(follow(&store, &by_node, 0).await.0.len(), 20);
+
+    // A page that is full says so with a cursor, which continues after its last event.
+    let page = store
+        .query_events(EventQuery {
+            order: EventOrder::Arrival,
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    let cursor = page.next_cursor.expect("more events follow");
+    assert_eq!(cursor.id, page.events.last().unwrap().id);
+    let next = store
+        .query_events(EventQuery {
+            order: EventOrder::Arrival,
+            cursor: Some(cursor),
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.events.iter().map(number).collect::<Vec<_>>(),
+        (10..20).collect::<Vec<_>>()
+    );
+
+    // Newest first, `after_id` keeps only what was stored after that id: here the late
+    // batch, which sorts oldest by its timestamps.
+    let after = every_page(
+        &store,
+        EventQuery {
+            after_id: Some(position),
+            ..EventQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        after.iter().map(number).collect::<Vec<_>>(),
+        (50..70).rev().collect::<Vec<_>>()
+    );
 }

@@ -1,4 +1,5 @@
-//! `/api/v1/events`: stored events, newest first, with filters and keyset pagination.
+//! `/api/v1/events`: stored events, newest first or in the order they were stored
+//! (`order=asc`, from `after_id`), with filters and keyset pagination.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use honeybee_protocol::format_timestamp;
 use honeybee_store::{
-    EventCursor, EventQuery, StoreError, StoredEvent, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE,
+    EventCursor, EventOrder, EventQuery, StoreError, StoredEvent, DEFAULT_EVENT_PAGE,
+    MAX_EVENT_PAGE,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -17,7 +19,7 @@ use serde_json::value::RawValue;
 use super::integer_parameter::parse_unsigned_integer;
 use super::{ApiError, ApiState};
 
-const KNOWN_PARAMETERS: [&str; 8] = [
+const KNOWN_PARAMETERS: [&str; 10] = [
     "node_id",
     "pot_id",
     "event_type",
@@ -26,6 +28,8 @@ const KNOWN_PARAMETERS: [&str; 8] = [
     "until",
     "limit",
     "cursor",
+    "after_id",
+    "order",
 ];
 
 pub(super) fn router() -> Router<Arc<ApiState>> {
@@ -74,6 +78,9 @@ struct EventList {
     /// Pass as `cursor` to get the next page; `null` on the last page. A page may hold
     /// fewer than `limit` events while this is set: it also ends at `[api] page_max_bytes`.
     next_cursor: Option<String>,
+    /// In arrival order (`order=asc`): pass as `after_id` to follow on — the last event's
+    /// id, or where this page started when it is empty. `null` newest first.
+    next_after_id: Option<i64>,
 }
 
 async fn list_events(
@@ -81,7 +88,13 @@ async fn list_events(
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Result<Json<EventList>, ApiError> {
     let query = parse_query(&parameters, state.event_page_max_bytes)?;
+    let start = query
+        .after_id
+        .unwrap_or(0)
+        .max(query.cursor.map_or(0, |cursor| cursor.id));
+    let arrival = query.order == EventOrder::Arrival;
     let page = state.store.query_events(query).await?;
+    let next_after_id = arrival.then(|| page.events.last().map_or(start, |last| last.id));
     let events = page
         .events
         .into_iter()
@@ -90,6 +103,7 @@ async fn list_events(
     Ok(Json(EventList {
         events,
         next_cursor: page.next_cursor.map(|cursor| cursor.encode()),
+        next_after_id,
     }))
 }
 
@@ -142,6 +156,27 @@ fn parse_query(
         Some(value) if is_cursor_shaped(value) => Some(EventCursor::decode(value)?),
         Some(value) => return Err(StoreError::InvalidCursor(value.clone()).into()),
     };
+    let after_id = match parameters.get("after_id") {
+        None => None,
+        Some(value) => match parse_unsigned_integer(value).and_then(|id| i64::try_from(id).ok()) {
+            Some(id) => Some(id),
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid after_id {value:?}: expected an event id, an integer from 0 to {}",
+                    i64::MAX
+                )))
+            }
+        },
+    };
+    let order = match parameters.get("order").map(String::as_str) {
+        None | Some("desc") => EventOrder::NewestFirst,
+        Some("asc") => EventOrder::Arrival,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid order {other:?}: expected asc (the order events were stored in) or desc (newest first)"
+            )))
+        }
+    };
     Ok(EventQuery {
         node_id,
         pot_id: text("pot_id"),
@@ -152,6 +187,8 @@ fn parse_query(
         limit,
         max_bytes,
         cursor,
+        after_id,
+        order,
     })
 }
 
@@ -215,6 +252,31 @@ mod tests {
         match parse_query(&parameters(pairs), 1 << 20) {
             Err(ApiError::BadRequest(message)) => message,
             other => panic!("expected a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arrival_order_and_after_id_are_parsed_and_bad_values_named() {
+        let query = parse_query(
+            &parameters(&[("after_id", "41"), ("order", "asc")]),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(
+            (query.after_id, query.order),
+            (Some(41), EventOrder::Arrival)
+        );
+        let default = parse_query(&parameters(&[]), 1 << 20).unwrap();
+        assert_eq!(
+            (default.after_id, default.order),
+            (None, EventOrder::NewestFirst)
+        );
+        assert!(bad_request(&[("order", "up")]).contains("order"));
+        for after_id in ["-1", "x", "9223372036854775808"] {
+            assert!(
+                bad_request(&[("after_id", after_id)]).contains("after_id"),
+                "{after_id}"
+            );
         }
     }
 

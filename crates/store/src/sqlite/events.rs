@@ -171,6 +171,10 @@ fn event_conditions(query: &EventQuery, events: &str, ordered: &str) -> (String,
         conditions.push(format!("{ordered}ts <= ?"));
         values.push(SqlValue::Integer(micros(until)));
     }
+    if let Some(after_id) = query.after_id {
+        conditions.push(format!("{ordered}id > ?"));
+        values.push(SqlValue::Integer(after_id));
+    }
     if let Some(cursor) = query.cursor {
         conditions.push(format!("({ordered}ts, {ordered}id) < (?, ?)"));
         values.push(SqlValue::Integer(cursor.timestamp_micros));
@@ -182,6 +186,64 @@ fn event_conditions(query: &EventQuery, events: &str, ordered: &str) -> (String,
         format!("WHERE {}", conditions.join(" AND "))
     };
     (where_clause, values)
+}
+
+/// Events stored after `after_id`, oldest first by id. The events table's rowid is the
+/// arrival order: the single writer commits batches one after another and SQLite numbers a
+/// new row above every row there is, so a reader that saw id N has seen every id below it.
+/// Filters (the source address too, on the table's own column) apply to the rows walked
+/// in id order.
+fn query_in_arrival_order(
+    connection: &Connection,
+    query: &EventQuery,
+    limit: usize,
+) -> Result<EventPage, StoreError> {
+    // Where the page starts: after `after_id`, or after the event a cursor names.
+    let position = query
+        .after_id
+        .unwrap_or(0)
+        .max(query.cursor.map_or(0, |cursor| cursor.id));
+    let filters = EventQuery {
+        cursor: None,
+        after_id: None,
+        ..query.clone()
+    };
+    let (where_clause, mut values) = event_conditions(&filters, "", "");
+    let mut conditions = vec!["id > ?".to_owned()];
+    values.insert(0, SqlValue::Integer(position));
+    if let Some(source_ip) = &query.source_ip {
+        conditions.push("src_ip = ?".to_owned());
+        values.insert(1, SqlValue::Text(source_ip.clone()));
+    }
+    if let Some(rest) = where_clause.strip_prefix("WHERE ") {
+        conditions.push(rest.to_owned());
+    }
+    values.push(SqlValue::Integer(limit as i64 + 1));
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id ASC LIMIT ?",
+        conditions.join(" AND ")
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut events = read_page_rows(
+        statement.query(rusqlite::params_from_iter(values))?,
+        limit,
+        query.max_bytes,
+        event_from_row,
+    )?;
+    let page = page_length(&events, limit, query.max_bytes);
+    let next_cursor = if events.len() > page {
+        events.truncate(page);
+        events.last().map(|last| EventCursor {
+            timestamp_micros: micros(last.timestamp),
+            id: last.id,
+        })
+    } else {
+        None
+    };
+    Ok(EventPage {
+        events,
+        next_cursor,
+    })
 }
 
 /// Newest-first events of one source address, merged from the events not yet indexed and
@@ -361,6 +423,9 @@ impl EventStore for SqliteStore {
             let limit = query.limit.clamp(1, MAX_EVENT_PAGE) as usize;
             // One row more than the page tells whether another page exists.
             let wanted = limit + 1;
+            if query.order == EventOrder::Arrival {
+                return query_in_arrival_order(connection, &query, limit);
+            }
             let mut events = match &query.source_ip {
                 Some(source_ip) => {
                     // One read transaction: the partition list and every partition read

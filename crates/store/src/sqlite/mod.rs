@@ -20,8 +20,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventPage,
-    EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
+    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventOrder,
+    EventPage, EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
     NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, MAX_EVENT_PAGE,
 };
 use crate::store::{AccessStore, EventStore, FleetStore};

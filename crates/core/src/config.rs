@@ -370,6 +370,13 @@ pub struct StorageConfig {
     /// it the queue could hold `queue_capacity` × `server.max_envelope_bytes` (64 GiB).
     /// Must be at least `server.max_envelope_bytes`. Default 64 MiB.
     pub queue_max_bytes: usize,
+    /// Connections reading events for the API, so that slow queries run side by side.
+    /// Token checks and node and pot reads have a connection of their own and never wait
+    /// for these. 1 to 64, default 4.
+    pub event_readers: usize,
+    /// Seconds one events query may run before the store stops it and the API answers 503
+    /// (narrow the query with `since`/`until` or a filter). 0.1 to 3600, default 10.
+    pub query_time_limit: f64,
 }
 
 impl Default for StorageConfig {
@@ -381,6 +388,8 @@ impl Default for StorageConfig {
             batch_max_events: 16_384,
             queue_capacity: 65_536,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            event_readers: 4,
+            query_time_limit: 10.0,
         }
     }
 }
@@ -533,6 +542,20 @@ impl CoreConfig {
                 "storage.queue_capacity",
                 self.storage.queue_capacity.to_string(),
                 "must be at least storage.batch_max_events",
+            ));
+        }
+        if !(1..=64).contains(&self.storage.event_readers) {
+            return Err(invalid(
+                "storage.event_readers",
+                self.storage.event_readers.to_string(),
+                "must be from 1 to 64",
+            ));
+        }
+        if !(0.1..=3600.0).contains(&self.storage.query_time_limit) {
+            return Err(invalid(
+                "storage.query_time_limit",
+                self.storage.query_time_limit.to_string(),
+                "must be from 0.1 to 3600 seconds",
             ));
         }
         if self.storage.queue_max_bytes < self.server.max_envelope_bytes {

@@ -286,13 +286,20 @@ struct OpenStore {
 fn open_store(config: &CoreConfig) -> Result<OpenStore, CoreError> {
     match config.storage.backend {
         StorageBackend::Sqlite => {
-            let sqlite = Arc::new(SqliteStore::open(&SqliteOptions::new(
-                SqliteStore::path_in(&config.storage.data_dir),
-                match config.storage.sqlite_synchronous {
-                    Synchronous::Full => SqliteSynchronous::Full,
-                    Synchronous::Normal => SqliteSynchronous::Normal,
-                },
-            ))?);
+            let options = SqliteOptions {
+                event_readers: config.storage.event_readers,
+                query_time_limit: std::time::Duration::from_secs_f64(
+                    config.storage.query_time_limit,
+                ),
+                ..SqliteOptions::new(
+                    SqliteStore::path_in(&config.storage.data_dir),
+                    match config.storage.sqlite_synchronous {
+                        Synchronous::Full => SqliteSynchronous::Full,
+                        Synchronous::Normal => SqliteSynchronous::Normal,
+                    },
+                )
+            };
+            let sqlite = Arc::new(SqliteStore::open(&options)?);
             Ok(OpenStore {
                 all: sqlite.clone(),
                 events: sqlite,

@@ -561,6 +561,8 @@ async fn the_api_answers_bad_requests_with_json_errors() {
         ("/api/v1/events?cursor=nope", 400, "invalid event cursor"),
         ("/api/v1/events?colour=red", 400, "unknown query parameter"),
         ("/api/v1/events?until=", 400, "empty until"),
+        ("/api/v1/events?order=sideways", 400, "invalid order"),
+        ("/api/v1/events?after_id=-1", 400, "invalid after_id"),
         ("/api/v1/commands/-1", 400, "invalid command id \"-1\""),
         ("/api/v1/nodes/+7", 400, "invalid node id \"+7\""),
         ("/api/v1/nowhere", 404, "no such endpoint"),
@@ -575,7 +577,18 @@ async fn the_api_answers_bad_requests_with_json_errors() {
     let (status, body) = core.get("/api/v1/events").await;
     assert_eq!(
         (status, body),
-        (200, json!({"events": [], "next_cursor": null}))
+        (
+            200,
+            json!({"events": [], "next_cursor": null, "next_after_id": null})
+        )
+    );
+    let (status, body) = core.get("/api/v1/events?order=asc&after_id=41").await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"events": [], "next_cursor": null, "next_after_id": 41})
+        )
     );
     let (status, body) = core
         .send_json(reqwest::Method::DELETE, "/api/v1/events", json!({}))

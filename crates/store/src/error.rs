@@ -38,6 +38,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the query ran past the store's time limit of {} s and was stopped", limit.as_secs_f64())]
+    QueryTimeLimit { limit: std::time::Duration },
     #[error("database worker task failed: {0}")]
     Worker(String),
 }

@@ -21,6 +21,8 @@ pub(crate) enum ApiError {
     RequestTimeout(String),
     /// The request is valid but cannot be carried out now (node offline, queue full).
     Conflict(String),
+    /// The request is valid but too costly now (a query past the store's time limit): 503.
+    Unavailable(String),
     /// A fault on the Core's side that is not the store's (e.g. a corrupt stored value).
     Internal(String),
     /// The store failed; logged with detail, answered generically.
@@ -31,6 +33,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InvalidCursor(_) => ApiError::BadRequest(error.to_string()),
+            StoreError::QueryTimeLimit { .. } => ApiError::Unavailable(format!(
+                "{error}; narrow it with since/until or a filter (the limit is [storage] query_time_limit)"
+            )),
             other => ApiError::Store(other),
         }
     }
@@ -61,6 +66,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
             ApiError::MisdirectedHost(message) => (StatusCode::MISDIRECTED_REQUEST, message),
             ApiError::RequestTimeout(message) => (StatusCode::REQUEST_TIMEOUT, message),
+            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Internal(message) => {
                 let id = request_id.insert(new_request_id());
                 tracing::error!(request_id = %id, message, "api request failed");

@@ -419,54 +419,55 @@ impl EventStore for SqliteStore {
     }
 
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
-        self.with_reader(move |connection| {
-            let limit = query.limit.clamp(1, MAX_EVENT_PAGE) as usize;
-            // One row more than the page tells whether another page exists.
-            let wanted = limit + 1;
-            if query.order == EventOrder::Arrival {
-                return query_in_arrival_order(connection, &query, limit);
-            }
-            let mut events = match &query.source_ip {
-                Some(source_ip) => {
-                    // One read transaction: the partition list and every partition read
-                    // come from the same snapshot, whatever the writer commits meanwhile.
-                    let snapshot = connection.transaction()?;
-                    let events = query_by_source(&snapshot, &query, source_ip, limit)?;
-                    snapshot.commit()?;
-                    events
+        self.event_readers
+            .run(move |connection| {
+                let limit = query.limit.clamp(1, MAX_EVENT_PAGE) as usize;
+                // One row more than the page tells whether another page exists.
+                let wanted = limit + 1;
+                if query.order == EventOrder::Arrival {
+                    return query_in_arrival_order(connection, &query, limit);
                 }
-                None => {
-                    let (where_clause, mut values) = event_conditions(&query, "", "");
-                    values.push(SqlValue::Integer(wanted as i64));
-                    let sql = format!(
-                        "SELECT {EVENT_COLUMNS} FROM events {where_clause}
+                let mut events = match &query.source_ip {
+                    Some(source_ip) => {
+                        // One read transaction: the partition list and every partition read
+                        // come from the same snapshot, whatever the writer commits meanwhile.
+                        let snapshot = connection.transaction()?;
+                        let events = query_by_source(&snapshot, &query, source_ip, limit)?;
+                        snapshot.commit()?;
+                        events
+                    }
+                    None => {
+                        let (where_clause, mut values) = event_conditions(&query, "", "");
+                        values.push(SqlValue::Integer(wanted as i64));
+                        let sql = format!(
+                            "SELECT {EVENT_COLUMNS} FROM events {where_clause}
                          ORDER BY ts DESC, id DESC LIMIT ?"
-                    );
-                    let mut statement = connection.prepare_cached(&sql)?;
-                    let events = read_page_rows(
-                        statement.query(rusqlite::params_from_iter(values))?,
-                        limit,
-                        query.max_bytes,
-                        event_from_row,
-                    )?;
-                    events
-                }
-            };
-            let page = page_length(&events, limit, query.max_bytes);
-            let next_cursor = if events.len() > page {
-                events.truncate(page);
-                events.last().map(|last| EventCursor {
-                    timestamp_micros: micros(last.timestamp),
-                    id: last.id,
+                        );
+                        let mut statement = connection.prepare_cached(&sql)?;
+                        let events = read_page_rows(
+                            statement.query(rusqlite::params_from_iter(values))?,
+                            limit,
+                            query.max_bytes,
+                            event_from_row,
+                        )?;
+                        events
+                    }
+                };
+                let page = page_length(&events, limit, query.max_bytes);
+                let next_cursor = if events.len() > page {
+                    events.truncate(page);
+                    events.last().map(|last| EventCursor {
+                        timestamp_micros: micros(last.timestamp),
+                        id: last.id,
+                    })
+                } else {
+                    None
+                };
+                Ok(EventPage {
+                    events,
+                    next_cursor,
                 })
-            } else {
-                None
-            };
-            Ok(EventPage {
-                events,
-                next_cursor,
             })
-        })
-        .await
+            .await
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::StoreError;
 use crate::model::{
@@ -30,9 +30,11 @@ mod access;
 mod event_page;
 mod events;
 mod fleet;
+mod readers;
 mod schema;
 
 use event_page::{page_length, read_page_rows};
+use readers::{open_reader, EventReaders};
 use schema::migrate;
 
 /// How hard SQLite syncs to disk on commit.
@@ -78,6 +80,10 @@ const RESTART_WAL_PAGES: i64 = 32_768;
 /// The writer's own checkpoint, a backstop in case the checkpointer falls far behind.
 const AUTOCHECKPOINT_PAGES: i64 = 4 * RESTART_WAL_PAGES;
 
+/// Default of [`SqliteOptions::event_readers`].
+const DEFAULT_EVENT_READERS: usize = 4;
+/// Default of [`SqliteOptions::query_time_limit`].
+const DEFAULT_QUERY_TIME_LIMIT: Duration = Duration::from_secs(10);
 /// Source-address index entries per partition (see [`SqliteOptions::source_partition_events`]).
 /// At this size a 16,384-event commit touches about a thousand of the partition's leaf
 /// pages; in one table over a million events it touched most of its sixteen thousand.
@@ -106,6 +112,12 @@ pub struct SqliteOptions {
     /// instructions at 10,000 events/s. Default 1,024: the addition stalls its commit for
     /// a few milliseconds; at 8,192 the stall (tens of ms) showed in the p99 latency.
     pub source_index_lag_events: u64,
+    /// Connections reading events, so that slow queries run side by side (default 4).
+    /// Nodes, pots and tokens are read on a connection of their own.
+    pub event_readers: usize,
+    /// How long one events query may run before SQLite is told to stop it (default 10 s):
+    /// the caller gets [`StoreError::QueryTimeLimit`], never a request that hangs.
+    pub query_time_limit: Duration,
 }
 
 impl SqliteOptions {
@@ -116,6 +128,8 @@ impl SqliteOptions {
             synchronous,
             source_partition_events: DEFAULT_SOURCE_PARTITION_EVENTS,
             source_index_lag_events: DEFAULT_SOURCE_INDEX_LAG_EVENTS,
+            event_readers: DEFAULT_EVENT_READERS,
+            query_time_limit: DEFAULT_QUERY_TIME_LIMIT,
         }
     }
 }
@@ -124,7 +138,9 @@ pub struct SqliteStore {
     source_partition_events: u64,
     source_index_lag_events: u64,
     writer: Arc<Mutex<Connection>>,
+    /// Nodes, pots, tokens, credentials: small, quick reads that never wait behind events.
     reader: Arc<Mutex<Connection>>,
+    event_readers: EventReaders,
     /// Dropping the store drops this sender, which stops the checkpointer thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
@@ -153,17 +169,13 @@ impl SqliteStore {
             ))
             .map_err(open_error)?;
         migrate(&mut writer)?;
-        let reader = Connection::open_with_flags(
+        let reader = open_reader(&options.path, READER_CACHE_KIB, MMAP_BYTES)?;
+        let event_readers = EventReaders::open(
             &options.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_error)?;
-        reader
-            .execute_batch(&format!(
-                "PRAGMA busy_timeout = 5000; PRAGMA cache_size = -{READER_CACHE_KIB};
-                 PRAGMA mmap_size = {MMAP_BYTES};"
-            ))
-            .map_err(open_error)?;
+            options.event_readers,
+            options.query_time_limit,
+            MMAP_BYTES,
+        )?;
         let checkpointer = Connection::open(&options.path).map_err(open_error)?;
         checkpointer
             .execute_batch("PRAGMA busy_timeout = 5000;")
@@ -181,6 +193,7 @@ impl SqliteStore {
             source_index_lag_events: options.source_index_lag_events.max(1),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            event_readers,
             _checkpointer: stop_checkpoints,
         })
     }
@@ -391,4 +404,50 @@ fn collect_rows<T>(
         records.push(convert(row)?);
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn token_checks_answer_while_every_events_reader_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteStore::open(&SqliteOptions {
+                event_readers: 2,
+                query_time_limit: Duration::from_secs(3600),
+                ..SqliteOptions::new(SqliteStore::path_in(dir.path()), SqliteSynchronous::Normal)
+            })
+            .unwrap(),
+        );
+        let endless = |connection: &mut Connection| -> Result<i64, StoreError> {
+            Ok(connection.query_row(
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n",
+                [],
+                |row| row.get(0),
+            )?)
+        };
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.event_readers.run(endless).await })
+            })
+            .collect();
+        while store.event_readers.idle_count() != 0 {
+            tokio::task::yield_now().await;
+        }
+        // On the events readers this would wait for an hour.
+        let role = tokio::time::timeout(
+            Duration::from_secs(60),
+            store.api_token_role("no such token".into()),
+        )
+        .await
+        .expect("the token check does not wait for the events readers")
+        .unwrap();
+        assert_eq!(role, None);
+        for query in busy {
+            query.abort();
+        }
+    }
 }

@@ -97,6 +97,10 @@ pub trait Candidate {
     fn finish(&mut self) -> Result<()> {
         self.seal()
     }
+    /// Where the bytes went, once finished (one line per part), if the layout tells.
+    fn disk_report(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// First page, newest first: at most `limit` events matching `filter`.
     fn first_page(&mut self, filter: &Filter, limit: usize) -> Result<Vec<Row>>;
     /// Events with an arrival id above `after`, oldest first.

@@ -1,11 +1,14 @@
 //! `storage-candidates`: measures candidate layouts of the event store v2 (issue 16) on
 //! the project's bench corpora, one candidate per process run. See docs/storage.md.
 //!
-//! `storage-candidates --candidate today|sqlite-parts|parquet --corpus query|pipeline
-//!  --events N --dir DIR [--batch 1000] [--partition-events 262144] [--reps 20]`
+//! `storage-candidates --candidate today|sqlite-parts|parquet|fjall --corpus query|pipeline
+//!  --events N --dir DIR [--batch 1000] [--partition-events 250000] [--reps 20] [--page-kib 64]`
+//!
+//! `--page-kib` is the Parquet data page size (candidate `parquet` only).
 
 mod candidate;
 mod corpus;
+mod fjall_store;
 mod measure;
 mod parquet_store;
 mod sqlite_parts;
@@ -31,6 +34,7 @@ struct Settings {
     batch: usize,
     partition_events: u64,
     reps: usize,
+    page_kib: usize,
 }
 
 fn parse_args() -> Result<Settings> {
@@ -40,8 +44,9 @@ fn parse_args() -> Result<Settings> {
         events: 1_000_000,
         dir: PathBuf::new(),
         batch: 1_000,
-        partition_events: 262_144,
+        partition_events: 250_000,
         reps: 20,
+        page_kib: 64,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -58,6 +63,7 @@ fn parse_args() -> Result<Settings> {
             "--batch" => settings.batch = value.parse()?,
             "--partition-events" => settings.partition_events = value.parse()?,
             "--reps" => settings.reps = value.parse()?,
+            "--page-kib" => settings.page_kib = value.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -81,7 +87,11 @@ fn open(settings: &Settings) -> Result<Box<dyn Candidate>> {
     Ok(match settings.candidate.as_str() {
         "today" => Box::new(today::Today::open(&settings.dir)?),
         "sqlite-parts" => Box::new(sqlite_parts::SqliteParts::open(&settings.dir)?),
-        "parquet" => Box::new(parquet_store::ParquetStore::open(&settings.dir)?),
+        "parquet" => Box::new(parquet_store::ParquetStore::open(
+            &settings.dir,
+            settings.page_kib * 1024,
+        )?),
+        "fjall" => Box::new(fjall_store::FjallStore::open(&settings.dir)?),
         other => bail!("unknown candidate {other}"),
     })
 }
@@ -281,6 +291,9 @@ fn main() -> Result<()> {
         (process_cpu() - cpu).as_secs_f64(),
         wall.elapsed().as_secs_f64()
     );
+    for line in store.disk_report() {
+        println!("    {line}");
+    }
     let sealed_disk = disk_bytes(&settings.dir);
     println!(
         "disk after sealing everything: {:.1} B/event ({} bytes)",

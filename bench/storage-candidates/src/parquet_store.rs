@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int64Type, UInt64Type};
-use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::types::{Int32Type, Int64Type, UInt64Type};
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
 use arrow_schema::{DataType, Field as Column, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
@@ -41,24 +43,33 @@ const DATA: usize = 17;
 
 fn schema() -> SchemaRef {
     let text = |name: &str, nullable: bool| Column::new(name, DataType::Utf8, nullable);
+    // Read back as dictionary arrays: a filter compares the dictionary once and then
+    // integer keys, and counting counts keys.
+    let coded = |name: &str, nullable: bool| {
+        Column::new(
+            name,
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            nullable,
+        )
+    };
     Arc::new(Schema::new(vec![
         Column::new("id", DataType::UInt64, false),
         Column::new("received_at", DataType::Int64, false),
         Column::new("node_id", DataType::UInt64, false),
-        text("pot_id", false),
-        text("pot_type", false),
-        text("event_type", false),
-        text("src_ip", true),
+        coded("pot_id", false),
+        coded("pot_type", false),
+        coded("event_type", false),
+        coded("src_ip", true),
         Column::new("src_port", DataType::Int64, true),
         Column::new("dst_port", DataType::Int64, true),
-        text("username", true),
-        text("password", true),
+        coded("username", true),
+        coded("password", true),
         text("input", true),
         text("session", true),
         text("url", true),
         text("shasum", true),
-        text("protocol", true),
-        text("country", true),
+        coded("protocol", true),
+        coded("country", true),
         text("data", false),
     ]))
 }
@@ -93,6 +104,8 @@ struct Sealed {
 
 pub struct ParquetStore {
     dir: PathBuf,
+    /// Target size of a data page before compression: the unit a point read decodes.
+    page_bytes: usize,
     next_id: u64,
     sealed: Vec<Sealed>,
     hot: Hot,
@@ -109,10 +122,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 impl ParquetStore {
-    pub fn open(dir: &Path) -> Result<ParquetStore> {
+    pub fn open(dir: &Path, page_bytes: usize) -> Result<ParquetStore> {
         std::fs::create_dir_all(dir)?;
         Ok(ParquetStore {
             dir: dir.to_path_buf(),
+            page_bytes,
             next_id: 1,
             sealed: Vec::new(),
             hot: Hot {
@@ -195,12 +209,7 @@ impl ParquetStore {
             let mut offset = 0;
             for batch in reader {
                 let batch = batch?;
-                let values = batch.column(0).as_string::<i32>();
-                for index in 0..batch.num_rows() {
-                    if values.is_valid(index) && values.value(index) == value.as_str() {
-                        matches.push(offset + index);
-                    }
-                }
+                equal_rows(batch.column(0), value, offset, &mut matches);
                 offset += batch.num_rows();
             }
             let keep = matches.len().min(wanted - page.len());
@@ -241,26 +250,16 @@ impl ParquetStore {
                 let batch = batch?;
                 let received = batch.column(0).as_primitive::<Int64Type>();
                 let fields = [
-                    (Field::EventId, batch.column(1).as_string::<i32>()),
-                    (Field::SrcIp, batch.column(2).as_string::<i32>()),
-                    (Field::Username, batch.column(3).as_string::<i32>()),
-                    (Field::Password, batch.column(4).as_string::<i32>()),
-                    (Field::Country, batch.column(5).as_string::<i32>()),
+                    Field::EventId,
+                    Field::SrcIp,
+                    Field::Username,
+                    Field::Password,
+                    Field::Country,
                 ];
                 let first = received.values().partition_point(|&at| at < since);
-                for (field, values) in fields {
+                for (position, field) in fields.into_iter().enumerate() {
                     let map = counts.entry(field).or_default();
-                    for index in first..batch.num_rows() {
-                        if values.is_valid(index) {
-                            let value = values.value(index);
-                            match map.get_mut(value) {
-                                Some(count) => *count += 1,
-                                None => {
-                                    map.insert(value.to_owned(), 1);
-                                }
-                            }
-                        }
-                    }
+                    count_column(batch.column(position + 1), first, map);
                 }
             }
         }
@@ -280,7 +279,8 @@ impl ParquetStore {
         ];
         let mut properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .set_max_row_group_size(ROW_GROUP_ROWS);
+            .set_max_row_group_size(ROW_GROUP_ROWS)
+            .set_data_page_size_limit(self.page_bytes);
         for column in ["id", "received_at", "data", "session", "input", "src_port"] {
             properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
         }
@@ -358,6 +358,18 @@ impl ParquetStore {
     }
 }
 
+fn coded_column<'a>(
+    records: &'a [wal::Record],
+    value: fn(&'a wal::Record) -> Option<&'a str>,
+) -> ArrayRef {
+    Arc::new(
+        records
+            .iter()
+            .map(value)
+            .collect::<DictionaryArray<Int32Type>>(),
+    )
+}
+
 fn text_column<'a>(
     records: &'a [wal::Record],
     value: fn(&'a wal::Record) -> Option<&'a str>,
@@ -380,10 +392,10 @@ fn record_batch(records: &[wal::Record]) -> Result<RecordBatch> {
                 .map(|r| r.event.node_id)
                 .collect::<UInt64Array>(),
         ),
-        text_column(records, |r| Some(r.event.pot_id.as_str())),
-        text_column(records, |r| Some(r.event.pot_type.as_str())),
-        text_column(records, |r| Some(r.event.event_type.as_str())),
-        text_column(records, |r| r.fields.src_ip.as_deref()),
+        coded_column(records, |r| Some(r.event.pot_id.as_str())),
+        coded_column(records, |r| Some(r.event.pot_type.as_str())),
+        coded_column(records, |r| Some(r.event.event_type.as_str())),
+        coded_column(records, |r| r.fields.src_ip.as_deref()),
         Arc::new(
             records
                 .iter()
@@ -396,14 +408,14 @@ fn record_batch(records: &[wal::Record]) -> Result<RecordBatch> {
                 .map(|r| r.fields.dst_port)
                 .collect::<Int64Array>(),
         ),
-        text_column(records, |r| r.fields.username.as_deref()),
-        text_column(records, |r| r.fields.password.as_deref()),
+        coded_column(records, |r| r.fields.username.as_deref()),
+        coded_column(records, |r| r.fields.password.as_deref()),
         text_column(records, |r| r.fields.input.as_deref()),
         text_column(records, |r| r.fields.session.as_deref()),
         text_column(records, |r| r.fields.url.as_deref()),
         text_column(records, |r| r.fields.shasum.as_deref()),
-        text_column(records, |r| r.fields.protocol.as_deref()),
-        text_column(records, |r| r.fields.country),
+        coded_column(records, |r| r.fields.protocol.as_deref()),
+        coded_column(records, |r| r.fields.country),
         text_column(records, |r| Some(r.event.data.as_str())),
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
@@ -551,6 +563,39 @@ impl Candidate for ParquetStore {
         Ok(())
     }
 
+    fn disk_report(&self) -> Vec<String> {
+        let mut columns: Vec<(String, u64)> = Vec::new();
+        let mut blooms = 0u64;
+        let mut rows = 0u64;
+        for part in &self.sealed {
+            let metadata = part.metadata.metadata();
+            for group in metadata.row_groups() {
+                rows += group.num_rows() as u64;
+                for (index, chunk) in group.columns().iter().enumerate() {
+                    if columns.len() <= index {
+                        columns.push((chunk.column_path().string(), 0));
+                    }
+                    columns[index].1 += chunk.compressed_size() as u64;
+                    blooms += chunk.bloom_filter_length().unwrap_or(0) as u64;
+                }
+            }
+        }
+        let per_event = |bytes: u64| bytes as f64 / rows.max(1) as f64;
+        let mut lines: Vec<String> = columns
+            .iter()
+            .map(|(name, bytes)| format!("column {name}: {:.2} B/event", per_event(*bytes)))
+            .collect();
+        lines.push(format!("bloom filters: {:.2} B/event", per_event(blooms)));
+        let summaries: u64 = (0..self.hot.index)
+            .filter_map(|index| {
+                let path = self.dir.join(format!("part-{index:06}.summary.parquet"));
+                std::fs::metadata(path).ok().map(|metadata| metadata.len())
+            })
+            .sum();
+        lines.push(format!("summaries: {:.2} B/event", per_event(summaries)));
+        lines
+    }
+
     fn first_page(&mut self, filter: &Filter, limit: usize) -> Result<Vec<Row>> {
         let mut page = Vec::new();
         for row in self.hot.rows.iter().rev() {
@@ -640,5 +685,64 @@ impl Candidate for ParquetStore {
             .into_iter()
             .map(|field| (field, top_ten(counts.remove(&field).unwrap_or_default())))
             .collect())
+    }
+}
+
+/// Pushes `offset +` the index of every row of `column` equal to `value`.
+fn equal_rows(column: &ArrayRef, value: &str, offset: usize, matches: &mut Vec<usize>) {
+    if let Some(coded) = column.as_dictionary_opt::<Int32Type>() {
+        let values = coded.values().as_string::<i32>();
+        let wanted: Vec<i32> = (0..values.len())
+            .filter(|&key| values.is_valid(key) && values.value(key) == value)
+            .map(|key| key as i32)
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let keys = coded.keys();
+        for index in 0..keys.len() {
+            if keys.is_valid(index) && wanted.contains(&keys.value(index)) {
+                matches.push(offset + index);
+            }
+        }
+        return;
+    }
+    let values = column.as_string::<i32>();
+    for index in 0..values.len() {
+        if values.is_valid(index) && values.value(index) == value {
+            matches.push(offset + index);
+        }
+    }
+}
+
+/// Adds the values of rows `first..` of `column` to `counts`.
+fn count_column(column: &ArrayRef, first: usize, counts: &mut HashMap<String, u64>) {
+    let mut add = |value: &str, count: u64| match counts.get_mut(value) {
+        Some(total) => *total += count,
+        None => {
+            counts.insert(value.to_owned(), count);
+        }
+    };
+    if let Some(coded) = column.as_dictionary_opt::<Int32Type>() {
+        let values = coded.values().as_string::<i32>();
+        let mut per_key = vec![0u64; values.len()];
+        let keys = coded.keys();
+        for index in first..keys.len() {
+            if keys.is_valid(index) {
+                per_key[keys.value(index) as usize] += 1;
+            }
+        }
+        for (key, count) in per_key.into_iter().enumerate() {
+            if count > 0 && values.is_valid(key) {
+                add(values.value(key), count);
+            }
+        }
+        return;
+    }
+    let values = column.as_string::<i32>();
+    for index in first..values.len() {
+        if values.is_valid(index) {
+            add(values.value(index), 1);
+        }
     }
 }

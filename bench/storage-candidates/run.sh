@@ -12,18 +12,19 @@ corpus=${CORPUS:-query}
 work=${WORK:-$(mktemp -d)}
 extra=${EXTRA:-}
 cargo build --release --locked -j "${JOBS:-2}"
+binary="${CARGO_TARGET_DIR:-target}/release/storage-candidates"
 mkdir -p target/runs
 candidates=("$@")
-[ ${#candidates[@]} -gt 0 ] || candidates=(today sqlite-parts parquet fjall)
+[ ${#candidates[@]} -gt 0 ] || candidates=(today sqlite-parts parquet parquet-indexed fjall)
 for candidate in "${candidates[@]}"; do
     report="target/runs/$candidate-$corpus-$events.txt"
     dir="$work/$candidate-$corpus-$events"
     rm -rf "$dir"
     {
         echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "# target/release/storage-candidates --candidate $candidate --corpus $corpus --events $events --dir $dir $extra"
+        echo "# $binary --candidate $candidate --corpus $corpus --events $events --dir $dir $extra"
         # shellcheck disable=SC2086
-        target/release/storage-candidates --candidate "$candidate" --corpus "$corpus" \
+        "$binary" --candidate "$candidate" --corpus "$corpus" \
             --events "$events" --dir "$dir" $extra
         echo "# done $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"
     } 2>&1 | tee "$report"

@@ -1,7 +1,7 @@
 //! `storage-candidates`: measures candidate layouts of the event store v2 (issue 16) on
 //! the project's bench corpora, one candidate per process run. See docs/storage.md.
 //!
-//! `storage-candidates --candidate today|sqlite-parts|parquet|fjall --corpus query|pipeline
+//! `storage-candidates --candidate today|sqlite-parts|parquet|parquet-indexed|fjall --corpus query|pipeline
 //!  --events N --dir DIR [--batch 1000] [--partition-events 250000] [--reps 20] [--page-kib 64]`
 //!
 //! `--page-kib` is the Parquet data page size (candidate `parquet` only).
@@ -10,6 +10,7 @@ mod candidate;
 mod corpus;
 mod fjall_store;
 mod measure;
+mod parquet_indexed;
 mod parquet_store;
 mod sqlite_parts;
 mod today;
@@ -88,6 +89,10 @@ fn open(settings: &Settings) -> Result<Box<dyn Candidate>> {
         "today" => Box::new(today::Today::open(&settings.dir)?),
         "sqlite-parts" => Box::new(sqlite_parts::SqliteParts::open(&settings.dir)?),
         "parquet" => Box::new(parquet_store::ParquetStore::open(
+            &settings.dir,
+            settings.page_kib * 1024,
+        )?),
+        "parquet-indexed" => Box::new(parquet_indexed::IndexedStore::open(
             &settings.dir,
             settings.page_kib * 1024,
         )?),

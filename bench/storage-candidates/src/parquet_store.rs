@@ -32,16 +32,16 @@ use crate::wal::{self, Segment};
 /// Rows per Parquet row group: the unit the zone maps and bloom filters skip.
 pub const ROW_GROUP_ROWS: usize = 65_536;
 
-const ID: usize = 0;
-const RECEIVED_AT: usize = 1;
-const EVENT_TYPE: usize = 5;
-const SRC_IP: usize = 6;
-const USERNAME: usize = 9;
-const PASSWORD: usize = 10;
-const COUNTRY: usize = 16;
-const DATA: usize = 17;
+pub(crate) const ID: usize = 0;
+pub(crate) const RECEIVED_AT: usize = 1;
+pub(crate) const EVENT_TYPE: usize = 5;
+pub(crate) const SRC_IP: usize = 6;
+pub(crate) const USERNAME: usize = 9;
+pub(crate) const PASSWORD: usize = 10;
+pub(crate) const COUNTRY: usize = 16;
+pub(crate) const DATA: usize = 17;
 
-fn schema() -> SchemaRef {
+pub(crate) fn schema() -> SchemaRef {
     let text = |name: &str, nullable: bool| Column::new(name, DataType::Utf8, nullable);
     // Read back as dictionary arrays: a filter compares the dictionary once and then
     // integer keys, and counting counts keys.
@@ -89,17 +89,17 @@ struct Hot {
     rows: Vec<HotRow>,
 }
 
-struct Sealed {
-    first_id: u64,
-    last_id: u64,
-    min_ts: i64,
-    file: File,
-    metadata: ArrowReaderMetadata,
+pub(crate) struct Sealed {
+    pub(crate) first_id: u64,
+    pub(crate) last_id: u64,
+    pub(crate) min_ts: i64,
+    pub(crate) file: File,
+    pub(crate) metadata: ArrowReaderMetadata,
     /// Per row group: column → bloom filter.
-    blooms: Vec<HashMap<usize, Sbbf>>,
+    pub(crate) blooms: Vec<HashMap<usize, Sbbf>>,
     /// Per row group: its first row in the file.
-    row_group_starts: Vec<usize>,
-    summary: HashMap<Field, Vec<(String, u64)>>,
+    pub(crate) row_group_starts: Vec<usize>,
+    pub(crate) summary: HashMap<Field, Vec<(String, u64)>>,
 }
 
 pub struct ParquetStore {
@@ -112,11 +112,11 @@ pub struct ParquetStore {
     offsets: Vec<u64>,
 }
 
-fn segment_path(dir: &Path, index: usize) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("hot-{index:06}.log"))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)?.sync_all()?;
     Ok(())
 }
@@ -138,8 +138,7 @@ impl ParquetStore {
         })
     }
 
-    fn builder(
-        &self,
+    pub(crate) fn builder(
         part: &Sealed,
         row_group: usize,
         columns: &[usize],
@@ -158,12 +157,11 @@ impl ParquetStore {
     }
 
     /// Reads (id, data) of the given rows (ascending, within the row group).
-    fn read_rows(&self, part: &Sealed, row_group: usize, rows: &[usize]) -> Result<Vec<Row>> {
+    pub(crate) fn read_rows(part: &Sealed, row_group: usize, rows: &[usize]) -> Result<Vec<Row>> {
         let total = part.metadata.metadata().row_group(row_group).num_rows() as usize;
         let selection =
             RowSelection::from_consecutive_ranges(rows.iter().map(|&row| row..row + 1), total);
-        let reader = self
-            .builder(part, row_group, &[ID, DATA])?
+        let reader = Self::builder(part, row_group, &[ID, DATA])?
             .with_row_selection(selection)
             .build()?;
         let mut found = Vec::new();
@@ -178,7 +176,7 @@ impl ParquetStore {
         Ok(found)
     }
 
-    fn sealed_page(&self, part: &Sealed, filter: &Filter, wanted: usize) -> Result<Vec<Row>> {
+    pub(crate) fn sealed_page(part: &Sealed, filter: &Filter, wanted: usize) -> Result<Vec<Row>> {
         let (column, value) = match filter {
             Filter::Username(value) => (USERNAME, value),
             Filter::SrcIp(value) => (SRC_IP, value),
@@ -204,7 +202,7 @@ impl ParquetStore {
                     continue;
                 }
             }
-            let reader = self.builder(part, row_group, &[column])?.build()?;
+            let reader = Self::builder(part, row_group, &[column])?.build()?;
             let mut matches = Vec::new();
             let mut offset = 0;
             for batch in reader {
@@ -214,7 +212,7 @@ impl ParquetStore {
             }
             let keep = matches.len().min(wanted - page.len());
             let newest = &matches[matches.len() - keep..];
-            let mut rows = self.read_rows(part, row_group, newest)?;
+            let mut rows = Self::read_rows(part, row_group, newest)?;
             rows.reverse();
             page.extend(rows);
             if page.len() >= wanted {
@@ -225,8 +223,7 @@ impl ParquetStore {
     }
 
     /// Counts the statistics fields of the rows of `part` that arrived at or after `since`.
-    fn scan_counts(
-        &self,
+    pub(crate) fn scan_counts(
         part: &Sealed,
         since: i64,
         counts: &mut HashMap<Field, HashMap<String, u64>>,
@@ -246,7 +243,7 @@ impl ParquetStore {
             if newest.is_some_and(|newest| newest < since) {
                 continue;
             }
-            for batch in self.builder(part, row_group, &columns)?.build()? {
+            for batch in Self::builder(part, row_group, &columns)?.build()? {
                 let batch = batch?;
                 let received = batch.column(0).as_primitive::<Int64Type>();
                 let fields = [
@@ -306,7 +303,7 @@ impl ParquetStore {
         Ok(())
     }
 
-    fn open_sealed(path: &Path, summary_path: &Path) -> Result<Sealed> {
+    pub(crate) fn open_sealed(path: &Path, summary_path: &Path) -> Result<Sealed> {
         let file = File::open(path)?;
         let metadata =
             ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index(true))?;
@@ -448,7 +445,10 @@ fn summary_schema() -> SchemaRef {
     ]))
 }
 
-fn write_summary(path: &Path, counts: &HashMap<Field, HashMap<String, u64>>) -> Result<()> {
+pub(crate) fn write_summary(
+    path: &Path,
+    counts: &HashMap<Field, HashMap<String, u64>>,
+) -> Result<()> {
     let mut rows: Vec<(&str, &str, u64)> = Vec::new();
     for (field, values) in counts {
         for (value, count) in values {
@@ -612,7 +612,7 @@ impl Candidate for ParquetStore {
         }
         for part in self.sealed.iter().rev() {
             let wanted = limit - page.len();
-            page.extend(self.sealed_page(part, filter, wanted)?);
+            page.extend(Self::sealed_page(part, filter, wanted)?);
             if page.len() >= limit {
                 break;
             }
@@ -630,7 +630,7 @@ impl Candidate for ParquetStore {
                 let in_group = part.metadata.metadata().row_group(row_group).num_rows() as usize;
                 let end = (row + limit - page.len()).min(start + in_group);
                 let rows: Vec<usize> = (row - start..end - start).collect();
-                page.extend(self.read_rows(part, row_group, &rows)?);
+                page.extend(Self::read_rows(part, row_group, &rows)?);
                 row = end;
             }
             if page.len() >= limit {
@@ -671,7 +671,7 @@ impl Candidate for ParquetStore {
                     }
                 }
             } else {
-                self.scan_counts(part, since, &mut counts)?;
+                Self::scan_counts(part, since, &mut counts)?;
             }
         }
         let first = self.hot.rows.partition_point(|row| row.received_at < since);

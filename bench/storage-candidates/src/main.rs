@@ -2,9 +2,10 @@
 //! the project's bench corpora, one candidate per process run. See docs/storage.md.
 //!
 //! `storage-candidates --candidate today|sqlite-parts|parquet|parquet-indexed|fjall --corpus query|pipeline
-//!  --events N --dir DIR [--batch 1000] [--partition-events 250000] [--reps 20] [--page-kib 64]`
+//!  --events N --dir DIR [--batch 1000] [--partition-events 250000] [--reps 20] [--page-kib 64] [--page-rows 1024]`
 //!
-//! `--page-kib` is the Parquet data page size (candidate `parquet` only).
+//! `--page-kib` is the Parquet data page size (candidates `parquet` and `parquet-indexed`),
+//! `--page-rows` the most rows per data page (`parquet-indexed` only).
 
 mod candidate;
 mod corpus;
@@ -36,6 +37,7 @@ struct Settings {
     partition_events: u64,
     reps: usize,
     page_kib: usize,
+    page_rows: usize,
 }
 
 fn parse_args() -> Result<Settings> {
@@ -48,6 +50,7 @@ fn parse_args() -> Result<Settings> {
         partition_events: 250_000,
         reps: 20,
         page_kib: 64,
+        page_rows: 1024,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -65,6 +68,7 @@ fn parse_args() -> Result<Settings> {
             "--partition-events" => settings.partition_events = value.parse()?,
             "--reps" => settings.reps = value.parse()?,
             "--page-kib" => settings.page_kib = value.parse()?,
+            "--page-rows" => settings.page_rows = value.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -95,6 +99,7 @@ fn open(settings: &Settings) -> Result<Box<dyn Candidate>> {
         "parquet-indexed" => Box::new(parquet_indexed::IndexedStore::open(
             &settings.dir,
             settings.page_kib * 1024,
+            settings.page_rows,
         )?),
         "fjall" => Box::new(fjall_store::FjallStore::open(&settings.dir)?),
         other => bail!("unknown candidate {other}"),

@@ -148,6 +148,10 @@ struct IndexedSealed {
 pub struct IndexedStore {
     dir: PathBuf,
     page_bytes: usize,
+    /// Rows per data page at most. The writer checks the page size only after each write
+    /// batch (1,024 rows by default), so a page holds at least that many rows whatever
+    /// its byte limit, and reading one row decompresses the page.
+    page_rows: usize,
     next_id: u64,
     sealed: Vec<IndexedSealed>,
     hot: Hot,
@@ -204,11 +208,12 @@ fn write_file(
 }
 
 impl IndexedStore {
-    pub fn open(dir: &Path, page_bytes: usize) -> Result<IndexedStore> {
+    pub fn open(dir: &Path, page_bytes: usize, page_rows: usize) -> Result<IndexedStore> {
         std::fs::create_dir_all(dir)?;
         Ok(IndexedStore {
             dir: dir.to_path_buf(),
             page_bytes,
+            page_rows,
             next_id: 1,
             sealed: Vec::new(),
             hot: Hot::new(dir, 0, 1)?,
@@ -221,7 +226,9 @@ impl IndexedStore {
         let mut properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_max_row_group_size(ROW_GROUP_ROWS)
-            .set_data_page_size_limit(self.page_bytes);
+            .set_data_page_size_limit(self.page_bytes)
+            .set_write_batch_size(self.page_rows)
+            .set_data_page_row_count_limit(self.page_rows);
         for column in ["id", "received_at", "data", "session", "input", "src_port"] {
             properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
         }
@@ -448,28 +455,64 @@ impl IndexedStore {
         };
         let rows = Self::postings(sealed, position)?;
         let newest = &rows[rows.len().saturating_sub(wanted)..];
-        let part = &sealed.part;
-        let mut page = Vec::new();
-        // Row groups newest first; within one, ascending row numbers relative to it.
-        let mut end = newest.len();
-        while end > 0 {
-            let row_group = part
-                .row_group_starts
-                .partition_point(|&start| start <= newest[end - 1])
-                - 1;
-            let start_row = part.row_group_starts[row_group];
-            let begin = newest[..end].partition_point(|&row| row < start_row);
-            let relative: Vec<usize> = newest[begin..end]
-                .iter()
-                .map(|row| row - start_row)
-                .collect();
-            let mut found = ParquetStore::read_rows(part, row_group, &relative)?;
-            found.reverse();
-            page.extend(found);
-            end = begin;
-        }
+        let mut page = read_rows_across(&sealed.part, newest)?;
+        page.reverse();
         Ok(page)
     }
+}
+
+/// Reads (id, data) of the given partition rows (ascending) with one reader over every row
+/// group they fall in: one reader set-up per partition instead of one per row group.
+fn read_rows_across(part: &Sealed, rows: &[usize]) -> Result<Vec<Row>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let metadata = part.metadata.metadata();
+    let group_of = |row: usize| part.row_group_starts.partition_point(|&start| start <= row) - 1;
+    let mut groups: Vec<usize> = rows.iter().map(|&row| group_of(row)).collect();
+    groups.dedup();
+    // Row positions within the concatenation of the chosen row groups.
+    let mut ranges = Vec::with_capacity(rows.len());
+    let mut total = 0usize;
+    for &group in &groups {
+        let start = part.row_group_starts[group];
+        let count = metadata.row_group(group).num_rows() as usize;
+        for &row in rows
+            .iter()
+            .filter(|&&row| row >= start && row < start + count)
+        {
+            let at = total + row - start;
+            ranges.push(at..at + 1);
+        }
+        total += count;
+    }
+    let mask = ProjectionMask::leaves(
+        metadata.file_metadata().schema_descr(),
+        [crate::parquet_store::ID, crate::parquet_store::DATA],
+    );
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        part.file.try_clone()?,
+        part.metadata.clone(),
+    )
+    .with_row_groups(groups)
+    .with_projection(mask)
+    .with_row_selection(RowSelection::from_consecutive_ranges(
+        ranges.into_iter(),
+        total,
+    ))
+    .build()?;
+    let mut found = Vec::with_capacity(rows.len());
+    for batch in reader {
+        let batch = batch?;
+        let ids = batch
+            .column(0)
+            .as_primitive::<arrow_array::types::UInt64Type>();
+        let data = batch.column(1).as_string::<i32>();
+        for index in 0..batch.num_rows() {
+            found.push((ids.value(index), data.value(index).to_owned()));
+        }
+    }
+    Ok(found)
 }
 
 impl Candidate for IndexedStore {

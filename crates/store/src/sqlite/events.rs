@@ -224,13 +224,19 @@ fn query_in_arrival_order(
         conditions.join(" AND ")
     );
     let mut statement = connection.prepare_cached(&sql)?;
-    let mut events = read_page_rows(
+    let events = read_page_rows(
         statement.query(rusqlite::params_from_iter(values))?,
         limit,
         query.max_bytes,
         event_from_row,
     )?;
-    let page = page_length(&events, limit, query.max_bytes);
+    Ok(cut_page(events, limit, query.max_bytes))
+}
+
+/// The page within `events` (a page and at most the first event beyond it), with a cursor
+/// naming its last event when more follow: the same in either order.
+fn cut_page(mut events: Vec<StoredEvent>, limit: usize, max_bytes: usize) -> EventPage {
+    let page = page_length(&events, limit, max_bytes);
     let next_cursor = if events.len() > page {
         events.truncate(page);
         events.last().map(|last| EventCursor {
@@ -240,10 +246,10 @@ fn query_in_arrival_order(
     } else {
         None
     };
-    Ok(EventPage {
+    EventPage {
         events,
         next_cursor,
-    })
+    }
 }
 
 /// Newest-first events of one source address, merged from the events not yet indexed and
@@ -427,7 +433,7 @@ impl EventStore for SqliteStore {
                 if query.order == EventOrder::Arrival {
                     return query_in_arrival_order(connection, &query, limit);
                 }
-                let mut events = match &query.source_ip {
+                let events = match &query.source_ip {
                     Some(source_ip) => {
                         // One read transaction: the partition list and every partition read
                         // come from the same snapshot, whatever the writer commits meanwhile.
@@ -453,20 +459,7 @@ impl EventStore for SqliteStore {
                         events
                     }
                 };
-                let page = page_length(&events, limit, query.max_bytes);
-                let next_cursor = if events.len() > page {
-                    events.truncate(page);
-                    events.last().map(|last| EventCursor {
-                        timestamp_micros: micros(last.timestamp),
-                        id: last.id,
-                    })
-                } else {
-                    None
-                };
-                Ok(EventPage {
-                    events,
-                    next_cursor,
-                })
+                Ok(cut_page(events, limit, query.max_bytes))
             })
             .await
     }

@@ -22,18 +22,8 @@ async fn honeybee_up_with_its_relative_data_directory_installs_and_runs_a_pot() 
     let ports = CorePorts::free();
     let event_port = free_port();
     let mut up = Command::new(env!("CARGO_BIN_EXE_honeybee"));
-    // No --data-dir: `./honeybee-data`, relative to where the user is. The ports are moved
-    // only so the test does not collide with others.
-    up.args([
-        "up",
-        "--node-port",
-        &ports.node_port.to_string(),
-        "--api-port",
-        &ports.api_port.to_string(),
-        "--event-port",
-        &event_port.to_string(),
-    ])
-    .current_dir(dir.path());
+    up.args(readme_up_arguments(&ports, event_port))
+        .current_dir(dir.path());
     let up = Daemon::spawn_command("honeybee-up", up, dir.path());
 
     let token = file_text_when_written(

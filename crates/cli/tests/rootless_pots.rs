@@ -98,16 +98,7 @@ fn honeybee_up_as(
     ports: &CorePorts,
     event_port: u16,
 ) -> Daemon {
-    let arguments = [
-        "up",
-        "--node-port",
-        &ports.node_port.to_string(),
-        "--api-port",
-        &ports.api_port.to_string(),
-        "--event-port",
-        &event_port.to_string(),
-    ]
-    .map(str::to_owned);
+    let arguments = readme_up_arguments(ports, event_port);
     let command = user.command(directory, env!("CARGO_BIN_EXE_honeybee"), &arguments);
     Daemon::spawn_command("honeybee-up", command, directory)
 }

@@ -291,6 +291,20 @@ pub fn start_core(dir: &Path, ports: &CorePorts, extra_toml: &str) -> Daemon {
     )
 }
 
+/// `honeybee up` as README gives it — no `--data-dir`, so `./honeybee-data` relative to
+/// where it runs — with only the ports moved, so tests do not collide.
+pub fn readme_up_arguments(ports: &CorePorts, event_port: u16) -> Vec<String> {
+    vec![
+        "up".into(),
+        "--node-port".into(),
+        ports.node_port.to_string(),
+        "--api-port".into(),
+        ports.api_port.to_string(),
+        "--event-port".into(),
+        event_port.to_string(),
+    ]
+}
+
 /// Starts `honeybee-node` with fast reconnects and the given ingest port.
 pub fn start_node(dir: &Path, core: &CorePorts, event_port: u16) -> Daemon {
     start_node_with(dir, core, event_port, "")

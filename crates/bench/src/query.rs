@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use honeybee_store::{EventStore, NewEvent, SqliteOptions, SqliteStore, SqliteSynchronous};
+use honeybee_store::{ColumnarEventStore, ColumnarOptions, EventFields, EventStore, NewEvent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -79,11 +79,10 @@ impl QueryReport {
 
 pub async fn run(settings: &QuerySettings, dir: &Path) -> anyhow::Result<QueryReport> {
     let data_dir = dir.join("core-data");
-    let database = SqliteStore::path_in(&data_dir);
     let filled = Instant::now();
-    fill(&database, settings.events).await?;
+    fill(&data_dir, settings.events).await?;
     let fill_events_per_second = settings.events as f64 / filled.elapsed().as_secs_f64();
-    let database_mib = std::fs::metadata(&database)?.len() as f64 / (1024.0 * 1024.0);
+    let database_mib = directory_bytes(&data_dir)? as f64 / (1024.0 * 1024.0);
 
     let (mut core, ports) = daemons::start_core(&settings.bin_dir, dir, "")?;
     daemons::wait_for_port(
@@ -199,12 +198,28 @@ fn source_ip(index: u32) -> String {
     )
 }
 
-/// Writes `events` events in time order through the store crate, in big transactions.
-async fn fill(database: &Path, events: u64) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&SqliteOptions::new(
-        database.to_path_buf(),
-        SqliteSynchronous::Normal,
-    ))
+/// Bytes of every file under `directory`.
+fn directory_bytes(directory: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(directory)? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        total += if metadata.is_dir() {
+            directory_bytes(&entry.path())?
+        } else {
+            metadata.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Writes `events` events in time order through the store crate, in big batches, then
+/// seals them: the Core then opens a store at rest.
+async fn fill(data_dir: &Path, events: u64) -> anyhow::Result<()> {
+    let store = ColumnarEventStore::open(ColumnarOptions {
+        sync_each_batch: false,
+        ..ColumnarOptions::new(ColumnarOptions::directory_in(data_dir))
+    })
     .context("opening the store to fill")?;
     let mut random = StdRng::seed_from_u64(0x0071_7565_7279);
     let start = start_time();
@@ -226,6 +241,7 @@ async fn fill(database: &Path, events: u64) -> anyhow::Result<()> {
             .context("filling the store")?;
         written += count;
     }
+    store.seal_now().context("sealing the filled store")?;
     Ok(())
 }
 
@@ -233,24 +249,21 @@ fn synthetic_event(random: &mut StdRng, timestamp: DateTime<Utc>) -> NewEvent {
     let pot = random.gen_range(0..NODES * POTS_PER_NODE);
     let event_type = EVENT_IDS[random.gen_range(0..EVENT_IDS.len())];
     let source = source_ip(random.gen_range(0..SOURCES));
+    let src_port: u16 = random.gen_range(1024..65535);
+    let session = format!("{:012x}", random.gen::<u64>() & 0xffff_ffff_ffff);
+    let password = format!("pw{}", random.gen_range(0..10_000));
     let mut data = Map::new();
     data.insert("src_ip".into(), Value::String(source.clone()));
-    data.insert("src_port".into(), json!(random.gen_range(1024..65535)));
+    data.insert("src_port".into(), json!(src_port));
     data.insert("dst_port".into(), json!(22));
-    data.insert(
-        "session".into(),
-        Value::String(format!("{:012x}", random.gen::<u64>() & 0xffff_ffff_ffff)),
-    );
+    data.insert("session".into(), Value::String(session.clone()));
     data.insert("protocol".into(), Value::String("ssh".into()));
     data.insert(
         "message".into(),
         Value::String(format!("{event_type} from {source}")),
     );
     data.insert("username".into(), Value::String("root".into()));
-    data.insert(
-        "password".into(),
-        Value::String(format!("pw{}", random.gen_range(0..10_000))),
-    );
+    data.insert("password".into(), Value::String(password.clone()));
     NewEvent {
         node_id: pot / POTS_PER_NODE + 1,
         pot_id: pot_id(pot),
@@ -259,7 +272,17 @@ fn synthetic_event(random: &mut StdRng, timestamp: DateTime<Utc>) -> NewEvent {
         timestamp,
         received_at: timestamp,
         data_json: Value::Object(data).to_string(),
-        source_ip: Some(source),
+        // What the Core's ingest takes from the payload above.
+        fields: EventFields {
+            src_ip: Some(source),
+            src_port: Some(src_port),
+            dst_port: Some(22),
+            username: Some("root".into()),
+            password: Some(password),
+            session: Some(session),
+            protocol: Some("ssh".into()),
+            ..EventFields::default()
+        },
         seq: None,
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use honeybee_store::{EventQuery, EventStore, SqliteOptions, SqliteStore, SqliteSynchronous};
+use honeybee_store::{ColumnarEventStore, ColumnarOptions, EventQuery, EventStore};
 use serde_json::{json, Value};
 use support::*;
 
@@ -135,10 +135,9 @@ async fn the_integration_guide_snippet_reaches_the_api() {
     );
     assert!(up.log().contains("HoneyBee is up"), "{}", up.log());
     assert!(dir.path().join("state/node/node_id").exists());
-    let store = SqliteStore::open(&SqliteOptions::new(
-        dir.path().join("state/core/honeybee.sqlite3"),
-        SqliteSynchronous::Normal,
-    ))
+    let store = ColumnarEventStore::open(ColumnarOptions::new(ColumnarOptions::directory_in(
+        &dir.path().join("state/core"),
+    )))
     .unwrap();
     let stored = store
         .query_events(EventQuery {

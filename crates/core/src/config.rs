@@ -349,7 +349,8 @@ impl Default for ProxyConfig {
 pub struct StorageConfig {
     /// Storage backend. Only `sqlite` (embedded) today.
     pub backend: StorageBackend,
-    /// Directory of the Core's state; the SQLite file is `<data_dir>/honeybee.sqlite3`.
+    /// Directory of the Core's state: nodes, pots and tokens in `<data_dir>/honeybee.sqlite3`,
+    /// events in `<data_dir>/events/`.
     /// Default `./honeybee-data`.
     pub data_dir: PathBuf,
     /// `full` (default: a stored batch survives power loss) or `normal` (survives a crash
@@ -370,10 +371,14 @@ pub struct StorageConfig {
     /// it the queue could hold `queue_capacity` × `server.max_envelope_bytes` (64 GiB).
     /// Must be at least `server.max_envelope_bytes`. Default 64 MiB.
     pub queue_max_bytes: usize,
-    /// Connections reading events for the API, so that slow queries run side by side.
-    /// Token checks and node and pot reads have a connection of their own and never wait
-    /// for these. 1 to 64, default 4.
+    /// Events queries (API) that run at once; more wait for a turn. Token checks and node
+    /// and pot reads never wait for these. 1 to 64, default 4.
     pub event_readers: usize,
+    /// Events in the hot (newest) event partition before it is sealed into a compressed
+    /// columnar file (`<data_dir>/events/part-*.parquet`); a partition also ends with its
+    /// hour of arrival. Bounds the hot partition's memory (about 100 bytes an event) and
+    /// the log replayed after a crash. 1 to 10,000,000, default 250,000.
+    pub partition_max_events: usize,
     /// Seconds one events query may run before the store stops it and the API answers 503
     /// (narrow the query with `since`/`until` or a filter). 0.1 to 3600, default 10.
     pub query_time_limit: f64,
@@ -389,6 +394,7 @@ impl Default for StorageConfig {
             queue_capacity: 65_536,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             event_readers: 4,
+            partition_max_events: honeybee_store::ColumnarOptions::DEFAULT_PARTITION_MAX_EVENTS,
             query_time_limit: 10.0,
         }
     }
@@ -549,6 +555,13 @@ impl CoreConfig {
                 "storage.event_readers",
                 self.storage.event_readers.to_string(),
                 "must be from 1 to 64",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.storage.partition_max_events) {
+            return Err(invalid(
+                "storage.partition_max_events",
+                self.storage.partition_max_events.to_string(),
+                "must be from 1 to 10000000",
             ));
         }
         if !(0.1..=3600.0).contains(&self.storage.query_time_limit) {

@@ -57,7 +57,7 @@ pub(crate) fn queued_event_bytes(event: &NewEvent) -> usize {
         + event.pot_id.len()
         + event.pot_type.len()
         + event.event_type.len()
-        + event.source_ip.as_ref().map_or(0, String::len)
+        + event.fields.text_bytes()
 }
 
 /// The highest seq per session among `events`, in one pass: consecutive events of one
@@ -98,7 +98,7 @@ mod tests {
                 timestamp: Utc::now(),
                 received_at: Utc::now(),
                 data_json: "{}".into(),
-                source_ip: None,
+                fields: Default::default(),
                 seq,
             },
             progress: Some(progress.clone()),

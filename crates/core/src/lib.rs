@@ -12,6 +12,7 @@ mod commands;
 pub mod config;
 mod delivery;
 mod enrollment;
+mod event_fields;
 mod event_writer;
 mod guess_limiter;
 mod metrics;
@@ -29,7 +30,8 @@ use std::sync::Arc;
 
 use honeybee_byte_budget::ByteBudget;
 use honeybee_store::{
-    EventStore, SqliteOptions, SqliteStore, SqliteSynchronous, Store, StoreError,
+    ColumnarOptions, EmbeddedStore, EventStore, SqliteOptions, SqliteStore, SqliteSynchronous,
+    Store, StoreError,
 };
 use honeybee_telemetry::MetricsRegistry;
 use thiserror::Error;
@@ -286,23 +288,30 @@ struct OpenStore {
 fn open_store(config: &CoreConfig) -> Result<OpenStore, CoreError> {
     match config.storage.backend {
         StorageBackend::Sqlite => {
-            let options = SqliteOptions {
+            let control = SqliteOptions::new(
+                SqliteStore::path_in(&config.storage.data_dir),
+                match config.storage.sqlite_synchronous {
+                    Synchronous::Full => SqliteSynchronous::Full,
+                    Synchronous::Normal => SqliteSynchronous::Normal,
+                },
+            );
+            let events = ColumnarOptions {
+                partition_max_events: config.storage.partition_max_events,
+                sync_each_batch: config.storage.sqlite_synchronous == Synchronous::Full,
                 event_readers: config.storage.event_readers,
                 query_time_limit: std::time::Duration::from_secs_f64(
                     config.storage.query_time_limit,
                 ),
-                ..SqliteOptions::new(
-                    SqliteStore::path_in(&config.storage.data_dir),
-                    match config.storage.sqlite_synchronous {
-                        Synchronous::Full => SqliteSynchronous::Full,
-                        Synchronous::Normal => SqliteSynchronous::Normal,
-                    },
-                )
+                ..ColumnarOptions::new(ColumnarOptions::directory_in(&config.storage.data_dir))
             };
-            let sqlite = Arc::new(SqliteStore::open(&options)?);
+            let store = Arc::new(EmbeddedStore::open(
+                &control,
+                events,
+                &event_fields::well_known_fields_of_text,
+            )?);
             Ok(OpenStore {
-                all: sqlite.clone(),
-                events: sqlite,
+                events: store.events.clone(),
+                all: store,
             })
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use honeybee_core::CoreConfig;
 use honeybee_protocol::{base32_decode, totp_code, totp_step_at, EnvelopeDecoder, Message};
-use honeybee_store::{EventQuery, EventStore, SqliteOptions, SqliteStore, SqliteSynchronous};
+use honeybee_store::{ColumnarEventStore, ColumnarOptions, EventQuery, EventStore};
 use serde_json::{json, Value};
 use support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,10 +93,9 @@ impl TestCore {
 
     /// Every event in the Core's database, read with a store of its own (after a stop).
     async fn stored_event_count(&self) -> usize {
-        let store = SqliteStore::open(&SqliteOptions::new(
-            SqliteStore::path_in(self._dir.path()),
-            SqliteSynchronous::Normal,
-        ))
+        let store = ColumnarEventStore::open(ColumnarOptions::new(ColumnarOptions::directory_in(
+            self._dir.path(),
+        )))
         .unwrap();
         let mut count = 0;
         let mut cursor = None;

@@ -68,6 +68,27 @@ impl JsonObject {
         keys.iter()
             .find_map(|key| entries.get(key).and_then(raw_string))
     }
+    /// For each list of alias keys, the text of the first key present whose value is a
+    /// string (unescaped) or a number (as written): one split of the object for them all.
+    /// Other values (objects, arrays, booleans, null) count as absent.
+    pub fn top_level_texts(&self, aliases: &[&[&str]]) -> Vec<Option<String>> {
+        let Ok(entries) = ObjectEntries::parse(self.0.get()) else {
+            return vec![None; aliases.len()];
+        };
+        aliases
+            .iter()
+            .map(|keys| {
+                keys.iter().find_map(|key| {
+                    let value = entries.get(key)?;
+                    match JsonKind::of(value.get()) {
+                        JsonKind::String => raw_string(value),
+                        JsonKind::Number => Some(value.get().to_owned()),
+                        _ => None,
+                    }
+                })
+            })
+            .collect()
+    }
 }
 
 impl Default for JsonObject {
@@ -291,6 +312,38 @@ impl JsonKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_level_texts_take_strings_and_numbers_the_last_repeated_key_and_the_first_alias() {
+        let raw = RawValue::from_string(
+            r#"{"src_ip":"1.2.3.4","input":"ls \"-la\"","dst_port":22,"src_port":"x",
+                "src_port":40001,"user":{"name":"root"},"shasum":null,"command":"id"}"#
+                .to_owned(),
+        )
+        .unwrap();
+        let object = JsonObject::from_raw(raw).unwrap();
+        let texts = object.top_level_texts(&[
+            &["src_ip", "ip"],
+            &["input", "command"],
+            &["dst_port"],
+            &["src_port"],
+            &["user", "username"],
+            &["shasum"],
+            &["missing", "command"],
+        ]);
+        assert_eq!(
+            texts,
+            [
+                Some("1.2.3.4".to_owned()),
+                Some(r#"ls "-la""#.to_owned()),
+                Some("22".to_owned()),
+                Some("40001".to_owned()),
+                None,
+                None,
+                Some("id".to_owned()),
+            ]
+        );
+    }
 
     /// A key that counts how often it is compared.
     #[derive(Debug)]

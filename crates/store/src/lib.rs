@@ -1,22 +1,27 @@
 //! HoneyBee storage: the domain records the Core keeps, the interfaces every backend
 //! implements — one per concern: [`EventStore`], [`FleetStore`], [`AccessStore`], and
-//! [`Store`] for all three — and the embedded SQLite backend.
+//! [`Store`] for all three — and the embedded backend: SQLite for the control plane, a
+//! columnar, partitioned store for events ([`EmbeddedStore`]).
 //!
 //! All SQL of the project lives in this crate. Callers hold an `Arc<dyn …Store>` and never
 //! learn which backend is behind it, so a PostgreSQL backend can be added here without
 //! touching them.
 
+mod columnar;
+mod embedded;
 mod error;
 mod model;
 mod sqlite;
 mod store;
 
+pub use columnar::{ColumnarError, ColumnarEventStore, ColumnarOptions};
+pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use model::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventOrder,
-    EventPage, EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
-    NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, DEFAULT_EVENT_PAGE,
-    DEFAULT_EVENT_PAGE_BYTES, MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
+    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventFields,
+    EventOrder, EventPage, EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind,
+    NodeRecord, NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent,
+    DEFAULT_EVENT_PAGE, DEFAULT_EVENT_PAGE_BYTES, MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
 };
-pub use sqlite::{SqliteOptions, SqliteStore, SqliteSynchronous};
+pub use sqlite::{LegacyEvent, SqliteOptions, SqliteStore, SqliteSynchronous};
 pub use store::{AccessStore, EventStore, FleetStore, Store};

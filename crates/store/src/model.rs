@@ -180,12 +180,62 @@ pub struct NewEvent {
     pub received_at: DateTime<Utc>,
     /// The payload: one JSON object's text, stored as it arrived.
     pub data_json: String,
-    /// The attacker address, indexed for queries: the payload's [`SOURCE_ADDRESS_KEYS`].
-    pub source_ip: Option<String>,
+    /// What ingest took from the payload's top level (and the enrichment added), stored as
+    /// columns beside it for filters and statistics.
+    pub fields: EventFields,
     /// The node's sequence number (acknowledged delivery): the store skips an event whose
     /// seq is not above the node's highest stored one (a resend). `None` for nodes without
     /// the extension: never de-duplicated.
     pub seq: Option<u64>,
+}
+
+/// The well-known fields of an event: taken once, at ingest, from the top level of its
+/// payload (the payload itself is stored and returned exactly as received), plus what the
+/// offline GeoIP enrichment found for the source address. As a query's `fields`, every
+/// `Some` is a filter (equality, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFields {
+    /// The attacker's address ([`SOURCE_ADDRESS_KEYS`]).
+    pub src_ip: Option<String>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A command the attacker ran (Cowrie's `input`, or `command`).
+    pub command: Option<String>,
+    /// The honeypot's session id: one attacker connection.
+    pub session: Option<String>,
+    pub url: Option<String>,
+    /// A downloaded or uploaded file's hash (Cowrie's `shasum`, or `sha256`).
+    pub file_hash: Option<String>,
+    pub protocol: Option<String>,
+    /// ISO 3166 country code of `src_ip` (GeoIP, at ingest).
+    pub country: Option<String>,
+    /// City of `src_ip`, when a city database is configured.
+    pub city: Option<String>,
+    /// Autonomous system number of `src_ip`, when an ASN database is configured.
+    pub asn: Option<u32>,
+}
+
+impl EventFields {
+    /// Bytes of text the fields hold (for byte budgets).
+    pub fn text_bytes(&self) -> usize {
+        [
+            &self.src_ip,
+            &self.username,
+            &self.password,
+            &self.command,
+            &self.session,
+            &self.url,
+            &self.file_hash,
+            &self.protocol,
+            &self.country,
+            &self.city,
+        ]
+        .iter()
+        .map(|text| text.as_ref().map_or(0, String::len))
+        .sum()
+    }
 }
 
 /// Where an event's attacker address is: the first of these payload fields that holds a
@@ -206,26 +256,35 @@ pub struct StoredEvent {
     pub data_json: String,
 }
 
-/// Position after the last event of a page, for keyset pagination (newest first).
+/// Position after the last event of a page: the arrival id of its last event. Pages of
+/// either order go on from there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventCursor {
-    pub timestamp_micros: i64,
     pub id: i64,
 }
 
 impl EventCursor {
-    /// Opaque text form handed to API clients.
+    /// Opaque text form handed to API clients: the id.
     pub fn encode(&self) -> String {
-        format!("{}_{}", self.timestamp_micros, self.id)
+        self.id.to_string()
     }
 
+    /// Reads a cursor; the `<timestamp>_<id>` form of earlier releases (pages ordered by
+    /// the event's own time) is read as its id, so a client holding one keeps paging.
     pub fn decode(text: &str) -> Result<Self, StoreError> {
         let invalid = || StoreError::InvalidCursor(text.to_owned());
-        let (timestamp, id) = text.split_once('_').ok_or_else(invalid)?;
-        Ok(EventCursor {
-            timestamp_micros: timestamp.parse().map_err(|_| invalid())?,
-            id: id.parse().map_err(|_| invalid())?,
-        })
+        let id_text = match text.split_once('_') {
+            Some((timestamp, id)) => {
+                timestamp.parse::<i64>().map_err(|_| invalid())?;
+                id
+            }
+            None => text,
+        };
+        let id: i64 = id_text.parse().map_err(|_| invalid())?;
+        if id < 0 {
+            return Err(invalid());
+        }
+        Ok(EventCursor { id })
     }
 }
 
@@ -235,8 +294,11 @@ pub struct EventQuery {
     pub node_id: Option<u64>,
     pub pot_id: Option<String>,
     pub event_type: Option<String>,
-    pub source_ip: Option<String>,
+    /// Well-known fields: each `Some` must equal the event's.
+    pub fields: EventFields,
+    /// Only events whose own timestamp is at or after this.
     pub since: Option<DateTime<Utc>>,
+    /// Only events whose own timestamp is at or before this.
     pub until: Option<DateTime<Utc>>,
     pub limit: u32,
     /// Most bytes of `data` text in the page, besides `limit`: reading stops once it is
@@ -253,8 +315,8 @@ pub struct EventQuery {
 /// The order of a page of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EventOrder {
-    /// Newest first by the event's own timestamp (the node's clock), then id; pages on with
-    /// `cursor`.
+    /// Newest first: the last stored first (descending id); pages on with `cursor`. An
+    /// event delivered late from a node's spool is new here, whatever its own timestamp.
     #[default]
     NewestFirst,
     /// Oldest first by id, the order the Core stored them in. Paging on from the last id of
@@ -271,7 +333,7 @@ impl Default for EventQuery {
             node_id: None,
             pot_id: None,
             event_type: None,
-            source_ip: None,
+            fields: EventFields::default(),
             since: None,
             until: None,
             limit: DEFAULT_EVENT_PAGE,
@@ -296,12 +358,14 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let cursor = EventCursor {
-            timestamp_micros: -5,
-            id: 42,
-        };
+        let cursor = EventCursor { id: 42 };
         assert_eq!(EventCursor::decode(&cursor.encode()).unwrap(), cursor);
-        for bad in ["", "12", "a_b", "1_x"] {
+        assert_eq!(
+            EventCursor::decode("-5_42").unwrap(),
+            cursor,
+            "an earlier release's cursor keeps its id"
+        );
+        for bad in ["", "-12", "a_b", "1_x", "x"] {
             assert!(EventCursor::decode(bad).is_err(), "{bad}");
         }
     }

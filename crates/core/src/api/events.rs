@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use honeybee_protocol::format_timestamp;
 use honeybee_store::{
-    EventCursor, EventOrder, EventQuery, StoreError, StoredEvent, DEFAULT_EVENT_PAGE,
+    EventCursor, EventFields, EventOrder, EventQuery, StoreError, StoredEvent, DEFAULT_EVENT_PAGE,
     MAX_EVENT_PAGE,
 };
 use serde::Serialize;
@@ -19,11 +19,22 @@ use serde_json::value::RawValue;
 use super::integer_parameter::parse_unsigned_integer;
 use super::{ApiError, ApiState};
 
-const KNOWN_PARAMETERS: [&str; 10] = [
+const KNOWN_PARAMETERS: [&str; 21] = [
     "node_id",
     "pot_id",
     "event_type",
     "src_ip",
+    "src_port",
+    "dst_port",
+    "username",
+    "password",
+    "command",
+    "session",
+    "url",
+    "file_hash",
+    "protocol",
+    "country",
+    "asn",
     "since",
     "until",
     "limit",
@@ -181,7 +192,22 @@ fn parse_query(
         node_id,
         pot_id: text("pot_id"),
         event_type: text("event_type"),
-        source_ip: text("src_ip"),
+        fields: EventFields {
+            src_ip: text("src_ip"),
+            src_port: number_parameter(parameters, "src_port")?,
+            dst_port: number_parameter(parameters, "dst_port")?,
+            username: text("username"),
+            password: text("password"),
+            command: text("command"),
+            session: text("session"),
+            url: text("url"),
+            file_hash: text("file_hash"),
+            protocol: text("protocol"),
+            // Stored as ISO codes in capitals.
+            country: text("country").map(|country| country.to_ascii_uppercase()),
+            city: None,
+            asn: number_parameter(parameters, "asn")?,
+        },
         since: parse_time_parameter(parameters, "since")?,
         until: parse_time_parameter(parameters, "until")?,
         limit,
@@ -192,17 +218,38 @@ fn parse_query(
     })
 }
 
+/// Reads a numeric filter (a port, an ASN): an unsigned integer that fits `T`.
+fn number_parameter<T: TryFrom<u64>>(
+    parameters: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    let Some(value) = parameters.get(name) else {
+        return Ok(None);
+    };
+    parse_unsigned_integer(value)
+        .and_then(|number| T::try_from(number).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "invalid {name} {value:?}: expected an unsigned integer in range"
+            ))
+        })
+}
+
 /// Whether `value` has the shape of a `next_cursor` as the OpenAPI document's pattern
-/// describes it (`^-?[0-9]{1,18}_[0-9]{1,18}$`): at most 18 digits each, so every value of
-/// that shape fits the store's integers and the pattern admits exactly what is accepted.
+/// describes it (`^([0-9]{1,18}|-?[0-9]{1,18}_[0-9]{1,18})$`: an event id, or an earlier
+/// release's `<timestamp>_<id>`): at most 18 digits each, so every value of that shape fits
+/// the store's integers and the pattern admits exactly what is accepted.
 fn is_cursor_shaped(value: &str) -> bool {
     let digits = |text: &str| {
         (1..=18).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_digit())
     };
-    let Some((timestamp, id)) = value.split_once('_') else {
-        return false;
-    };
-    digits(timestamp.strip_prefix('-').unwrap_or(timestamp)) && digits(id)
+    match value.split_once('_') {
+        Some((timestamp, id)) => {
+            digits(timestamp.strip_prefix('-').unwrap_or(timestamp)) && digits(id)
+        }
+        None => digits(value),
+    }
 }
 
 /// Reads `since` or `until`: an RFC 3339 date-time (`T` between date and time, an offset
@@ -300,13 +347,7 @@ mod tests {
             "2024-01-15T10:30:00Z"
         );
         assert_eq!(query.limit, 1000);
-        assert_eq!(
-            query.cursor,
-            Some(EventCursor {
-                timestamp_micros: 5,
-                id: 9
-            })
-        );
+        assert_eq!(query.cursor, Some(EventCursor { id: 9 }));
     }
 
     #[test]
@@ -331,7 +372,15 @@ mod tests {
         assert!(bad_request(&[("until", "2024-01-15 10:30:00Z")]).contains("until"));
         assert!(bad_request(&[("since", "2024-01-15T10:30:00")]).contains("since"));
         assert!(bad_request(&[("since", " 2024-01-15T10:30:00Z")]).contains("since"));
-        for cursor in ["5", "5_", "_9", "+5_9", "5_-9", "1234567890123456789_1"] {
+        for cursor in [
+            "-5",
+            "5_",
+            "_9",
+            "+5_9",
+            "5_-9",
+            "1234567890123456789_1",
+            "1234567890123456789",
+        ] {
             assert!(
                 bad_request(&[("cursor", cursor)]).contains("cursor"),
                 "{cursor}"
@@ -349,7 +398,13 @@ mod tests {
         assert_eq!(
             query.cursor,
             Some(EventCursor {
-                timestamp_micros: -999_999_999_999_999_999,
+                id: 999_999_999_999_999_999
+            })
+        );
+        let query = parse_query(&parameters(&[("cursor", "999999999999999999")]), 1 << 20).unwrap();
+        assert_eq!(
+            query.cursor,
+            Some(EventCursor {
                 id: 999_999_999_999_999_999
             })
         );

@@ -1,4 +1,4 @@
-//! The event writer against a store that fails on purpose: a real SQLite store whose
+//! The event writer against a store that fails on purpose: a real event store whose
 //! `insert_events` fails a chosen number of times first (or always), so the retry and the
 //! give-up-at-shutdown paths run for real. The writer asks only for the events concern, so
 //! that is all the double implements.
@@ -9,8 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use honeybee_store::{
-    EventPage, EventQuery, EventStore, NewEvent, SqliteOptions, SqliteStore, SqliteSynchronous,
-    StoreError,
+    ColumnarEventStore, ColumnarOptions, EventPage, EventQuery, EventStore, NewEvent, StoreError,
 };
 use honeybee_telemetry::MetricsRegistry;
 use tokio::sync::mpsc;
@@ -25,7 +24,7 @@ use crate::metrics::CoreMetrics;
 /// Fails `insert_events` while `failures_left` is above zero (`u32::MAX`: always), and
 /// hands everything else to a real store.
 struct FailingStore {
-    inner: SqliteStore,
+    inner: ColumnarEventStore,
     failures_left: AtomicU32,
     insert_attempts: AtomicU32,
 }
@@ -60,10 +59,10 @@ impl EventStore for FailingStore {
 }
 
 fn failing_store(dir: &tempfile::TempDir, failures: u32) -> Arc<FailingStore> {
-    let inner = SqliteStore::open(&SqliteOptions::new(
-        SqliteStore::path_in(dir.path()),
-        SqliteSynchronous::Normal,
-    ))
+    let inner = ColumnarEventStore::open(ColumnarOptions {
+        sync_each_batch: false,
+        ..ColumnarOptions::new(ColumnarOptions::directory_in(dir.path()))
+    })
     .unwrap();
     Arc::new(FailingStore {
         inner,
@@ -91,7 +90,7 @@ fn numbered_event_in(
             timestamp: now,
             received_at: now,
             data_json: "{}".into(),
-            source_ip: None,
+            fields: Default::default(),
             seq: Some(seq),
         },
         progress: Some(progress.clone()),

@@ -20,7 +20,6 @@ use honeybee_protocol::{
 };
 use honeybee_store::{
     NewEvent, NodeKind, NodeRegistrationRecord, NodeState, PotRecord, PotState, Store,
-    SOURCE_ADDRESS_KEYS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -392,7 +391,7 @@ impl NodeLink {
             event_type: event.event_type,
             timestamp,
             received_at,
-            source_ip: event.data.first_string(&SOURCE_ADDRESS_KEYS),
+            fields: crate::event_fields::well_known_fields(&event.data),
             data_json: event.data.into_string(),
             seq: event.seq,
         }

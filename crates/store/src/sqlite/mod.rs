@@ -1,40 +1,38 @@
 //! The embedded SQLite backend: one file, WAL mode, batched transactions.
 //!
+//! The control plane: nodes, pots, tokens, credentials. Events live in the columnar event
+//! store (`crate::columnar`); `legacy_events.rs` reads the events table of earlier
+//! releases so they can be moved there.
+//!
 //! One writer connection and one reader connection, each behind a mutex and used from
-//! tokio's blocking pool: WAL lets readers run while a batch is being written, and a
-//! single writer is what SQLite allows anyway. The store's concerns each have a file:
-//! `schema.rs` (migrations), `events.rs` ([`EventStore`](crate::EventStore)), `fleet.rs`
-//! ([`FleetStore`](crate::FleetStore)), `access.rs` ([`AccessStore`](crate::AccessStore));
-//! this file opens the database and holds what they share.
+//! tokio's blocking pool: WAL lets readers run while a write commits, and a single writer
+//! is what SQLite allows anyway. The store's concerns each have a file: `schema.rs`
+//! (migrations), `fleet.rs` ([`FleetStore`](crate::FleetStore)), `access.rs`
+//! ([`AccessStore`](crate::AccessStore)); this file opens the database and holds what
+//! they share.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventOrder,
-    EventPage, EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord,
-    NodeRegistrationRecord, NodeState, PotRecord, PotState, StoredEvent, MAX_EVENT_PAGE,
+    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventFields,
+    NewEnrollmentToken, NewEvent, NodeCredential, NodeKind, NodeRecord, NodeRegistrationRecord,
+    NodeState, PotRecord, PotState,
 };
-use crate::store::{AccessStore, EventStore, FleetStore};
+use crate::store::{AccessStore, FleetStore};
 
 mod access;
-mod event_page;
-mod events;
 mod fleet;
-mod readers;
+mod legacy_events;
 mod schema;
 
-use event_page::{page_length, read_page_rows};
-use readers::{open_reader, EventReaders};
+pub use legacy_events::LegacyEvent;
 use schema::migrate;
 
 /// How hard SQLite syncs to disk on commit.
@@ -80,67 +78,22 @@ const RESTART_WAL_PAGES: i64 = 32_768;
 /// The writer's own checkpoint, a backstop in case the checkpointer falls far behind.
 const AUTOCHECKPOINT_PAGES: i64 = 4 * RESTART_WAL_PAGES;
 
-/// Default of [`SqliteOptions::event_readers`].
-const DEFAULT_EVENT_READERS: usize = 4;
-/// Default of [`SqliteOptions::query_time_limit`].
-const DEFAULT_QUERY_TIME_LIMIT: Duration = Duration::from_secs(10);
-/// Source-address index entries per partition (see [`SqliteOptions::source_partition_events`]).
-/// At this size a 16,384-event commit touches about a thousand of the partition's leaf
-/// pages; in one table over a million events it touched most of its sixteen thousand.
-const DEFAULT_SOURCE_PARTITION_EVENTS: u64 = 65_536;
-/// Stored events after which the newest are added to the source index (see
-/// [`SqliteOptions::source_index_lag_events`]).
-const DEFAULT_SOURCE_INDEX_LAG_EVENTS: u64 = 1_024;
-
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     pub path: PathBuf,
     pub synchronous: SqliteSynchronous,
-    /// The source-address index is split into tables of about this many entries, newest
-    /// written, older ones only read. Its key is random (attackers' addresses), so one
-    /// index over every event dirtied a different page per event, and each commit wrote
-    /// those pages whole to the WAL: the index that halved the store's insert rate. A small
-    /// current partition keeps the pages a commit dirties few and in cache. A query by
-    /// source reads the partitions newest first and stops when no older one can hold a
-    /// newer event.
-    pub source_partition_events: u64,
-    /// The newest events join the source index in bulk, once this many were stored since
-    /// the last addition; until then a query by source scans them (a rowid range of at
-    /// most this many rows). Indexing each commit's few events at once made every small
-    /// commit rewrite a page of the partition per event (random keys) and made SQLite
-    /// sweep its whole page cache at the end of the commit: a quarter of the insert's
-    /// instructions at 10,000 events/s. Default 1,024: the addition stalls its commit for
-    /// a few milliseconds; at 8,192 the stall (tens of ms) showed in the p99 latency.
-    pub source_index_lag_events: u64,
-    /// Connections reading events, so that slow queries run side by side (default 4).
-    /// Nodes, pots and tokens are read on a connection of their own.
-    pub event_readers: usize,
-    /// How long one events query may run before SQLite is told to stop it (default 10 s):
-    /// the caller gets [`StoreError::QueryTimeLimit`], never a request that hangs.
-    pub query_time_limit: Duration,
 }
 
 impl SqliteOptions {
-    /// Options for the database at `path`, with the default partition size and lag.
     pub fn new(path: PathBuf, synchronous: SqliteSynchronous) -> Self {
-        SqliteOptions {
-            path,
-            synchronous,
-            source_partition_events: DEFAULT_SOURCE_PARTITION_EVENTS,
-            source_index_lag_events: DEFAULT_SOURCE_INDEX_LAG_EVENTS,
-            event_readers: DEFAULT_EVENT_READERS,
-            query_time_limit: DEFAULT_QUERY_TIME_LIMIT,
-        }
+        SqliteOptions { path, synchronous }
     }
 }
 
 pub struct SqliteStore {
-    source_partition_events: u64,
-    source_index_lag_events: u64,
     writer: Arc<Mutex<Connection>>,
     /// Nodes, pots, tokens, credentials: small, quick reads that never wait behind events.
     reader: Arc<Mutex<Connection>>,
-    event_readers: EventReaders,
     /// Dropping the store drops this sender, which stops the checkpointer thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
@@ -170,12 +123,6 @@ impl SqliteStore {
             .map_err(open_error)?;
         migrate(&mut writer)?;
         let reader = open_reader(&options.path, READER_CACHE_KIB, MMAP_BYTES)?;
-        let event_readers = EventReaders::open(
-            &options.path,
-            options.event_readers,
-            options.query_time_limit,
-            MMAP_BYTES,
-        )?;
         let checkpointer = Connection::open(&options.path).map_err(open_error)?;
         checkpointer
             .execute_batch("PRAGMA busy_timeout = 5000;")
@@ -189,11 +136,8 @@ impl SqliteStore {
                 source,
             })?;
         Ok(SqliteStore {
-            source_partition_events: options.source_partition_events.max(1),
-            source_index_lag_events: options.source_index_lag_events.max(1),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
-            event_readers,
             _checkpointer: stop_checkpoints,
         })
     }
@@ -376,23 +320,6 @@ fn pot_from_row(row: &Row<'_>) -> Result<PotRecord, StoreError> {
     })
 }
 
-fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        id: row.get(0)?,
-        node_id: node_id_from_sql(row.get(1)?),
-        pot_id: row.get(2)?,
-        pot_type: row.get(3)?,
-        event_type: row.get(4)?,
-        timestamp: from_micros(row.get(5)?)?,
-        received_at: from_micros(row.get(6)?)?,
-        data_json: row.get(7)?,
-    })
-}
-
-const EVENT_COLUMNS: &str =
-    "events.id, events.node_id, events.pot_id, events.pot_type, events.event_type, events.ts, \
-     events.received_at, events.data";
-
 fn collect_rows<T>(
     statement: &mut rusqlite::Statement<'_>,
     parameters: impl rusqlite::Params,
@@ -406,48 +333,30 @@ fn collect_rows<T>(
     Ok(records)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Locks a connection; a panic while holding the lock cannot leave SQLite inconsistent
+/// (transactions roll back on drop), so a poisoned mutex is still safe to use.
+fn lock_connection(connection: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    connection
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn token_checks_answer_while_every_events_reader_is_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            SqliteStore::open(&SqliteOptions {
-                event_readers: 2,
-                query_time_limit: Duration::from_secs(3600),
-                ..SqliteOptions::new(SqliteStore::path_in(dir.path()), SqliteSynchronous::Normal)
-            })
-            .unwrap(),
-        );
-        let endless = |connection: &mut Connection| -> Result<i64, StoreError> {
-            Ok(connection.query_row(
-                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n",
-                [],
-                |row| row.get(0),
-            )?)
-        };
-        let busy: Vec<_> = (0..2)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move { store.event_readers.run(endless).await })
-            })
-            .collect();
-        while store.event_readers.idle_count() != 0 {
-            tokio::task::yield_now().await;
-        }
-        // On the events readers this would wait for an hour.
-        let role = tokio::time::timeout(
-            Duration::from_secs(60),
-            store.api_token_role("no such token".into()),
-        )
-        .await
-        .expect("the token check does not wait for the events readers")
-        .unwrap();
-        assert_eq!(role, None);
-        for query in busy {
-            query.abort();
-        }
-    }
+/// Opens a read-only connection.
+fn open_reader(path: &Path, cache_kib: i64, mmap_bytes: i64) -> Result<Connection, StoreError> {
+    let open_error = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_error)?;
+    reader
+        .execute_batch(&format!(
+            "PRAGMA busy_timeout = 5000; PRAGMA cache_size = -{cache_kib};
+             PRAGMA mmap_size = {mmap_bytes};"
+        ))
+        .map_err(open_error)?;
+    Ok(reader)
 }

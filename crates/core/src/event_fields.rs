@@ -1,9 +1,42 @@
 //! The well-known fields of an event, taken at ingest from the top level of its payload
-//! (without building the payload into a map), for the store's columns, filters and
-//! statistics.
+//! (without building the payload into a map), and the location of its source address
+//! (offline GeoIP), for the store's columns, filters and statistics.
 
+use honeybee_geoip::GeoIp;
 use honeybee_protocol::JsonObject;
 use honeybee_store::{EventFields, SOURCE_ADDRESS_KEYS};
+
+/// Fills an event's fields at ingest: what its payload names, and where its source is.
+pub(crate) struct EventEnricher {
+    pub geoip: GeoIp,
+}
+
+impl EventEnricher {
+    pub fn fields(&self, data: &JsonObject) -> EventFields {
+        let mut fields = well_known_fields(data);
+        self.locate(&mut fields);
+        fields
+    }
+
+    /// The fields of a payload given as text (events moved from an earlier store).
+    pub fn fields_of_text(&self, text: &str) -> EventFields {
+        let mut fields = well_known_fields_of_text(text);
+        self.locate(&mut fields);
+        fields
+    }
+
+    /// Country, city and AS of the source address; private, loopback and documentation
+    /// addresses have none.
+    fn locate(&self, fields: &mut EventFields) {
+        let Some(address) = &fields.src_ip else {
+            return;
+        };
+        let location = self.geoip.lookup_text(address);
+        fields.country = location.country.map(|country| country.as_str().to_owned());
+        fields.city = location.city;
+        fields.asn = location.asn;
+    }
+}
 
 /// Where each field is found: the first of its keys holding a string or number. Cowrie
 /// names most of them; `command`, `sha256` and `ip` are what other honeypots write.
@@ -21,7 +54,7 @@ const FIELD_KEYS: [&[&str]; 10] = [
 ];
 
 /// The fields of one payload. A port that is not a number from 0 to 65535 is left out.
-pub(crate) fn well_known_fields(data: &JsonObject) -> EventFields {
+fn well_known_fields(data: &JsonObject) -> EventFields {
     let [src_ip, src_port, dst_port, username, password, command, session, url, file_hash, protocol]: [Option<String>; 10] =
         data.top_level_texts(&FIELD_KEYS)
             .try_into()
@@ -42,9 +75,8 @@ pub(crate) fn well_known_fields(data: &JsonObject) -> EventFields {
     }
 }
 
-/// The fields of a payload given as text (events moved from an earlier release's store);
-/// text that is not a JSON object has none.
-pub(crate) fn well_known_fields_of_text(text: &str) -> EventFields {
+/// The fields of a payload given as text; text that is not a JSON object has none.
+fn well_known_fields_of_text(text: &str) -> EventFields {
     serde_json::value::RawValue::from_string(text.to_owned())
         .ok()
         .and_then(|raw| JsonObject::from_raw(raw).ok())
@@ -85,5 +117,26 @@ mod tests {
         assert_eq!(other.command.as_deref(), Some("id"));
         assert_eq!(other.file_hash.as_deref(), Some("ff"));
         assert_eq!(well_known_fields_of_text("[1,2]"), EventFields::default());
+    }
+
+    #[test]
+    fn a_public_source_gets_its_country_and_a_documentation_address_none() {
+        let enricher = EventEnricher {
+            geoip: GeoIp::open(&Default::default()).unwrap(),
+        };
+        // Tested against the built-in table's own rows by the geoip crate; here only that
+        // ingest asks it.
+        let public = enricher.fields_of_text(r#"{"src_ip":"8.8.8.8"}"#);
+        assert_eq!(
+            public.country,
+            enricher
+                .geoip
+                .lookup_text("8.8.8.8")
+                .country
+                .map(|country| country.as_str().to_owned())
+        );
+        assert!(public.country.is_some());
+        let documentation = enricher.fields_of_text(r#"{"src_ip":"203.0.113.5"}"#);
+        assert_eq!(documentation.country, None);
     }
 }

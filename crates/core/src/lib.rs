@@ -28,7 +28,9 @@ mod write_deadline;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use event_fields::EventEnricher;
 use honeybee_byte_budget::ByteBudget;
+use honeybee_geoip::{GeoIp, GeoIpPaths};
 use honeybee_store::{
     ColumnarOptions, EmbeddedStore, EventStore, SqliteOptions, SqliteStore, SqliteSynchronous,
     Store, StoreError,
@@ -70,6 +72,8 @@ pub enum CoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("opening a GeoIP database: {0}")]
+    GeoIp(#[from] honeybee_geoip::GeoIpError),
     #[error("setting up TLS: {0}")]
     Tls(String),
     #[error("core task failed: {0}")]
@@ -122,10 +126,11 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningCore, CoreError> {
     config.validate()?;
+    let enricher = Arc::new(open_enricher(&config)?);
     let OpenStore {
         all: store,
         events: event_store,
-    } = open_store(&config)?;
+    } = open_store(&config, &enricher)?;
     // No connection is held by a Core that is just starting.
     store.disconnect_all_nodes().await?;
     let initial_admin_token = match config.api.auth {
@@ -204,6 +209,7 @@ pub async fn start(
     let commands = Arc::new(CommandTracker::new(config.server.command_answers_max_bytes));
     let context = Arc::new(LinkContext {
         store: store.clone(),
+        enricher,
         events: events_sender,
         event_bytes: ByteBudget::new(
             config.storage.queue_max_bytes,
@@ -284,8 +290,25 @@ struct OpenStore {
     events: Arc<dyn EventStore>,
 }
 
-/// Opens the configured store.
-fn open_store(config: &CoreConfig) -> Result<OpenStore, CoreError> {
+/// Opens the GeoIP databases: the built-in country table, and the configured files.
+fn open_enricher(config: &CoreConfig) -> Result<EventEnricher, CoreError> {
+    let paths = GeoIpPaths {
+        city_db: config.geoip.city_db.clone(),
+        asn_db: config.geoip.asn_db.clone(),
+    };
+    let geoip = GeoIp::open(&paths)?;
+    tracing::info!(
+        country = geoip.country_database_version(),
+        city_db = ?paths.city_db,
+        asn_db = ?paths.asn_db,
+        "GeoIP databases loaded (no network lookups)"
+    );
+    Ok(EventEnricher { geoip })
+}
+
+/// Opens the configured store; events an earlier release stored are given their fields
+/// by `enricher` as they are moved.
+fn open_store(config: &CoreConfig, enricher: &EventEnricher) -> Result<OpenStore, CoreError> {
     match config.storage.backend {
         StorageBackend::Sqlite => {
             let control = SqliteOptions::new(
@@ -304,11 +327,9 @@ fn open_store(config: &CoreConfig) -> Result<OpenStore, CoreError> {
                 ),
                 ..ColumnarOptions::new(ColumnarOptions::directory_in(&config.storage.data_dir))
             };
-            let store = Arc::new(EmbeddedStore::open(
-                &control,
-                events,
-                &event_fields::well_known_fields_of_text,
-            )?);
+            let store = Arc::new(EmbeddedStore::open(&control, events, &|text: &str| {
+                enricher.fields_of_text(text)
+            })?);
             Ok(OpenStore {
                 events: store.events.clone(),
                 all: store,
@@ -324,7 +345,7 @@ pub async fn create_api_token(
     name: &str,
     role: ApiRole,
 ) -> Result<String, CoreError> {
-    let store = open_store(config)?.all;
+    let store = open_store(config, &open_enricher(config)?)?.all;
     Ok(tokens::create_token(store.as_ref(), name, role).await?)
 }
 

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{CommandOutcome, CommandTracker};
 use crate::delivery::{queued_event_bytes, DeliveryProgress, QueuedEvent};
 use crate::enrollment::NodeAuthenticator;
+use crate::event_fields::EventEnricher;
 use crate::metrics::CoreMetrics;
 use crate::peer_log::{peer_text, PeerKey, PeerLogLimiter};
 use crate::sessions::{OutgoingCommand, SessionHandle, SessionRegistry};
@@ -68,6 +69,8 @@ fn revoked_message(node_id: u64) -> String {
 /// What every session needs from the Core.
 pub(crate) struct LinkContext {
     pub store: Arc<dyn Store>,
+    /// Fills each event's well-known fields and location at ingest.
+    pub enricher: Arc<EventEnricher>,
     pub events: mpsc::Sender<QueuedEvent>,
     /// `[storage] queue_max_bytes`: each event takes its bytes before it is queued.
     pub event_bytes: ByteBudget,
@@ -391,7 +394,7 @@ impl NodeLink {
             event_type: event.event_type,
             timestamp,
             received_at,
-            fields: crate::event_fields::well_known_fields(&event.data),
+            fields: self.context.enricher.fields(&event.data),
             data_json: event.data.into_string(),
             seq: event.seq,
         }

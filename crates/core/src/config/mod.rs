@@ -1,5 +1,6 @@
 //! The Core's configuration: the `bee_config.toml` shape (`[server]`, `[logging]`,
-//! `[proxy]`) plus a `[storage]` section. Every field has a default, so an empty file (or
+//! `[proxy]`) plus `[storage]`, `[geoip]`, `[api]` and `[tls]` sections (`storage.rs` has
+//! the first two). Every field has a default, so an empty file (or
 //! no file) is a working configuration; `validate()` reports what is wrong and with which
 //! value.
 
@@ -9,6 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+
+mod storage;
+
+pub use storage::{
+    GeoIpConfig, StorageBackend, StorageConfig, Synchronous, DEFAULT_QUEUE_MAX_BYTES,
+};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -28,9 +35,6 @@ pub enum ConfigError {
     },
 }
 
-/// Default of `[storage] queue_max_bytes`: 64 events of the largest size, or tens of
-/// thousands of ordinary ones (a few hundred bytes each), which is more than one batch.
-pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Default of `[server] command_answers_max_bytes`.
 pub const DEFAULT_COMMAND_ANSWERS_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Default of `[api] page_max_bytes`.
@@ -44,6 +48,7 @@ pub struct CoreConfig {
     pub logging: LoggingConfig,
     pub proxy: ProxyConfig,
     pub storage: StorageConfig,
+    pub geoip: GeoIpConfig,
     pub api: ApiConfig,
     pub tls: TlsConfig,
 }
@@ -343,76 +348,6 @@ impl Default for ProxyConfig {
     }
 }
 
-/// `[storage]`: where and how events are kept.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Storage backend. Only `sqlite` (embedded) today.
-    pub backend: StorageBackend,
-    /// Directory of the Core's state: nodes, pots and tokens in `<data_dir>/honeybee.sqlite3`,
-    /// events in `<data_dir>/events/`.
-    /// Default `./honeybee-data`.
-    pub data_dir: PathBuf,
-    /// `full` (default: a stored batch survives power loss) or `normal` (survives a crash
-    /// of the Core, not of the machine; faster on slow disks).
-    pub sqlite_synchronous: Synchronous,
-    /// Most events written in one transaction. Default 16384: under load the writer takes
-    /// whatever waited during the previous commit, and a bigger transaction writes each
-    /// hot index page once for more events (measured: 4096 → 16384 took SQLite from about
-    /// 77k to 92k events/s with the shipped indexes). An idle Core still writes each event
-    /// at once.
-    pub batch_max_events: usize,
-    /// Events buffered between the node connections and the writer; when full, the Core
-    /// stops reading from nodes (backpressure) instead of growing memory. Default 65536.
-    pub queue_capacity: usize,
-    /// Bytes the queued events may take (their text plus a fixed overhead each), counted
-    /// from the moment a session decoded an event until the batch holding it is committed;
-    /// when used up, sessions stop reading from nodes exactly as with a full queue. Without
-    /// it the queue could hold `queue_capacity` × `server.max_envelope_bytes` (64 GiB).
-    /// Must be at least `server.max_envelope_bytes`. Default 64 MiB.
-    pub queue_max_bytes: usize,
-    /// Events queries (API) that run at once; more wait for a turn. Token checks and node
-    /// and pot reads never wait for these. 1 to 64, default 4.
-    pub event_readers: usize,
-    /// Events in the hot (newest) event partition before it is sealed into a compressed
-    /// columnar file (`<data_dir>/events/part-*.parquet`); a partition also ends with its
-    /// hour of arrival. Bounds the hot partition's memory (about 100 bytes an event) and
-    /// the log replayed after a crash. 1 to 10,000,000, default 250,000.
-    pub partition_max_events: usize,
-    /// Seconds one events query may run before the store stops it and the API answers 503
-    /// (narrow the query with `since`/`until` or a filter). 0.1 to 3600, default 10.
-    pub query_time_limit: f64,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            backend: StorageBackend::Sqlite,
-            data_dir: PathBuf::from("honeybee-data"),
-            sqlite_synchronous: Synchronous::Full,
-            batch_max_events: 16_384,
-            queue_capacity: 65_536,
-            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
-            event_readers: 4,
-            partition_max_events: honeybee_store::ColumnarOptions::DEFAULT_PARTITION_MAX_EVENTS,
-            query_time_limit: 10.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageBackend {
-    Sqlite,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    Full,
-    Normal,
-}
-
 impl CoreConfig {
     /// Reads and validates a `bee_config.toml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -657,187 +592,4 @@ impl CoreConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_documented_bee_config_shape_loads() {
-        let config = CoreConfig::from_toml(
-            r#"
-[server]
-host = "127.0.0.1"
-node_port = 9001
-backend_port = 9002
-debug = false
-
-[logging]
-level = "debug"
-folder = "logs"
-force_color = true
-
-[proxy]
-enabled = true
-host = "0.0.0.0"
-port = 9003
-"#,
-        )
-        .unwrap();
-        config.validate().unwrap();
-        assert_eq!(config.logging.level, "debug");
-        assert_eq!(config.logging.folder, Some(PathBuf::from("logs")));
-        assert!(config.proxy.enabled);
-        assert_eq!(config.storage, StorageConfig::default());
-    }
-
-    #[test]
-    fn empty_config_is_the_defaults() {
-        let config = CoreConfig::from_toml("").unwrap();
-        assert_eq!(config, CoreConfig::default());
-        config.validate().unwrap();
-        assert_eq!(config.server.offline_after(), Duration::from_secs(90));
-    }
-
-    #[test]
-    fn integer_seconds_and_storage_section_are_read() {
-        let config = CoreConfig::from_toml(
-            "[server]\nheartbeat_interval = 5\n[storage]\ndata_dir = \"/tmp/x\"\nsqlite_synchronous = \"normal\"\n",
-        )
-        .unwrap();
-        assert_eq!(config.server.heartbeat_interval(), Duration::from_secs(5));
-        assert_eq!(config.storage.sqlite_synchronous, Synchronous::Normal);
-    }
-
-    #[test]
-    fn bad_values_name_the_field_and_value() {
-        let mut config = CoreConfig::default();
-        config.server.host = "localhost:9".into();
-        let error = config.validate().unwrap_err().to_string();
-        assert!(
-            error.contains("server.host") && error.contains("localhost:9"),
-            "{error}"
-        );
-
-        let error = CoreConfig::from_toml("[server]\nnode_prot = 1\n").unwrap_err();
-        assert!(error.contains("node_prot"), "{error}");
-
-        let mut config = CoreConfig::default();
-        config.server.host = "0.0.0.0".into();
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("tls.allow_plaintext"), "{error}");
-        config.tls.enabled = true;
-        config.validate().unwrap();
-        assert_eq!(config.server.enrollment_policy(), EnrollmentPolicy::Token);
-        config.server.enrollment = Some(EnrollmentPolicy::Open);
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("server.enrollment"), "{error}");
-
-        let config = CoreConfig::from_toml("[server]\nenrollment = \"token\"\n").unwrap();
-        assert_eq!(config.server.enrollment_policy(), EnrollmentPolicy::Token);
-        // Loopback is no exception: a honeypot's user on the machine reaches it too.
-        assert_eq!(
-            CoreConfig::default().server.enrollment_policy(),
-            EnrollmentPolicy::Token
-        );
-        let mut open = CoreConfig::default();
-        open.server.enrollment = Some(EnrollmentPolicy::Open);
-        open.validate().unwrap();
-
-        let mut config = CoreConfig::default();
-        config.server.heartbeat_interval = 0.0;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("server.heartbeat_interval"), "{error}");
-    }
-
-    #[test]
-    fn byte_budgets_are_read_and_checked() {
-        let config = CoreConfig::from_toml(
-            "[storage]\nqueue_max_bytes = 8388608\n[server]\ncommand_answers_max_bytes = 4096\n[api]\npage_max_bytes = 65536\n",
-        )
-        .unwrap();
-        config.validate().unwrap();
-        assert_eq!(
-            (
-                config.storage.queue_max_bytes,
-                config.server.command_answers_max_bytes,
-                config.api.page_max_bytes
-            ),
-            (8 << 20, 4096, 65536)
-        );
-        let mut config = CoreConfig::default();
-        config.storage.queue_max_bytes = config.server.max_envelope_bytes - 1;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(
-            error.contains("storage.queue_max_bytes")
-                && error.contains("server.max_envelope_bytes"),
-            "{error}"
-        );
-        let mut config = CoreConfig::default();
-        config.api.page_max_bytes = 0;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(
-            error.contains("api.page_max_bytes \"0\"") || error.contains("api.page_max_bytes"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn remote_nodes_do_not_expose_the_api() {
-        let config =
-            CoreConfig::from_toml("[server]\nhost = \"0.0.0.0\"\n[tls]\nenabled = true\n").unwrap();
-        config.validate().unwrap();
-        assert_eq!(config.server.api_host, "127.0.0.1");
-        assert!(config.server.api_is_loopback());
-    }
-
-    #[test]
-    fn a_plaintext_api_beyond_loopback_is_refused_unless_allowed() {
-        let mut config = CoreConfig::from_toml("[server]\napi_host = \"0.0.0.0\"\n").unwrap();
-        let error = config.validate().unwrap_err().to_string();
-        assert!(
-            error.contains("server.api_host")
-                && error.contains("0.0.0.0")
-                && error.contains("tls.allow_plaintext_api"),
-            "{error}"
-        );
-        config.tls.allow_plaintext_api = true;
-        config.validate().unwrap();
-        config.tls.allow_plaintext_api = false;
-        config.tls.enabled = true;
-        config.tls.api = true;
-        config.validate().unwrap();
-    }
-
-    #[test]
-    fn an_unauthenticated_api_is_refused_beyond_loopback() {
-        let mut config = CoreConfig::from_toml(
-            "[server]\napi_host = \"0.0.0.0\"\n[api]\nauth = \"none\"\n[tls]\nenabled = true\napi = true\n",
-        )
-        .unwrap();
-        let error = config.validate().unwrap_err().to_string();
-        assert!(
-            error.contains("api.auth") && error.contains("none"),
-            "{error}"
-        );
-        config.server.api_host = "::1".into();
-        config.validate().unwrap();
-    }
-
-    #[test]
-    fn connection_limits_are_validated() {
-        let mut config = CoreConfig::default();
-        config.server.max_unregistered_envelope_bytes = 1000;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(
-            error.contains("server.max_unregistered_envelope_bytes"),
-            "{error}"
-        );
-        let mut config = CoreConfig::default();
-        config.api.max_connections_per_address = 0;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("api.max_connections_per_address"), "{error}");
-        let mut config = CoreConfig::default();
-        config.api.allowed_hosts = vec!["proxy example".into()];
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("api.allowed_hosts"), "{error}");
-    }
-}
+mod tests;

@@ -296,6 +296,26 @@ async fn a_go_style_node_registers_reports_and_leaves() {
     .await;
     assert_eq!(events[0]["node_id"], 4242);
     assert_eq!(events[0]["data"]["username"], "admin");
+    let (status, stats) = core
+        .get("/api/v1/stats?top=src_ip,username,country&interval=1h")
+        .await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats,
+        json!({
+            "total": 1,
+            "distinct_sources": 1,
+            "interval_seconds": 3600,
+            "histogram": [{"start": "2024-01-15T10:00:00Z", "count": 1}],
+            "histogram_truncated": false,
+            "top": {
+                "src_ip": [{"value": "192.168.1.100", "count": 1}],
+                "username": [{"value": "admin", "count": 1}],
+                "country": [],
+            },
+            "pots": [{"node_id": 4242, "pot_id": "cowrie-01", "events": 1, "last_event": "2024-01-15T10:30:00Z"}],
+        })
+    );
 
     let (status, nodes) = core.get("/api/v1/nodes").await;
     assert_eq!(status, 200);
@@ -562,6 +582,17 @@ async fn the_api_answers_bad_requests_with_json_errors() {
         ("/api/v1/events?until=", 400, "empty until"),
         ("/api/v1/events?order=sideways", 400, "invalid order"),
         ("/api/v1/events?after_id=-1", 400, "invalid after_id"),
+        (
+            "/api/v1/stats?top=colour",
+            400,
+            "invalid top field \"colour\"",
+        ),
+        ("/api/v1/stats?interval=5s", 400, "invalid interval \"5s\""),
+        (
+            "/api/v1/stats?since=2024-01-01T00:00:00Z&interval=1m",
+            400,
+            "buckets",
+        ),
         ("/api/v1/commands/-1", 400, "invalid command id \"-1\""),
         ("/api/v1/nodes/+7", 400, "invalid node id \"+7\""),
         ("/api/v1/nowhere", 404, "no such endpoint"),

@@ -10,8 +10,8 @@ use crate::columnar::{ColumnarEventStore, ColumnarOptions};
 use crate::error::StoreError;
 use crate::model::{
     ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventFields, EventPage,
-    EventQuery, NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord, NodeRegistrationRecord,
-    NodeState, PotRecord,
+    EventQuery, EventStats, NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord,
+    NodeRegistrationRecord, NodeState, PotRecord, StatsQuery,
 };
 use crate::sqlite::{LegacyEvent, SqliteOptions, SqliteStore};
 use crate::store::{AccessStore, EventStore, FleetStore};
@@ -104,6 +104,10 @@ impl EventStore for EmbeddedStore {
 
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         self.events.query_events(query).await
+    }
+
+    async fn event_stats(&self, query: StatsQuery) -> Result<EventStats, StoreError> {
+        self.events.event_stats(query).await
     }
 }
 

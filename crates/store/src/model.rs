@@ -352,6 +352,94 @@ pub struct EventPage {
     pub next_cursor: Option<EventCursor>,
 }
 
+/// A field statistics can rank the values of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatField {
+    SrcIp,
+    Username,
+    Password,
+    Command,
+    Country,
+    Asn,
+    EventType,
+    PotId,
+    NodeId,
+}
+
+impl StatField {
+    pub const ALL: [StatField; 9] = [
+        StatField::SrcIp,
+        StatField::Username,
+        StatField::Password,
+        StatField::Command,
+        StatField::Country,
+        StatField::Asn,
+        StatField::EventType,
+        StatField::PotId,
+        StatField::NodeId,
+    ];
+
+    /// The field's name in the API (`top=src_ip,username`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StatField::SrcIp => "src_ip",
+            StatField::Username => "username",
+            StatField::Password => "password",
+            StatField::Command => "command",
+            StatField::Country => "country",
+            StatField::Asn => "asn",
+            StatField::EventType => "event_type",
+            StatField::PotId => "pot_id",
+            StatField::NodeId => "node_id",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<StatField> {
+        StatField::ALL
+            .into_iter()
+            .find(|field| field.name() == name)
+    }
+}
+
+/// What statistics to compute: over the events whose own timestamp is in
+/// `since..=until`, optionally of one node, pot or event type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsQuery {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub node_id: Option<u64>,
+    pub pot_id: Option<String>,
+    pub event_type: Option<String>,
+    /// The fields to rank.
+    pub top: Vec<StatField>,
+    /// Values per ranking.
+    pub limit: usize,
+    /// Width of the histogram's buckets; whole minutes.
+    pub interval: std::time::Duration,
+}
+
+/// Exact statistics of a window (every event counted, nothing sampled).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventStats {
+    pub total: u64,
+    pub distinct_sources: u64,
+    /// Events per bucket, oldest first: (bucket start, count); empty buckets left out.
+    pub histogram: Vec<(DateTime<Utc>, u64)>,
+    /// Per asked field, its most frequent values (most first, ties by value).
+    pub top: Vec<(StatField, Vec<(String, u64)>)>,
+    /// Per pot: node, pot, events, the newest event's own timestamp.
+    pub pots: Vec<PotActivity>,
+}
+
+/// How busy one pot was in a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PotActivity {
+    pub node_id: u64,
+    pub pot_id: String,
+    pub events: u64,
+    pub last_event: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use crate::error::StoreError;
 use crate::model::{
     ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventPage, EventQuery,
-    NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord, NodeRegistrationRecord, NodeState,
-    PotRecord,
+    EventStats, NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord, NodeRegistrationRecord,
+    NodeState, PotRecord, StatsQuery,
 };
 
 /// Events: appended in batches, read in pages. Implementations must be safe to call from
@@ -29,8 +29,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The highest `seq` stored for the node, if any.
     async fn last_event_seq(&self, node_id: u64) -> Result<Option<u64>, StoreError>;
 
-    /// Events matching `query`, newest first (by event timestamp, then id).
+    /// Events matching `query`, in the query's order.
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
+
+    /// Exact statistics of the events `query` selects.
+    async fn event_stats(&self, query: StatsQuery) -> Result<EventStats, StoreError>;
 }
 
 /// The fleet: nodes as they registered and reported, and their pots.

@@ -255,7 +255,7 @@ fn is_cursor_shaped(value: &str) -> bool {
 /// Reads `since` or `until`: an RFC 3339 date-time (`T` between date and time, an offset
 /// required), as the document's `date-time` format says; nothing looser, so what the
 /// document refuses the API refuses too.
-fn parse_time_parameter(
+pub(super) fn parse_time_parameter(
     parameters: &HashMap<String, String>,
     name: &str,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {

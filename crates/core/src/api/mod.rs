@@ -11,6 +11,7 @@ mod host_check;
 mod integer_parameter;
 mod nodes;
 mod request_deadline;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .merge(commands::router())
         .merge(honeypots::router())
         .merge(events::router())
+        .merge(stats::router())
         .merge(enrollment::router())
         .fallback(not_found)
         // After every route is merged: it applies to the routes registered so far.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use honeybee_store::{
-    ColumnarEventStore, ColumnarOptions, EventPage, EventQuery, EventStore, NewEvent, StoreError,
+    ColumnarEventStore, ColumnarOptions, EventPage, EventQuery, EventStats, EventStore, NewEvent,
+    StatsQuery, StoreError,
 };
 use honeybee_telemetry::MetricsRegistry;
 use tokio::sync::mpsc;
@@ -55,6 +56,10 @@ impl EventStore for FailingStore {
 
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         self.inner.query_events(query).await
+    }
+
+    async fn event_stats(&self, query: StatsQuery) -> Result<EventStats, StoreError> {
+        self.inner.event_stats(query).await
     }
 }
 

@@ -27,7 +27,8 @@ use thiserror::Error;
 
 use crate::error::StoreError;
 use crate::model::{
-    EventCursor, EventOrder, EventPage, EventQuery, NewEvent, StoredEvent, MAX_EVENT_PAGE,
+    EventCursor, EventOrder, EventPage, EventQuery, EventStats, NewEvent, StatsQuery, StoredEvent,
+    MAX_EVENT_PAGE,
 };
 use crate::store::EventStore;
 
@@ -37,6 +38,7 @@ mod log;
 mod recovery;
 mod sealed;
 mod sealer;
+mod stats;
 
 use filter::EventFilter;
 use hot::{arrival_hour, HotPartition};
@@ -252,6 +254,48 @@ impl ColumnarEventStore {
 }
 
 impl Inner {
+    fn stats(&self, query: &StatsQuery) -> Result<EventStats, ColumnarError> {
+        let time_limit = self.shared.options.query_time_limit;
+        let deadline = Instant::now() + time_limit;
+        let filter = stats::stats_filter(query);
+        let snapshot = read(&self.shared.partitions).clone();
+        let mut counts = stats::Counts::new();
+        let only_time = filter.node_id.is_none() && filter.coded.is_empty();
+        for sealed in &snapshot.sealed {
+            if Instant::now() >= deadline {
+                return Err(ColumnarError::TimeLimit { limit: time_limit });
+            }
+            if !filter.may_match_times(sealed.min_timestamp, sealed.max_timestamp) {
+                continue;
+            }
+            let whole = filter
+                .since
+                .is_none_or(|since| since <= sealed.min_timestamp)
+                && filter
+                    .until
+                    .is_none_or(|until| sealed.max_timestamp <= until);
+            let summary = stats::summary_path(&self.shared.options.directory, sealed.first_id);
+            let from_summary = if whole && only_time && summary.exists() {
+                stats::read_summary(&summary)
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, "partition summary unreadable; counting the partition's columns instead");
+                    })
+                    .ok()
+            } else {
+                None
+            };
+            match from_summary {
+                Some(summary_counts) => counts.merge(summary_counts),
+                None => sealed.count(&filter, &mut counts, deadline, time_limit)?,
+            }
+        }
+        for hot in &snapshot.hot {
+            let columns = read(&hot.columns);
+            counts.merge(stats::count_hot(&columns, &filter));
+        }
+        Ok(counts.into_stats(query))
+    }
+
     /// Starts a new hot partition and hands the current one to the sealer.
     fn rotate(&self, writer: &mut Writer) -> Result<(), ColumnarError> {
         if read(&writer.hot.columns).len() == 0 {
@@ -510,6 +554,17 @@ impl EventStore for ColumnarEventStore {
         Ok(lock(&self.inner.shared.node_sequences)
             .get(&node_id)
             .copied())
+    }
+
+    async fn event_stats(&self, query: StatsQuery) -> Result<EventStats, StoreError> {
+        let _turn = self
+            .readers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|error| StoreError::Worker(error.to_string()))?;
+        let inner = self.inner.clone();
+        blocking(move || inner.stats(&query)).await
     }
 
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {

@@ -34,6 +34,7 @@ use parquet::schema::types::ColumnPath;
 use crate::columnar::filter::{CodedColumn, EventFilter, PlainColumn};
 use crate::columnar::hot::{micros_to_time, HotColumns, ABSENT};
 use crate::columnar::log::sync_directory_of;
+use crate::columnar::stats::{count_batch, Counts, COUNTED_COLUMNS};
 use crate::columnar::ColumnarError;
 use crate::model::StoredEvent;
 
@@ -503,6 +504,34 @@ impl SealedPartition {
             }
         }
         Ok(true)
+    }
+
+    /// Counts the events matching `filter` (a statistics filter: time, node, pot, type).
+    pub fn count(
+        &self,
+        filter: &EventFilter,
+        counts: &mut Counts,
+        deadline: Instant,
+        time_limit: std::time::Duration,
+    ) -> Result<(), ColumnarError> {
+        for group in 0..self.metadata.metadata().num_row_groups() {
+            if Instant::now() >= deadline {
+                return Err(ColumnarError::TimeLimit { limit: time_limit });
+            }
+            if !self.group_may_match(group, filter)? {
+                continue;
+            }
+            for batch in self.read(group, &COUNTED_COLUMNS, None)? {
+                let mut columns = Vec::with_capacity(COUNTED_COLUMNS.len());
+                for name in COUNTED_COLUMNS {
+                    columns.push(batch.column_by_name(name).cloned().ok_or_else(|| {
+                        parquet_error(&self.path, format!("no column {name} read"))
+                    })?);
+                }
+                count_batch(&columns, filter, counts);
+            }
+        }
+        Ok(())
     }
 
     /// Up to `wanted` events matching `filter`, newest first or oldest first.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::columnar::hot::HotPartition;
 use crate::columnar::log::sync_directory_of;
 use crate::columnar::sealed::{write_sealed_partition, SealedPartition};
+use crate::columnar::stats::{count_whole, summary_path, write_summary};
 use crate::columnar::{lock, read, write, ColumnarError, Shared};
 
 /// How long a failed seal waits before it is tried again.
@@ -163,15 +164,21 @@ fn seal(shared: &Shared, job: SealJob) -> Result<(), SealJob> {
         if columns.len() == 0 {
             Ok(None)
         } else {
-            write_sealed_partition(
-                &shared.options.directory,
-                &columns,
-                &partition.log_reader,
-                &partition.log_path,
-                &job.node_sequences,
-            )
-            .and_then(|path| SealedPartition::open(&path))
-            .map(Some)
+            let first_id = columns.ids[0];
+            let summary = summary_path(&shared.options.directory, first_id);
+            // The summary first: once the partition file is in place, its summary is too.
+            write_summary(&summary, &count_whole(&columns))
+                .and_then(|()| {
+                    write_sealed_partition(
+                        &shared.options.directory,
+                        &columns,
+                        &partition.log_reader,
+                        &partition.log_path,
+                        &job.node_sequences,
+                    )
+                })
+                .and_then(|path| SealedPartition::open(&path))
+                .map(Some)
         }
     };
     let sealed = match sealed {

@@ -1,0 +1,384 @@
+//! Exact statistics: every event in the window counted, by value, minute and pot.
+//!
+//! A sealed partition carries a summary (`part-<first id>.summary.zst`: the counts of all
+//! its events, written at sealing from the hot columns' dictionary codes), so a window
+//! that holds the whole partition, with no node, pot or type filter, costs a read of that
+//! summary, not of the events. Any other partition in the window is counted from its
+//! columns: the hot ones from memory, sealed ones from the statistics columns only.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampMicrosecondType, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::columnar::filter::{CodedColumn, EventFilter, PlainColumn};
+use crate::columnar::hot::{micros_to_time, HotColumns, ABSENT};
+use crate::columnar::log::sync_directory_of;
+use crate::columnar::ColumnarError;
+use crate::model::{EventStats, PotActivity, StatField, StatsQuery};
+
+/// Where a field's value is kept in a partition.
+fn coded_column(field: StatField) -> Option<CodedColumn> {
+    match field {
+        StatField::SrcIp => Some(CodedColumn::SrcIp),
+        StatField::Username => Some(CodedColumn::Username),
+        StatField::Password => Some(CodedColumn::Password),
+        StatField::Country => Some(CodedColumn::Country),
+        StatField::EventType => Some(CodedColumn::EventType),
+        StatField::PotId => Some(CodedColumn::PotId),
+        StatField::Command | StatField::Asn | StatField::NodeId => None,
+    }
+}
+
+fn field_index(field: StatField) -> usize {
+    StatField::ALL
+        .iter()
+        .position(|candidate| *candidate == field)
+        .unwrap_or(0)
+}
+
+/// The counts of a set of events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Counts {
+    pub total: u64,
+    /// Per field of [`StatField::ALL`]: value → events.
+    pub values: Vec<HashMap<String, u64>>,
+    /// Minute (seconds since the epoch / 60) of the event's own time → events.
+    pub minutes: HashMap<i64, u64>,
+    /// (node, pot) → (events, newest own timestamp in micros).
+    pub pots: HashMap<(u64, String), (u64, i64)>,
+}
+
+/// One event as statistics see it.
+struct CountedEvent<'a> {
+    timestamp: i64,
+    node_id: u64,
+    pot_id: &'a str,
+    values: [Option<&'a str>; 6],
+    command: Option<&'a str>,
+    asn: Option<u32>,
+}
+
+/// The fields of `CountedEvent::values`, in order.
+const CODED_FIELDS: [StatField; 6] = [
+    StatField::SrcIp,
+    StatField::Username,
+    StatField::Password,
+    StatField::Country,
+    StatField::EventType,
+    StatField::PotId,
+];
+
+impl Counts {
+    pub fn new() -> Counts {
+        Counts {
+            values: vec![HashMap::new(); StatField::ALL.len()],
+            ..Counts::default()
+        }
+    }
+
+    fn add_value(&mut self, field: StatField, value: &str, count: u64) {
+        let map = &mut self.values[field_index(field)];
+        match map.get_mut(value) {
+            Some(total) => *total += count,
+            None => {
+                map.insert(value.to_owned(), count);
+            }
+        }
+    }
+
+    fn add_event(&mut self, event: &CountedEvent<'_>) {
+        self.total += 1;
+        for (field, value) in CODED_FIELDS.iter().zip(event.values) {
+            if let Some(value) = value {
+                self.add_value(*field, value, 1);
+            }
+        }
+        if let Some(command) = event.command {
+            self.add_value(StatField::Command, command, 1);
+        }
+        if let Some(asn) = event.asn {
+            self.add_value(StatField::Asn, &asn.to_string(), 1);
+        }
+        self.add_value(StatField::NodeId, &event.node_id.to_string(), 1);
+        *self
+            .minutes
+            .entry(event.timestamp.div_euclid(60_000_000))
+            .or_default() += 1;
+        let pot = self
+            .pots
+            .entry((event.node_id, event.pot_id.to_owned()))
+            .or_insert((0, i64::MIN));
+        pot.0 += 1;
+        pot.1 = pot.1.max(event.timestamp);
+    }
+
+    pub fn merge(&mut self, other: Counts) {
+        self.total += other.total;
+        for (field, values) in StatField::ALL.into_iter().zip(other.values) {
+            for (value, count) in values {
+                self.add_value(field, &value, count);
+            }
+        }
+        for (minute, count) in other.minutes {
+            *self.minutes.entry(minute).or_default() += count;
+        }
+        for (pot, (events, newest)) in other.pots {
+            let mine = self.pots.entry(pot).or_insert((0, i64::MIN));
+            mine.0 += events;
+            mine.1 = mine.1.max(newest);
+        }
+    }
+
+    /// The answer to `query` from these counts.
+    pub fn into_stats(self, query: &StatsQuery) -> EventStats {
+        let interval_minutes = (query.interval.as_secs() / 60).max(1) as i64;
+        let mut buckets: HashMap<i64, u64> = HashMap::new();
+        for (minute, count) in &self.minutes {
+            *buckets
+                .entry(minute.div_euclid(interval_minutes) * interval_minutes)
+                .or_default() += count;
+        }
+        let mut histogram: Vec<(DateTime<Utc>, u64)> = buckets
+            .into_iter()
+            .map(|(minute, count)| (micros_to_time(minute * 60_000_000), count))
+            .collect();
+        histogram.sort_unstable();
+        let distinct_sources = self.values[field_index(StatField::SrcIp)].len() as u64;
+        let top = query
+            .top
+            .iter()
+            .map(|field| {
+                let mut ranked: Vec<(String, u64)> = self.values[field_index(*field)]
+                    .iter()
+                    .map(|(value, count)| (value.clone(), *count))
+                    .collect();
+                ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                ranked.truncate(query.limit);
+                (*field, ranked)
+            })
+            .collect();
+        let mut pots: Vec<PotActivity> = self
+            .pots
+            .into_iter()
+            .map(|((node_id, pot_id), (events, newest))| PotActivity {
+                node_id,
+                pot_id,
+                events,
+                last_event: micros_to_time(newest),
+            })
+            .collect();
+        pots.sort_unstable_by(|a, b| (a.node_id, &a.pot_id).cmp(&(b.node_id, &b.pot_id)));
+        EventStats {
+            total: self.total,
+            distinct_sources,
+            histogram,
+            top,
+            pots,
+        }
+    }
+}
+
+/// The statistics filter of a stats query (no id bounds, no field filters).
+pub(crate) fn stats_filter(query: &StatsQuery) -> EventFilter {
+    let mut coded = Vec::new();
+    if let Some(pot) = &query.pot_id {
+        coded.push((CodedColumn::PotId, pot.clone()));
+    }
+    if let Some(kind) = &query.event_type {
+        coded.push((CodedColumn::EventType, kind.clone()));
+    }
+    EventFilter {
+        since: query.since.map(|since| since.timestamp_micros()),
+        until: query.until.map(|until| until.timestamp_micros()),
+        node_id: query.node_id,
+        coded,
+        ..EventFilter::default()
+    }
+}
+
+/// Counts the hot rows matching `filter`.
+pub(crate) fn count_hot(columns: &HotColumns, filter: &EventFilter) -> Counts {
+    let mut counts = Counts::new();
+    let rows = columns.matching_rows(filter, false, usize::MAX);
+    let text = |column: CodedColumn, row: usize| {
+        let code = columns.coded[column as usize][row];
+        (code != ABSENT)
+            .then(|| columns.dictionaries[column as usize].value(code))
+            .flatten()
+    };
+    for row in rows {
+        let values =
+            CODED_FIELDS.map(|field| coded_column(field).and_then(|column| text(column, row)));
+        counts.add_event(&CountedEvent {
+            timestamp: columns.timestamps[row],
+            node_id: columns.node_ids[row],
+            pot_id: text(CodedColumn::PotId, row).unwrap_or_default(),
+            values,
+            command: columns.plain[PlainColumn::Command as usize][row].as_deref(),
+            asn: columns.asns[row],
+        });
+    }
+    counts
+}
+
+/// The columns a count reads from a sealed partition, in this order.
+pub(crate) const COUNTED_COLUMNS: [&str; 10] = [
+    "timestamp",
+    "node_id",
+    "pot_id",
+    "event_type",
+    "src_ip",
+    "username",
+    "password",
+    "country",
+    "command",
+    "asn",
+];
+
+fn text_of(array: &ArrayRef, row: usize) -> Option<&str> {
+    if array.is_null(row) {
+        return None;
+    }
+    if let Some(coded) = array.as_dictionary_opt::<Int32Type>() {
+        let key = coded.keys().value(row) as usize;
+        return Some(coded.values().as_string::<i32>().value(key));
+    }
+    Some(array.as_string::<i32>().value(row))
+}
+
+/// Counts the rows of one batch of [`COUNTED_COLUMNS`] that match `filter`.
+pub(crate) fn count_batch(columns: &[ArrayRef], filter: &EventFilter, counts: &mut Counts) {
+    let times = columns[0].as_primitive::<TimestampMicrosecondType>();
+    let nodes = columns[1].as_primitive::<UInt64Type>();
+    let asns = columns[9].as_primitive::<UInt32Type>();
+    for row in 0..times.len() {
+        let timestamp = times.value(row);
+        if filter.since.is_some_and(|since| timestamp < since)
+            || filter.until.is_some_and(|until| timestamp > until)
+            || filter.node_id.is_some_and(|node| nodes.value(row) != node)
+        {
+            continue;
+        }
+        let pot_id = text_of(&columns[2], row).unwrap_or_default();
+        let event_type = text_of(&columns[3], row);
+        let excluded = filter.coded.iter().any(|(column, wanted)| {
+            let value = match column {
+                CodedColumn::PotId => Some(pot_id),
+                CodedColumn::EventType => event_type,
+                _ => None,
+            };
+            value != Some(wanted.as_str())
+        });
+        if excluded {
+            continue;
+        }
+        counts.add_event(&CountedEvent {
+            timestamp,
+            node_id: nodes.value(row),
+            pot_id,
+            values: [
+                text_of(&columns[4], row),
+                text_of(&columns[5], row),
+                text_of(&columns[6], row),
+                text_of(&columns[7], row),
+                event_type,
+                Some(pot_id),
+            ],
+            command: text_of(&columns[8], row),
+            asn: asns.is_valid(row).then(|| asns.value(row)),
+        });
+    }
+}
+
+/// A summary as written to disk.
+#[derive(Serialize, Deserialize)]
+struct SummaryFile {
+    total: u64,
+    values: Vec<Vec<(String, u64)>>,
+    minutes: Vec<(i64, u64)>,
+    pots: Vec<(u64, String, u64, i64)>,
+}
+
+/// The summary file of the partition whose first event has `first_id`.
+pub(crate) fn summary_path(directory: &Path, first_id: u64) -> PathBuf {
+    directory.join(format!("part-{first_id:020}.summary.zst"))
+}
+
+/// Writes the counts of a whole partition, durably, before the partition file itself.
+pub(crate) fn write_summary(path: &Path, counts: &Counts) -> Result<(), ColumnarError> {
+    let file = SummaryFile {
+        total: counts.total,
+        values: counts
+            .values
+            .iter()
+            .map(|values| values.iter().map(|(v, c)| (v.clone(), *c)).collect())
+            .collect(),
+        minutes: counts.minutes.iter().map(|(m, c)| (*m, *c)).collect(),
+        pots: counts
+            .pots
+            .iter()
+            .map(|((node, pot), (events, newest))| (*node, pot.clone(), *events, *newest))
+            .collect(),
+    };
+    let json = serde_json::to_vec(&file).map_err(|error| ColumnarError::Corrupt {
+        path: path.to_path_buf(),
+        what: error.to_string(),
+    })?;
+    let compressed = zstd::encode_all(json.as_slice(), 3)
+        .map_err(|source| ColumnarError::io("compressing summary", path, source))?;
+    let temporary = path.with_extension("zst.tmp");
+    File::create(&temporary)
+        .and_then(|mut out| {
+            out.write_all(&compressed)?;
+            out.sync_all()
+        })
+        .map_err(|source| ColumnarError::io("writing summary", &temporary, source))?;
+    std::fs::rename(&temporary, path)
+        .map_err(|source| ColumnarError::io("naming summary", path, source))?;
+    sync_directory_of(path)
+}
+
+/// Reads a partition's summary.
+pub(crate) fn read_summary(path: &Path) -> Result<Counts, ColumnarError> {
+    let mut compressed = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut compressed))
+        .map_err(|source| ColumnarError::io("reading summary", path, source))?;
+    let damaged = |what: String| ColumnarError::Corrupt {
+        path: path.to_path_buf(),
+        what,
+    };
+    let json =
+        zstd::decode_all(compressed.as_slice()).map_err(|error| damaged(error.to_string()))?;
+    let file: SummaryFile =
+        serde_json::from_slice(&json).map_err(|error| damaged(error.to_string()))?;
+    if file.values.len() != StatField::ALL.len() {
+        return Err(damaged(format!("{} fields", file.values.len())));
+    }
+    Ok(Counts {
+        total: file.total,
+        values: file
+            .values
+            .into_iter()
+            .map(|values| values.into_iter().collect())
+            .collect(),
+        minutes: file.minutes.into_iter().collect(),
+        pots: file
+            .pots
+            .into_iter()
+            .map(|(node, pot, events, newest)| ((node, pot), (events, newest)))
+            .collect(),
+    })
+}
+
+/// The counts of a whole hot partition, for its summary.
+pub(crate) fn count_whole(columns: &HotColumns) -> Counts {
+    count_hot(columns, &EventFilter::default())
+}

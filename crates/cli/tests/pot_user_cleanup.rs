@@ -281,7 +281,10 @@ impl Drop for AttackerCleanup {
 
 /// The attacker's launcher forks children that loop `kill(-1, SIGKILL)` (killing every
 /// other process of the pot's user, a helper the node would run as that user included) and
-/// now and then fork again, so that a fighter killed by another is replaced. Forking takes
+/// now and then move to a fresh process (fork, and the parent exits), so the node chases
+/// pids that keep changing. (A fighter that forked and fought on beside its child killed
+/// the child first on a fast machine: one pid forever, and the test never saw a fork.)
+/// Forking takes
 /// a python process a millisecond or more, so a fighter kills many times between forks:
 /// a helper of the pot's user never gets the millisecond it needs to run. Killed children
 /// are reaped at once (SIGCHLD ignored), so the dead do not use up the process limit that
@@ -298,7 +301,8 @@ def fight():
             except OSError:
                 pass
         try:
-            os.fork()
+            if os.fork() != 0:
+                os._exit(0)
         except OSError:
             pass
 for _ in range(4):

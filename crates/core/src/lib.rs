@@ -20,6 +20,7 @@ mod node_link;
 mod node_listener;
 mod peer_log;
 mod private_file;
+mod retention;
 mod sessions;
 mod tls;
 mod tokens;
@@ -198,6 +199,16 @@ pub async fn start(
         .map(|setup| setup.api_acceptor.clone());
     let tls = tls.map(|setup| setup.node_acceptor);
     let (events_sender, events_receiver) = mpsc::channel(config.storage.queue_capacity);
+    let retention = tokio::spawn(retention::run_retention(
+        event_store.clone(),
+        retention::RetentionPolicy {
+            max_age: config.retention.max_age(),
+            max_disk_bytes: config.retention.max_disk_bytes(),
+            check_interval: config.retention.check_interval(),
+        },
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let writer = tokio::spawn(event_writer::run_event_writer(
         event_store,
         events_receiver,
@@ -278,7 +289,7 @@ pub async fn start(
         api_address,
         initial_admin_token,
         store,
-        tasks: vec![nodes, writer, api],
+        tasks: vec![nodes, writer, api, retention],
     })
 }
 

@@ -23,6 +23,12 @@ pub(crate) struct CoreMetrics {
     pub event_acks_sent: Arc<Counter>,
     pub nodes_enrolled: Arc<Counter>,
     pub nodes_revoked: Arc<Counter>,
+    /// Events and partitions dropped by retention or a purge, and failed drops.
+    pub events_dropped: Arc<Counter>,
+    pub partitions_dropped: Arc<Counter>,
+    pub retention_failures: Arc<Counter>,
+    /// Bytes the event files took after the last retention check.
+    pub event_store_bytes: Arc<Gauge>,
 }
 
 impl CoreMetrics {
@@ -75,6 +81,26 @@ impl CoreMetrics {
                     &[],
                 ),
             },
+            events_dropped: registry.counter(
+                "honeybee_core_events_dropped_total",
+                "Events deleted by retention ([retention] max_age, max_disk_bytes) or a purge (DELETE /api/v1/events).",
+                &[],
+            ),
+            partitions_dropped: registry.counter(
+                "honeybee_core_event_partitions_dropped_total",
+                "Event partitions deleted by retention or a purge.",
+                &[],
+            ),
+            retention_failures: registry.counter(
+                "honeybee_core_retention_failures_total",
+                "Retention checks or purges that failed (the log says why; the next check tries again).",
+                &[],
+            ),
+            event_store_bytes: registry.gauge(
+                "honeybee_core_event_store_bytes",
+                "Bytes the event files took at the last retention check.",
+                &[],
+            ),
             store_write_failures: registry.counter(
                 "honeybee_core_store_write_failures_total",
                 "Failed attempts to commit an event batch (the batch is retried).",

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use crate::columnar::{ColumnarEventStore, ColumnarOptions};
 use crate::error::StoreError;
 use crate::model::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventFields, EventPage,
-    EventQuery, EventStats, NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord,
-    NodeRegistrationRecord, NodeState, PotRecord, StatsQuery,
+    ApiRole, ApiTokenRecord, DroppedEvents, EnrollmentOutcome, EnrollmentTokenRecord, EventFields,
+    EventPage, EventQuery, EventStats, NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord,
+    NodeRegistrationRecord, NodeState, PotRecord, RetentionRule, StatsQuery,
 };
 use crate::sqlite::{LegacyEvent, SqliteOptions, SqliteStore};
 use crate::store::{AccessStore, EventStore, FleetStore};
@@ -108,6 +108,10 @@ impl EventStore for EmbeddedStore {
 
     async fn event_stats(&self, query: StatsQuery) -> Result<EventStats, StoreError> {
         self.events.event_stats(query).await
+    }
+
+    async fn drop_events(&self, rule: RetentionRule) -> Result<DroppedEvents, StoreError> {
+        self.events.drop_events(rule).await
     }
 }
 

@@ -18,11 +18,11 @@ pub use columnar::{ColumnarError, ColumnarEventStore, ColumnarOptions};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use model::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor, EventFields,
-    EventOrder, EventPage, EventQuery, EventStats, NewEnrollmentToken, NewEvent, NodeCredential,
-    NodeKind, NodeRecord, NodeRegistrationRecord, NodeState, PotActivity, PotRecord, PotState,
-    StatField, StatsQuery, StoredEvent, DEFAULT_EVENT_PAGE, DEFAULT_EVENT_PAGE_BYTES,
-    MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
+    ApiRole, ApiTokenRecord, DroppedEvents, EnrollmentOutcome, EnrollmentTokenRecord, EventCursor,
+    EventFields, EventOrder, EventPage, EventQuery, EventStats, NewEnrollmentToken, NewEvent,
+    NodeCredential, NodeKind, NodeRecord, NodeRegistrationRecord, NodeState, PotActivity,
+    PotRecord, PotState, RetentionRule, StatField, StatsQuery, StoredEvent, DEFAULT_EVENT_PAGE,
+    DEFAULT_EVENT_PAGE_BYTES, MAX_EVENT_PAGE, SOURCE_ADDRESS_KEYS,
 };
 pub use sqlite::{LegacyEvent, SqliteOptions, SqliteStore, SqliteSynchronous};
 pub use store::{AccessStore, EventStore, FleetStore, Store};

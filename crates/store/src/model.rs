@@ -440,6 +440,31 @@ pub struct PotActivity {
     pub last_event: DateTime<Utc>,
 }
 
+/// Which whole event partitions to drop. A partition goes when any rule says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionRule {
+    /// Drop partitions whose every event arrived at or before this time.
+    pub arrived_through: Option<DateTime<Utc>>,
+    /// Then drop the oldest partitions while the event files take more than this.
+    pub max_disk_bytes: Option<u64>,
+    /// Also close the partition taking appends (and any waiting for sealing) when all
+    /// its events arrived through `arrived_through`, so that a purge up to now leaves
+    /// nothing behind. Retention leaves them to age.
+    pub include_hot: bool,
+}
+
+/// What a drop removed, and what the event files take afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DroppedEvents {
+    pub partitions: usize,
+    pub events: u64,
+    pub bytes: u64,
+    /// The bytes of every event file that remains.
+    pub remaining_bytes: u64,
+    /// The lowest id still stored, if any.
+    pub oldest_id: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiRole, ApiTokenRecord, EnrollmentOutcome, EnrollmentTokenRecord, EventPage, EventQuery,
-    EventStats, NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord, NodeRegistrationRecord,
-    NodeState, PotRecord, StatsQuery,
+    ApiRole, ApiTokenRecord, DroppedEvents, EnrollmentOutcome, EnrollmentTokenRecord, EventPage,
+    EventQuery, EventStats, NewEnrollmentToken, NewEvent, NodeCredential, NodeRecord,
+    NodeRegistrationRecord, NodeState, PotRecord, RetentionRule, StatsQuery,
 };
 
 /// Events: appended in batches, read in pages. Implementations must be safe to call from
@@ -34,6 +34,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Exact statistics of the events `query` selects.
     async fn event_stats(&self, query: StatsQuery) -> Result<EventStats, StoreError>;
+
+    /// Drops the whole partitions `rule` selects. Ingest and queries go on meanwhile: a
+    /// query that started before the drop still reads what it saw.
+    async fn drop_events(&self, rule: RetentionRule) -> Result<DroppedEvents, StoreError>;
 }
 
 /// The fleet: nodes as they registered and reported, and their pots.

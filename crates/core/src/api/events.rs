@@ -1,5 +1,6 @@
 //! `/api/v1/events`: stored events, newest first or in the order they were stored
-//! (`order=asc`, from `after_id`), with filters and keyset pagination.
+//! (`order=asc`, from `after_id`), with filters and keyset pagination; `DELETE` purges
+//! whole partitions stored up to a time (admin).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use honeybee_protocol::format_timestamp;
+use honeybee_store::RetentionRule;
 use honeybee_store::{
     EventCursor, EventFields, EventOrder, EventQuery, StoreError, StoredEvent, DEFAULT_EVENT_PAGE,
     MAX_EVENT_PAGE,
@@ -44,7 +46,7 @@ const KNOWN_PARAMETERS: [&str; 21] = [
 ];
 
 pub(super) fn router() -> Router<Arc<ApiState>> {
-    Router::new().route("/api/v1/events", get(list_events))
+    Router::new().route("/api/v1/events", get(list_events).delete(purge_events))
 }
 
 /// An event as the API shows it; `data` is passed through as stored.
@@ -115,6 +117,58 @@ async fn list_events(
         events,
         next_cursor: page.next_cursor.map(|cursor| cursor.encode()),
         next_after_id,
+    }))
+}
+
+/// What a purge removed.
+#[derive(Serialize)]
+struct PurgeView {
+    deleted_events: u64,
+    deleted_partitions: usize,
+    deleted_bytes: u64,
+    remaining_bytes: u64,
+    /// The lowest id still stored; `null` when nothing is.
+    oldest_id: Option<i64>,
+}
+
+/// `DELETE /api/v1/events?until=T`: drops every partition whose events were all stored
+/// (arrived) at or before `until`, the newest included, so `until` = now empties the store.
+async fn purge_events(
+    State(state): State<Arc<ApiState>>,
+    Query(parameters): Query<HashMap<String, String>>,
+) -> Result<Json<PurgeView>, ApiError> {
+    if let Some(unknown) = parameters.keys().find(|key| key.as_str() != "until") {
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter {unknown:?}; known: until"
+        )));
+    }
+    let until = parse_time_parameter(&parameters, "until")?.ok_or_else(|| {
+        ApiError::BadRequest(
+            "until is required: the time up to which stored events are deleted (RFC 3339)".into(),
+        )
+    })?;
+    let dropped = state
+        .store
+        .drop_events(RetentionRule {
+            arrived_through: Some(until),
+            max_disk_bytes: None,
+            include_hot: true,
+        })
+        .await;
+    let dropped = match dropped {
+        Ok(dropped) => dropped,
+        Err(error) => {
+            state.metrics.retention_failures.increment();
+            return Err(error.into());
+        }
+    };
+    crate::retention::record_drop(&state.metrics, &dropped, "purge");
+    Ok(Json(PurgeView {
+        deleted_events: dropped.events,
+        deleted_partitions: dropped.partitions,
+        deleted_bytes: dropped.bytes,
+        remaining_bytes: dropped.remaining_bytes,
+        oldest_id: dropped.oldest_id,
     }))
 }
 

@@ -1,6 +1,6 @@
 //! The Core's configuration: the `bee_config.toml` shape (`[server]`, `[logging]`,
-//! `[proxy]`) plus `[storage]`, `[geoip]`, `[api]` and `[tls]` sections (`storage.rs` has
-//! the first two). Every field has a default, so an empty file (or
+//! `[proxy]`) plus `[storage]`, `[geoip]`, `[retention]`, `[api]` and `[tls]` sections
+//! (`storage.rs` has the first two, `retention.rs` the third). Every field has a default, so an empty file (or
 //! no file) is a working configuration; `validate()` reports what is wrong and with which
 //! value.
 
@@ -11,8 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+mod retention;
 mod storage;
 
+pub use retention::RetentionConfig;
 pub use storage::{
     GeoIpConfig, StorageBackend, StorageConfig, Synchronous, DEFAULT_QUEUE_MAX_BYTES,
 };
@@ -49,6 +51,7 @@ pub struct CoreConfig {
     pub proxy: ProxyConfig,
     pub storage: StorageConfig,
     pub geoip: GeoIpConfig,
+    pub retention: RetentionConfig,
     pub api: ApiConfig,
     pub tls: TlsConfig,
 }
@@ -369,6 +372,7 @@ impl CoreConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.retention.validate()?;
         let invalid = |field, value: String, reason| ConfigError::Invalid {
             field,
             value,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use honeybee_store::{
-    ColumnarEventStore, ColumnarOptions, EventPage, EventQuery, EventStats, EventStore, NewEvent,
-    StatsQuery, StoreError,
+    ColumnarEventStore, ColumnarOptions, DroppedEvents, EventPage, EventQuery, EventStats,
+    EventStore, NewEvent, RetentionRule, StatsQuery, StoreError,
 };
 use honeybee_telemetry::MetricsRegistry;
 use tokio::sync::mpsc;
@@ -60,6 +60,10 @@ impl EventStore for FailingStore {
 
     async fn event_stats(&self, query: StatsQuery) -> Result<EventStats, StoreError> {
         self.inner.event_stats(query).await
+    }
+
+    async fn drop_events(&self, rule: RetentionRule) -> Result<DroppedEvents, StoreError> {
+        self.inner.drop_events(rule).await
     }
 }
 

@@ -13,8 +13,12 @@
 //! - The partition set seen by a query is one snapshot: an event is in exactly one of its
 //!   partitions, so a page never repeats or skips an event while a partition is sealed.
 //!
+//! - Ids of dropped partitions stay used: `dropped.json` keeps the next id past them and
+//!   every node's highest `seq`, written before any file of theirs is removed.
+//!
 //! Files: `log.rs` (the hot log), `hot.rs` (its columns in memory), `sealed.rs` (Parquet
-//! partitions), `filter.rs` (queries as column conditions), `recovery.rs` (opening the
+//! partitions), `filter.rs` (queries as column conditions), `stats.rs` (counts and
+//! partition summaries), `retention.rs` (dropping partitions), `recovery.rs` (opening the
 //! directory), `sealer.rs` (the sealing thread); this file holds the writer and queries.
 
 use std::collections::HashMap;
@@ -27,8 +31,8 @@ use thiserror::Error;
 
 use crate::error::StoreError;
 use crate::model::{
-    EventCursor, EventOrder, EventPage, EventQuery, EventStats, NewEvent, StatsQuery, StoredEvent,
-    MAX_EVENT_PAGE,
+    DroppedEvents, EventCursor, EventOrder, EventPage, EventQuery, EventStats, NewEvent,
+    RetentionRule, StatsQuery, StoredEvent, MAX_EVENT_PAGE,
 };
 use crate::store::EventStore;
 
@@ -36,6 +40,7 @@ mod filter;
 mod hot;
 mod log;
 mod recovery;
+mod retention;
 mod sealed;
 mod sealer;
 mod stats;
@@ -153,6 +158,8 @@ struct Inner {
     shared: Arc<Shared>,
     writer: Mutex<Writer>,
     sealer: SealerSender,
+    /// Held by a drop: drops run one at a time.
+    dropping: Mutex<()>,
 }
 
 /// The embedded event store. See the module documentation.
@@ -202,6 +209,7 @@ impl ColumnarEventStore {
                 shared,
                 writer: Mutex::new(writer),
                 sealer,
+                dropping: Mutex::new(()),
             }),
             readers: Arc::new(tokio::sync::Semaphore::new(options.event_readers.max(1))),
             _sealer_thread: sealer_thread,
@@ -294,6 +302,83 @@ impl Inner {
             counts.merge(stats::count_hot(&columns, &filter));
         }
         Ok(counts.into_stats(query))
+    }
+
+    /// Drops the partitions `rule` selects (see `retention.rs`).
+    fn drop_events(&self, rule: &RetentionRule) -> Result<DroppedEvents, ColumnarError> {
+        let _one_at_a_time = lock(&self.dropping);
+        let directory = &self.shared.options.directory;
+        if let (true, Some(through)) = (rule.include_hot, rule.arrived_through) {
+            {
+                let mut writer = lock(&self.writer);
+                let newest = read(&writer.hot.columns).received_at.iter().max().copied();
+                if newest.is_some_and(|newest| newest <= through.timestamp_micros()) {
+                    self.rotate(&mut writer)?;
+                }
+            }
+            self.sealer.wait_idle();
+        }
+        let (sealed, hot_bytes) = self.disk_use();
+        let victims = retention::choose_victims(directory, &sealed, hot_bytes, rule);
+        let mut dropped = DroppedEvents::default();
+        if !victims.is_empty() {
+            let earlier = retention::read_marks(directory)?;
+            let past_victims = victims
+                .iter()
+                .map(|part| part.last_id + 1)
+                .max()
+                .unwrap_or(0);
+            let marks = retention::DroppedMarks {
+                next_id: earlier.next_id.max(past_victims),
+                node_sequences: lock(&self.shared.node_sequences)
+                    .iter()
+                    .map(|(node, seq)| (node.to_string(), *seq))
+                    .collect(),
+            };
+            retention::write_marks(directory, &marks)?;
+            retention::count_dropped(directory, &victims, &mut dropped);
+            write(&self.shared.partitions)
+                .sealed
+                .retain(|part| !victims.iter().any(|victim| Arc::ptr_eq(victim, part)));
+            for victim in &victims {
+                retention::remove_partition_files(directory, victim)?;
+                tracing::info!(
+                    partition = %victim.path.display(),
+                    events = victim.rows,
+                    first_id = victim.first_id,
+                    last_id = victim.last_id,
+                    "dropped an event partition"
+                );
+            }
+        }
+        let (sealed, hot_bytes) = self.disk_use();
+        dropped.remaining_bytes = hot_bytes
+            + sealed
+                .iter()
+                .map(|part| retention::partition_disk_bytes(directory, part))
+                .sum::<u64>();
+        let set = read(&self.shared.partitions);
+        dropped.oldest_id = set
+            .sealed
+            .first()
+            .map(|part| part.first_id as i64)
+            .or_else(|| {
+                set.hot
+                    .iter()
+                    .find_map(|hot| read(&hot.columns).ids.first().map(|id| *id as i64))
+            });
+        Ok(dropped)
+    }
+
+    /// The sealed partitions, and the bytes the logs take.
+    fn disk_use(&self) -> (Vec<Arc<SealedPartition>>, u64) {
+        let set = read(&self.shared.partitions);
+        let hot_bytes = set
+            .hot
+            .iter()
+            .map(|hot| std::fs::metadata(&hot.log_path).map_or(0, |metadata| metadata.len()))
+            .sum();
+        (set.sealed.clone(), hot_bytes)
     }
 
     /// Starts a new hot partition and hands the current one to the sealer.
@@ -565,6 +650,11 @@ impl EventStore for ColumnarEventStore {
             .map_err(|error| StoreError::Worker(error.to_string()))?;
         let inner = self.inner.clone();
         blocking(move || inner.stats(&query)).await
+    }
+
+    async fn drop_events(&self, rule: RetentionRule) -> Result<DroppedEvents, StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.drop_events(&rule)).await
     }
 
     async fn query_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::columnar::hot::{arrival_hour, HotPartition};
 use crate::columnar::log::{cut_log, read_log, sync_directory_of};
+use crate::columnar::retention::read_marks;
 use crate::columnar::sealed::SealedPartition;
 use crate::columnar::{write, ColumnarError};
 
@@ -90,7 +91,15 @@ pub(crate) fn recover(directory: &Path) -> Result<Recovered, ColumnarError> {
         merge_sequences(&mut node_sequences, &partition.node_sequences);
         sealed.push(Arc::new(partition));
     }
-    let sealed_through = sealed.iter().map(|part| part.last_id).max().unwrap_or(0);
+    // Dropped partitions' ids stay used, and their nodes' marks stay.
+    let marks = read_marks(directory)?;
+    merge_sequences(&mut node_sequences, &marks.sequences());
+    let sealed_through = sealed
+        .iter()
+        .map(|part| part.last_id)
+        .max()
+        .unwrap_or(0)
+        .max(marks.next_id.saturating_sub(1));
     let mut next_id = sealed_through + 1;
     let mut unsealed = Vec::new();
     let mut unsealed_sequences = Vec::new();

@@ -286,6 +286,8 @@ pub(crate) struct SealedPartition {
     pub rows: u64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// The latest arrival (`received_at`, micros) of its events: retention goes by it.
+    pub max_received_at: i64,
     pub bytes: u64,
     /// Each node's highest `seq` among the partition's events.
     pub node_sequences: HashMap<u64, u64>,
@@ -351,9 +353,10 @@ impl SealedPartition {
         let leaf = |name: &str| {
             (0..schema.num_columns()).find(|&index| schema.column(index).name() == name)
         };
-        let (id_leaf, time_leaf) = (
+        let (id_leaf, time_leaf, arrival_leaf) = (
             leaf(ID).ok_or_else(|| failed(&"no id column"))?,
             leaf(TIMESTAMP).ok_or_else(|| failed(&"no timestamp column"))?,
+            leaf(RECEIVED_AT).ok_or_else(|| failed(&"no received_at column"))?,
         );
         let groups = parquet.num_row_groups();
         if groups == 0 {
@@ -366,6 +369,7 @@ impl SealedPartition {
         );
         let (mut first_id, mut last_id) = (u64::MAX, 0u64);
         let (mut min_timestamp, mut max_timestamp) = (i64::MAX, i64::MIN);
+        let mut max_received_at = i64::MIN;
         let mut blooms = Vec::with_capacity(groups);
         for group in 0..groups {
             let row_group = parquet.row_group(group);
@@ -382,6 +386,11 @@ impl SealedPartition {
             last_id = last_id.max(bound(statistic(ids.max_bytes_opt()))? as u64);
             min_timestamp = min_timestamp.min(bound(statistic(times.min_bytes_opt()))?);
             max_timestamp = max_timestamp.max(bound(statistic(times.max_bytes_opt()))?);
+            let arrivals = row_group
+                .column(arrival_leaf)
+                .statistics()
+                .ok_or_else(|| failed(&"no received_at statistics"))?;
+            max_received_at = max_received_at.max(bound(statistic(arrivals.max_bytes_opt()))?);
             let mut filters = HashMap::new();
             for column in BLOOM_COLUMNS {
                 let Some(index) = leaf(column) else { continue };
@@ -403,6 +412,7 @@ impl SealedPartition {
             rows: file_metadata.num_rows() as u64,
             min_timestamp,
             max_timestamp,
+            max_received_at,
             bytes,
             node_sequences,
             blooms,

@@ -258,13 +258,23 @@ fn with_open_enrollment(toml: &str) -> String {
 
 /// Starts `honeybee-core` with a config file (`extra_toml` appended) and the flags.
 pub fn start_core(dir: &Path, ports: &CorePorts, extra_toml: &str) -> Daemon {
+    start_core_with_storage(dir, ports, "", extra_toml)
+}
+
+/// [`start_core`] with more `[storage]` settings (`storage_lines`, `key = value` lines).
+pub fn start_core_with_storage(
+    dir: &Path,
+    ports: &CorePorts,
+    storage_lines: &str,
+    extra_toml: &str,
+) -> Daemon {
     let config = dir.join("bee_config.toml");
     std::fs::write(
         &config,
         // Authentication has its own tests; here the API and enrollment are open unless the
         // test says otherwise.
         format!(
-            "[storage]\nsqlite_synchronous = \"normal\"\n{}{}",
+            "[storage]\nsqlite_synchronous = \"normal\"\n{storage_lines}{}{}",
             if extra_toml.contains("[api]") {
                 ""
             } else {

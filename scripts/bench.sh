@@ -21,7 +21,8 @@ for scenario in "${scenarios[@]}"; do
     case "$scenario" in
         a) "$bench" --json target/bench/a.json pipeline --nodes 1 --pots 16 --events 1000000 --compare-rsyslog ;;
         b) "$bench" --json target/bench/b.json pipeline --nodes 100 --pots 4 --events 1000000 ;;
-        c) "$bench" --json target/bench/c.json pipeline --nodes 1 --pots 4 --events 300000 --rate 10000 ;;
+        c) "$bench" --json target/bench/c.json pipeline --nodes 1 --pots 4 --events 300000 --rate 10000
+           "$bench" --json target/bench/c-retention.json pipeline --nodes 1 --pots 4 --events 300000 --rate 10000 --retention-churn ;;
         d) "$bench" --json target/bench/d.json connections --nodes 10000 ;;
         e) "$bench" --json target/bench/e.json query --events 10000000 ;;
         *) echo "unknown scenario $scenario (a b c d e)" >&2; exit 2 ;;

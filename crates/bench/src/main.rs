@@ -61,6 +61,10 @@ enum Scenario {
         /// `[storage] sqlite_synchronous` of the Core (`full` is the shipped default).
         #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
         synchronous: String,
+        /// Make the Core's retention drop partitions all through the run: partitions of
+        /// 20,000 events, a 1-byte disk cap checked every second (scenario c's second run).
+        #[arg(long)]
+        retention_churn: bool,
     },
     /// (d): idle simulated nodes heartbeating against one Core.
     Connections {
@@ -113,7 +117,13 @@ async fn main() -> anyhow::Result<()> {
             timeout,
             compare_rsyslog,
             synchronous,
+            retention_churn,
         } => {
+            let churn = if retention_churn {
+                "partition_max_events = 20000\n[retention]\nmax_disk_bytes = 1\ncheck_interval = 1\n"
+            } else {
+                ""
+            };
             let settings = pipeline::PipelineSettings {
                 bin_dir,
                 nodes,
@@ -121,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
                 events,
                 rate,
                 timeout: Duration::from_secs(timeout),
-                core_toml: format!("[storage]\nsqlite_synchronous = \"{synchronous}\"\n"),
+                core_toml: format!("[storage]\nsqlite_synchronous = \"{synchronous}\"\n{churn}"),
             };
             let corpus = Arc::new(events::EventCorpus::new(pots));
             let mut reports = Vec::new();

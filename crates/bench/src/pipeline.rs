@@ -13,7 +13,7 @@ use crate::daemons::{self, Daemon, ProcessUsage};
 use crate::events::EventCorpus;
 use crate::load::{self, PotLoad};
 use crate::report::{Latency, PipelineReport, ProcessCost};
-use crate::store_watch::{count_benchmark_events, StoreWatch, WatchOutcome};
+use crate::store_watch::{count_benchmark_events, StoreWatch, StoredCount, WatchOutcome};
 
 /// Latency samples to aim for in a run at full speed (every event in a fixed-rate run).
 const TARGET_LATENCY_SAMPLES: u64 = 200_000;
@@ -117,9 +117,9 @@ pub async fn run_honeybee(
         };
     let (core_before, nodes_before) = usage(&core, &nodes)?;
 
-    let database = dir.join("core-data").join("honeybee.sqlite3");
+    let api_base = format!("http://127.0.0.1:{}", core_ports.api_port);
     let started = Instant::now();
-    let watched = watch_store(database.clone(), settings, started);
+    let watched = watch_store(api_base.clone(), settings, started);
     let sent = match load::run(corpus.clone(), settings.pot_loads(&ingest_ports)).await {
         Ok(sent) => sent,
         Err(error) => {
@@ -138,7 +138,30 @@ pub async fn run_honeybee(
         node.check_running()?;
     }
     let (core_after, nodes_after) = usage(&core, &nodes)?;
-    let stored = count_benchmark_events(&database)?;
+    let dropped = core_metric(&api_base, "honeybee_core_events_dropped_total").await;
+    // With retention deleting during the run the store cannot witness every event: the
+    // Core's stored counter (acknowledged events) does, and duplicates go unchecked.
+    let stored = if dropped > 0 {
+        let acknowledged = core_metric(&api_base, "honeybee_core_events_stored_total").await;
+        StoredCount {
+            rows: acknowledged,
+            distinct: acknowledged,
+        }
+    } else {
+        count_benchmark_events(&api_base).await?
+    };
+    // Disk once every partition is sealed (the newest one is still a plain log when the
+    // load ends): the Core stopped, the store opened here seals what it replays.
+    drop(core);
+    let events_dir = honeybee_store::ColumnarOptions::directory_in(&dir.join("core-data"));
+    let sealing_dir = events_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        honeybee_store::ColumnarEventStore::open(honeybee_store::ColumnarOptions::new(sealing_dir))?
+            .seal_now()
+    })
+    .await?
+    .context("sealing the stored events after the run")?;
+    let disk_bytes = directory_bytes(&events_dir)?;
     Ok(PipelineReport {
         system: "honeybee".into(),
         nodes: settings.nodes,
@@ -147,6 +170,10 @@ pub async fn run_honeybee(
         events_stored: stored.rows,
         duplicates: stored.rows - stored.distinct,
         lost: sent.events.saturating_sub(stored.distinct),
+        dropped_by_retention: dropped,
+        disk_bytes_per_event: Some(
+            disk_bytes as f64 / (stored.distinct - dropped.min(stored.distinct)).max(1) as f64,
+        ),
         mean_line_bytes: sent.bytes as f64 / sent.events.max(1) as f64,
         target_rate: settings.rate,
         events_per_second: rate_of(stored.distinct, watch.all_stored_after, started),
@@ -214,16 +241,44 @@ impl<T: Send + 'static> BlockingWatch<T> {
 }
 
 fn watch_store(
-    database: PathBuf,
+    api_base: String,
     settings: &PipelineSettings,
     started: Instant,
 ) -> BlockingWatch<WatchOutcome> {
     let watch = StoreWatch {
-        database,
+        api_base,
         expected_rows: settings.events,
-        sample_every: settings.sample_every(),
+        follow_every_event: settings.rate.is_some(),
         poll_interval: settings.poll_interval(),
         started,
     };
     BlockingWatch::spawn(move |stop| watch.run(stop))
+}
+
+/// A counter of the Core's metrics; 0 when absent.
+async fn core_metric(api_base: &str, name: &str) -> u64 {
+    let Ok(response) = reqwest::get(format!("{api_base}/metrics")).await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes of the files below `directory`.
+pub fn directory_bytes(directory: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in
+        std::fs::read_dir(directory).with_context(|| format!("listing {}", directory.display()))?
+    {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        total += if metadata.is_dir() {
+            directory_bytes(&entry.path())?
+        } else {
+            metadata.len()
+        };
+    }
+    Ok(total)
 }

@@ -1,7 +1,8 @@
 //! Scenario (e): queries over a big store. The harness fills a Core's store through the
 //! store crate (realistic spread: 100 nodes, 400 pots, eight event types, 50,000 attacker
 //! addresses, 30 days), starts the real Core on it and times `/api/v1/events` first pages
-//! for each filter, and pages deep into one result with the cursor.
+//! for each filter, pages deep into one result with the cursor, pages forward from random
+//! ids, and asks `/api/v1/stats` for a day and for everything.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::daemons;
 use crate::events::EVENT_IDS;
+use crate::pipeline::directory_bytes;
 use crate::report::Latency;
 
 const NODES: u64 = 100;
@@ -51,6 +53,12 @@ pub struct QueryReport {
     pub queries: Vec<QueryTiming>,
     /// Per-page latency while following the cursor `DEEP_PAGES` pages deep.
     pub deep_pagination: Latency,
+    /// `order=asc&after_id=` pages from random ids (the tail a stream follows).
+    pub after_id_pages: Latency,
+    /// `/api/v1/stats`, every field's top 10.
+    pub stats: Vec<QueryTiming>,
+    /// Bytes of the event files per event (sealed partitions and their summaries).
+    pub disk_bytes_per_event: f64,
 }
 
 impl QueryReport {
@@ -74,6 +82,22 @@ impl QueryReport {
             self.deep_pagination.p50_ms,
             self.deep_pagination.p99_ms
         );
+        println!(
+            "  {:<58} per page  p50 {:>7.2} ms, p99 {:>7.2} ms",
+            format!("{REPETITIONS} order=asc&after_id= pages from random ids"),
+            self.after_id_pages.p50_ms,
+            self.after_id_pages.p99_ms
+        );
+        for timing in &self.stats {
+            println!(
+                "  {:<58} p50 {:>7.2} ms, p99 {:>7.2} ms",
+                timing.query, timing.latency.p50_ms, timing.latency.p99_ms
+            );
+        }
+        println!(
+            "  disk {:.1} bytes per event (event files)",
+            self.disk_bytes_per_event
+        );
     }
 }
 
@@ -83,6 +107,8 @@ pub async fn run(settings: &QuerySettings, dir: &Path) -> anyhow::Result<QueryRe
     fill(&data_dir, settings.events).await?;
     let fill_events_per_second = settings.events as f64 / filled.elapsed().as_secs_f64();
     let database_mib = directory_bytes(&data_dir)? as f64 / (1024.0 * 1024.0);
+    let disk_bytes_per_event = directory_bytes(&ColumnarOptions::directory_in(&data_dir))? as f64
+        / settings.events.max(1) as f64;
 
     let (mut core, ports) = daemons::start_core(&settings.bin_dir, dir, "")?;
     daemons::wait_for_port(
@@ -113,6 +139,10 @@ pub async fn run(settings: &QuerySettings, dir: &Path) -> anyhow::Result<QueryRe
             "limit=100&node_id=17&event_type=cowrie.command.input&src_ip={}",
             source_ip(7)
         ),
+        "limit=100&country=NL".to_owned(),
+        "limit=100&username=oracle".to_owned(),
+        "limit=100&password=pw1234".to_owned(),
+        "limit=100&country=NL&username=oracle".to_owned(),
     ];
     let mut timings = Vec::new();
     for query in queries {
@@ -146,6 +176,40 @@ pub async fn run(settings: &QuerySettings, dir: &Path) -> anyhow::Result<QueryRe
             None => break,
         }
     }
+    let mut random = StdRng::seed_from_u64(7);
+    let mut after_id_samples = Vec::new();
+    for _ in 0..REPETITIONS {
+        let after_id = random.gen_range(0..settings.events);
+        let url = format!("{base}?order=asc&limit=100&after_id={after_id}");
+        let (elapsed, _) = timed_get(&client, &url).await?;
+        after_id_samples.push(elapsed.as_micros() as u64);
+    }
+    let end = start_time() + chrono::Duration::seconds(SPAN_SECONDS);
+    let day_before_end = end - chrono::Duration::hours(24);
+    let stats_base = format!("http://127.0.0.1:{}/api/v1/stats", ports.api_port);
+    let mut stats = Vec::new();
+    for query in [
+        format!(
+            "limit=10&since={}&until={}",
+            day_before_end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        "limit=10".to_owned(),
+    ] {
+        let url = format!("{stats_base}?{query}");
+        let mut samples = Vec::new();
+        let mut total = 0;
+        for _ in 0..REPETITIONS {
+            let (elapsed, body) = timed_get(&client, &url).await?;
+            total = body["total"].as_u64().unwrap_or(0) as usize;
+            samples.push(elapsed.as_micros() as u64);
+        }
+        stats.push(QueryTiming {
+            query: format!("stats {query}"),
+            results_on_first_page: total,
+            latency: Latency::from_micros(samples),
+        });
+    }
     core.check_running()?;
     Ok(QueryReport {
         events: settings.events,
@@ -153,6 +217,9 @@ pub async fn run(settings: &QuerySettings, dir: &Path) -> anyhow::Result<QueryRe
         database_mib,
         queries: timings,
         deep_pagination: Latency::from_micros(page_samples),
+        after_id_pages: Latency::from_micros(after_id_samples),
+        stats,
+        disk_bytes_per_event,
     })
 }
 
@@ -198,21 +265,6 @@ fn source_ip(index: u32) -> String {
     )
 }
 
-/// Bytes of every file under `directory`.
-fn directory_bytes(directory: &Path) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(directory)? {
-        let entry = entry?;
-        let metadata = entry.metadata()?;
-        total += if metadata.is_dir() {
-            directory_bytes(&entry.path())?
-        } else {
-            metadata.len()
-        };
-    }
-    Ok(total)
-}
-
 /// Writes `events` events in time order through the store crate, in big batches, then
 /// seals them: the Core then opens a store at rest.
 async fn fill(data_dir: &Path, events: u64) -> anyhow::Result<()> {
@@ -245,12 +297,43 @@ async fn fill(data_dir: &Path, events: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Usernames and command stems attackers try, for realistic spreads of values.
+const USERNAMES: [&str; 8] = [
+    "root", "admin", "ubuntu", "pi", "test", "oracle", "user", "guest",
+];
+const COMMANDS: [&str; 6] = [
+    "uname -a",
+    "cat /proc/cpuinfo",
+    "wget",
+    "curl",
+    "ls -la",
+    "echo",
+];
+const COUNTRIES: [&str; 12] = [
+    "CN", "US", "RU", "BR", "IN", "DE", "NL", "VN", "KR", "ID", "FR", "GB",
+];
+
+/// A fixed country per source address, as GeoIP would give.
+fn country_of(source: &str) -> &'static str {
+    let sum: usize = source.bytes().map(usize::from).sum();
+    COUNTRIES[sum % COUNTRIES.len()]
+}
+
 fn synthetic_event(random: &mut StdRng, timestamp: DateTime<Utc>) -> NewEvent {
     let pot = random.gen_range(0..NODES * POTS_PER_NODE);
     let event_type = EVENT_IDS[random.gen_range(0..EVENT_IDS.len())];
     let source = source_ip(random.gen_range(0..SOURCES));
+    let country = country_of(&source);
     let src_port: u16 = random.gen_range(1024..65535);
     let session = format!("{:012x}", random.gen::<u64>() & 0xffff_ffff_ffff);
+    let username = USERNAMES[random.gen_range(0..USERNAMES.len())];
+    let command = (event_type == "cowrie.command.input").then(|| {
+        format!(
+            "{} {}",
+            COMMANDS[random.gen_range(0..COMMANDS.len())],
+            random.gen_range(0..50)
+        )
+    });
     let password = format!("pw{}", random.gen_range(0..10_000));
     let mut data = Map::new();
     data.insert("src_ip".into(), Value::String(source.clone()));
@@ -262,7 +345,10 @@ fn synthetic_event(random: &mut StdRng, timestamp: DateTime<Utc>) -> NewEvent {
         "message".into(),
         Value::String(format!("{event_type} from {source}")),
     );
-    data.insert("username".into(), Value::String("root".into()));
+    data.insert("username".into(), Value::String(username.into()));
+    if let Some(command) = &command {
+        data.insert("input".into(), Value::String(command.clone()));
+    }
     data.insert("password".into(), Value::String(password.clone()));
     NewEvent {
         node_id: pot / POTS_PER_NODE + 1,
@@ -277,7 +363,9 @@ fn synthetic_event(random: &mut StdRng, timestamp: DateTime<Utc>) -> NewEvent {
             src_ip: Some(source),
             src_port: Some(src_port),
             dst_port: Some(22),
-            username: Some("root".into()),
+            username: Some(username.into()),
+            command,
+            country: Some(country.into()),
             password: Some(password),
             session: Some(session),
             protocol: Some("ssh".into()),

@@ -101,6 +101,11 @@ pub struct PipelineReport {
     pub events_stored: u64,
     pub duplicates: u64,
     pub lost: u64,
+    /// Events the Core's retention deleted during the run (a churn run's cap).
+    pub dropped_by_retention: u64,
+    /// Bytes of the stored events on disk per event (HoneyBee's event files); none for
+    /// systems that keep text lines.
+    pub disk_bytes_per_event: Option<f64>,
     pub mean_line_bytes: f64,
     /// Target rate, or none for as fast as possible.
     pub target_rate: Option<f64>,
@@ -137,6 +142,12 @@ impl PipelineReport {
             self.latency.max_ms,
             self.latency.samples,
         );
+        if let Some(bytes) = self.disk_bytes_per_event {
+            println!(
+                "  disk {bytes:.1} bytes per stored event; {} events dropped by retention during the run",
+                self.dropped_by_retention
+            );
+        }
         if let Some(to_core) = &self.latency_to_core {
             println!(
                 "  of which write->received by the Core p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

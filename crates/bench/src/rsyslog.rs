@@ -85,6 +85,8 @@ pub async fn run_rsyslog(
         events_stored: lines,
         duplicates: lines - distinct,
         lost: sent.events.saturating_sub(distinct),
+        dropped_by_retention: 0,
+        disk_bytes_per_event: None,
         mean_line_bytes: sent.bytes as f64 / sent.events.max(1) as f64,
         target_rate: settings.rate,
         events_per_second: rate_of(distinct, watched.all_written_after, started),

@@ -1,7 +1,7 @@
 //! Memory is bounded in bytes, not only in items, with the real binaries:
-//! - a node floods the Core with events of the largest size while the store cannot commit
-//!   (another process holds SQLite's write lock), and the Core's resident memory stays under
-//!   its event queue's byte budget plus a stated allowance; once the lock is gone every
+//! - a node floods the Core with events of the largest size while the store cannot write
+//!   (the data directory's file system is full), and the Core's resident memory stays under
+//!   its event queue's byte budget plus a stated allowance; once there is space again every
 //!   event is stored once. Without the byte budget the count-bounded queue (65,536 events)
 //!   would take the whole flood (300 MiB) into memory.
 //! - honeypots flood a node with lines of the longest size while its spool cannot be
@@ -12,9 +12,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// `[storage] queue_max_bytes` in this test: small, so the bound is meaningful and quick.
 const QUEUE_MAX_BYTES: u64 = 8 * 1024 * 1024;
-/// What the Core may hold besides its event queue: the runtime, SQLite's caches, its copy of
+/// What the Core may hold besides its event queue: the runtime, the stores' caches, its copy of
 /// the batch it is trying to commit, one decoder buffer and one API response, allocator
 /// slack. Measured: about 18 MiB before the flood and 28 MiB at its peak with the 8 MiB
 /// budget; with the budget raised to 1 GiB (a count-only queue) the same flood peaked at
@@ -34,45 +34,73 @@ const BASELINE_ALLOWANCE: u64 = 64 * 1024 * 1024;
 const FLOOD_EVENTS: usize = 300;
 const FILLER_BYTES: usize = 1_040_000;
 
-/// A process holding SQLite's write lock on a database until it is released (or dropped).
-struct WriteLockHolder {
-    child: Child,
+/// The Core's data directory on a file system of its own (a tmpfs, so nothing of the
+/// machine's disks is filled), which the test fills up: while it is full every write of the
+/// event log fails (`ENOSPC`) and the Core retries the batch, exactly as on a full disk.
+struct FillableDisk {
+    mount_point: PathBuf,
+    filler: PathBuf,
 }
 
-impl WriteLockHolder {
-    /// Returns once the lock is held: the helper prints a line after `BEGIN IMMEDIATE`.
-    fn take(database: &Path) -> Self {
-        let script = "import sqlite3, sys\n\
-             connection = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n\
-             connection.execute('BEGIN IMMEDIATE')\n\
-             print('locked', flush=True)\n\
-             sys.stdin.readline()\n\
-             connection.execute('ROLLBACK')\n";
-        let mut child = Command::new("python3")
-            .args(["-c", script])
-            .arg(database)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked", "the helper took the write lock");
-        WriteLockHolder { child }
+impl FillableDisk {
+    const SIZE: &'static str = "512m";
+
+    fn mount(mount_point: &Path) -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a small tmpfs to fill it up: run it as root (CI does)"
+        );
+        std::fs::create_dir_all(mount_point).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={},mode=0700", Self::SIZE),
+                "tmpfs",
+            ])
+            .arg(mount_point)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs at {}",
+            mount_point.display()
+        );
+        FillableDisk {
+            mount_point: mount_point.to_path_buf(),
+            filler: mount_point.join("filler"),
+        }
     }
 
-    fn release(mut self) {
-        writeln!(self.child.stdin.take().unwrap()).unwrap();
-        assert!(self.child.wait().unwrap().success());
+    /// Writes a file until the file system has no space left.
+    fn fill(&self) {
+        let mut file = std::fs::File::create(&self.filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) => {
+                    assert_eq!(error.raw_os_error(), Some(nix::libc::ENOSPC), "{error}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(&self.filler).unwrap();
     }
 }
 
-impl Drop for WriteLockHolder {
+impl Drop for FillableDisk {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Lazy: the Core may still hold files there when a failed test unwinds.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount_point)
+            .status();
     }
 }
 
@@ -131,6 +159,7 @@ async fn register_raw_node(node_port: u16, node_id: u64) -> tokio::net::TcpStrea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_largest_events_against_a_blocked_store_stays_within_the_queue_byte_budget() {
     let dir = tempfile::tempdir().unwrap();
+    let disk = FillableDisk::mount(&dir.path().join("core-data"));
     let ports = CorePorts::free();
     let core = start_core(
         dir.path(),
@@ -141,9 +170,9 @@ async fn a_flood_of_largest_events_against_a_blocked_store_stays_within_the_queu
     let client = reqwest::Client::new();
     let api_base = ports.api_base();
     let node_id = 4711;
-    // Registered before the lock: registration writes to the store too.
+    // Registered before the disk fills: registration writes to the store too.
     let stream = register_raw_node(ports.node_port, node_id).await;
-    let lock = WriteLockHolder::take(&dir.path().join("core-data/honeybee.sqlite3"));
+    disk.fill();
     let baseline = resident_bytes(core.pid());
 
     let (mut reader, mut writer) = stream.into_split();
@@ -211,10 +240,21 @@ async fn a_flood_of_largest_events_against_a_blocked_store_stays_within_the_queu
     );
     assert!(held as u64 <= QUEUE_MAX_BYTES);
 
-    lock.release();
+    let failures = core_metric(
+        &client,
+        &api_base,
+        "honeybee_core_store_write_failures_total",
+    )
+    .await
+    .unwrap_or(0.0);
+    assert!(
+        failures >= 1.0,
+        "the store's writes failed while the disk was full"
+    );
+    disk.free();
     let writer = tokio::time::timeout(Duration::from_secs(120), flooding)
         .await
-        .expect("the whole flood is read once the store commits again")
+        .expect("the whole flood is read once the store writes again")
         .unwrap();
     let stored = eventually(
         Duration::from_secs(120),

@@ -40,6 +40,8 @@ pub enum StoreError {
     },
     #[error("the query ran past the store's time limit of {} s and was stopped", limit.as_secs_f64())]
     QueryTimeLimit { limit: std::time::Duration },
+    #[error("the statistics of this window hold more distinct values than {limit_bytes} bytes of memory allow; narrow it with since/until or a filter")]
+    StatsTooLarge { limit_bytes: usize },
     #[error("event store: {0}")]
     Events(crate::columnar::ColumnarError),
     #[error("database worker task failed: {0}")]

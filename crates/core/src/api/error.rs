@@ -36,6 +36,7 @@ impl From<StoreError> for ApiError {
             StoreError::QueryTimeLimit { .. } => ApiError::Unavailable(format!(
                 "{error}; narrow it with since/until or a filter (the limit is [storage] query_time_limit)"
             )),
+            StoreError::StatsTooLarge { .. } => ApiError::Unavailable(error.to_string()),
             other => ApiError::Store(other),
         }
     }

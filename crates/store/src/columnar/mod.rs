@@ -67,6 +67,8 @@ pub enum ColumnarError {
     Corrupt { path: PathBuf, what: String },
     #[error("the query ran past the store's time limit of {} s and was stopped", limit.as_secs_f64())]
     TimeLimit { limit: Duration },
+    #[error("the statistics of this window hold more distinct values than {limit_bytes} bytes of memory allow")]
+    StatsTooLarge { limit_bytes: usize },
     #[error("event id {id} is not above the newest stored id {newest}")]
     IdNotAscending { id: u64, newest: u64 },
 }
@@ -100,6 +102,10 @@ pub struct ColumnarOptions {
     /// How long one events query may run (default 10 s) before it is stopped with
     /// [`StoreError::QueryTimeLimit`].
     pub query_time_limit: Duration,
+    /// The most memory one statistics request may count distinct values in (default
+    /// 256 MiB); past it the request stops with [`StoreError::StatsTooLarge`]. Counts are
+    /// exact, so a window with millions of distinct commands or passwords needs room.
+    pub stats_max_bytes: usize,
 }
 
 impl ColumnarOptions {
@@ -116,6 +122,7 @@ impl ColumnarOptions {
             sync_each_batch: true,
             event_readers: 4,
             query_time_limit: Duration::from_secs(10),
+            stats_max_bytes: 256 << 20,
         }
     }
 
@@ -296,12 +303,23 @@ impl Inner {
                 Some(summary_counts) => counts.merge(summary_counts),
                 None => sealed.count(&filter, &mut counts, deadline, time_limit)?,
             }
+            self.check_stats_memory(&counts)?;
         }
         for hot in &snapshot.hot {
             let columns = read(&hot.columns);
             counts.merge(stats::count_hot(&columns, &filter));
+            self.check_stats_memory(&counts)?;
         }
         Ok(counts.into_stats(query))
+    }
+
+    /// Stops a statistics request whose distinct values outgrow `stats_max_bytes`.
+    fn check_stats_memory(&self, counts: &stats::Counts) -> Result<(), ColumnarError> {
+        let limit_bytes = self.shared.options.stats_max_bytes;
+        if counts.memory_bytes > limit_bytes {
+            return Err(ColumnarError::StatsTooLarge { limit_bytes });
+        }
+        Ok(())
     }
 
     /// Drops the partitions `rule` selects (see `retention.rs`).
@@ -613,6 +631,9 @@ impl From<ColumnarError> for StoreError {
     fn from(error: ColumnarError) -> Self {
         match error {
             ColumnarError::TimeLimit { limit } => StoreError::QueryTimeLimit { limit },
+            ColumnarError::StatsTooLarge { limit_bytes } => {
+                StoreError::StatsTooLarge { limit_bytes }
+            }
             other => StoreError::Events(other),
         }
     }

@@ -53,7 +53,13 @@ pub(crate) struct Counts {
     pub minutes: HashMap<i64, u64>,
     /// (node, pot) → (events, newest own timestamp in micros).
     pub pots: HashMap<(u64, String), (u64, i64)>,
+    /// About what the distinct values take in memory (text plus map overhead).
+    pub memory_bytes: usize,
 }
+
+/// What one distinct value costs in a count map besides its text: the key's `String`, the
+/// count, the hash table's slot and control byte, with slack for its load factor.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// One event as statistics see it.
 struct CountedEvent<'a> {
@@ -88,6 +94,7 @@ impl Counts {
         match map.get_mut(value) {
             Some(total) => *total += count,
             None => {
+                self.memory_bytes += value.len() + ENTRY_OVERHEAD_BYTES;
                 map.insert(value.to_owned(), count);
             }
         }
@@ -375,6 +382,8 @@ pub(crate) fn read_summary(path: &Path) -> Result<Counts, ColumnarError> {
             .into_iter()
             .map(|(node, pot, events, newest)| ((node, pot), (events, newest)))
             .collect(),
+        // Counted as the summary is merged into a request's counts.
+        memory_bytes: 0,
     })
 }
 

@@ -68,6 +68,10 @@ fn the_pipeline_scenario_counts_every_event_through_honeybee_and_rsyslog() {
         assert!(run["events_per_second"].as_f64().unwrap() > 0.0, "{run}");
     }
     assert_eq!(runs[1]["system"], "honeybee");
+    assert!(
+        runs[1]["disk_bytes_per_event"].as_f64().unwrap() > 0.0,
+        "the sealed event files are measured: {report}"
+    );
 }
 
 #[test]
@@ -111,7 +115,7 @@ fn the_query_scenario_answers_every_filter() {
     let report = run_bench(&["query", "--events", "5000"]);
     let run = &report["run"];
     let queries = run["queries"].as_array().unwrap();
-    assert_eq!(queries.len(), 8, "{run}");
+    assert_eq!(queries.len(), 12, "{run}");
     assert_eq!(
         queries[0]["results_on_first_page"], 100,
         "the unfiltered newest page is full: {run}"
@@ -120,4 +124,11 @@ fn the_query_scenario_answers_every_filter() {
         run["deep_pagination"]["samples"].as_u64().unwrap() > 1,
         "{run}"
     );
+    assert_eq!(run["after_id_pages"]["samples"], 20, "{run}");
+    let stats = run["stats"].as_array().unwrap();
+    assert_eq!(
+        stats[1]["results_on_first_page"], 5000,
+        "statistics of everything count every event: {run}"
+    );
+    assert!(run["disk_bytes_per_event"].as_f64().unwrap() > 0.0, "{run}");
 }

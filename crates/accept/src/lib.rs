@@ -144,8 +144,8 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::time::Instant;
 
-    /// What a test listener saw: connections served (each held until the test ends) and
-    /// refused.
+    /// What a test listener saw: connections served (each held open until the test releases
+    /// them) and refused.
     #[derive(Default)]
     struct Seen {
         served: AtomicUsize,
@@ -171,12 +171,12 @@ mod tests {
         };
         let tasks = accept_until_shutdown(listener, settings, shutdown, {
             let seen = seen.clone();
-            move |_stream, _remote, permit| {
+            move |stream, _remote, permit| {
                 seen.served.fetch_add(1, Ordering::SeqCst);
                 let release = release.clone();
                 async move {
                     release.cancelled().await;
-                    drop(permit);
+                    drop((stream, permit));
                 }
             }
         })
@@ -254,7 +254,18 @@ mod tests {
             shutdown.clone(),
             release.clone(),
         ));
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
         let _first = TcpStream::connect(address).await.unwrap();
+        // The first is admitted before the second connects (the two owner lookups run side
+        // by side, and either could finish first).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while limiter.open_from(AddressGroup::LocalUser(uid)) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the first connection was not served"
+            );
+            tokio::task::yield_now().await;
+        }
         let mut second = TcpStream::connect(address).await.unwrap();
         assert!(closed_by_the_listener(&mut second).await);
         shutdown.cancel();
@@ -262,7 +273,6 @@ mod tests {
         release.cancel();
         tasks.wait().await;
         assert_eq!(seen.served.load(Ordering::SeqCst), 1);
-        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
         assert_eq!(
             *seen.refused.lock().unwrap(),
             vec![AddressGroup::LocalUser(uid)]

@@ -77,7 +77,7 @@ impl ConnectionLimiter {
 
     /// Connections open from `group`.
     #[cfg(test)]
-    fn open_from(&self, group: AddressGroup) -> usize {
+    pub(crate) fn open_from(&self, group: AddressGroup) -> usize {
         let per_address = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
         per_address.get(&group).copied().unwrap_or(0)
     }

@@ -1,6 +1,8 @@
 //! Who is on the other end of a TCP connection from this machine: the unix user owning the
-//! peer's socket, read from `/proc/net/tcp` and `/proc/net/tcp6` (the socket whose local
-//! address is the connection's remote one and whose remote address is our local one).
+//! peer's socket (the socket whose local address is the connection's remote one and whose
+//! remote address is our local one), asked of the kernel by its four addresses
+//! ([`sock_diag`]), or, where the kernel has no socket diagnostics, read from
+//! `/proc/net/tcp` and `/proc/net/tcp6`.
 //!
 //! A local process can bind any of 127.0.0.0/8 and write anything into what it sends, but
 //! it cannot change the uid its sockets belong to. The node's ingest trusts it to know
@@ -9,17 +11,21 @@
 //!
 //! Only a live socket names its owner. Once a process closed its end, the kernel keeps the
 //! connection as an orphan (`FIN_WAIT1`, `FIN_WAIT2`, … with inode 0) or as a `TIME_WAIT`
-//! entry, and prints uid 0 for both: read naively, a pot's user that connects, writes and
-//! closes at once would pass for root. Entries without an inode or in a state no open
-//! socket is in are therefore skipped, and such a peer's owner is unknown (`None`).
+//! entry, and names uid 0 for both: read naively, a pot's user that connects, writes and
+//! closes at once would pass for root. Sockets without an inode or in a state no open
+//! socket is in are therefore passed over, and such a peer's owner is unknown (`None`).
 //!
 //! The tables of a sensor are large by design (every attacker's connection to every pot is
-//! in them), so a lookup reads them line by line and stops at the first live match, reads
-//! only the table the peer's address family can be in first, and must run where blocking
-//! is allowed (callers on an async runtime use its blocking pool).
+//! in them) and change all the time, which is why the exact lookup comes first: it costs
+//! the same whatever the tables hold and cannot miss a socket that exists, where a reading
+//! of the tables can (see [`sock_diag`]). The fallback reads them line by line, stops at the
+//! first live match and reads only the table the peer's address family can be in first.
+//! Both block: callers on an async runtime use its blocking pool.
 //!
-//! Linux only (elsewhere the tables do not exist and every lookup answers `None`); no
-//! dependencies beyond std.
+//! Linux only (elsewhere every lookup answers `None`); no `unsafe`, the netlink socket is
+//! rustix's.
+
+mod sock_diag;
 
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -32,12 +38,20 @@ const TABLE_V6: &str = "/proc/net/tcp6";
 /// (`FIN_WAIT1`/`FIN_WAIT2` after `shutdown`, `CLOSE_WAIT`, `LAST_ACK`, `CLOSING`).
 /// `TIME_WAIT`, `CLOSE`, `LISTEN` and the `SYN_*` states are never the peer of an accepted
 /// connection that a process owns.
-const LIVE_STATES: [u8; 6] = [0x01, 0x04, 0x05, 0x08, 0x09, 0x0B];
+pub(crate) const LIVE_STATES: [u8; 6] = [0x01, 0x04, 0x05, 0x08, 0x09, 0x0B];
 
 /// The uid owning the socket at `peer` that is connected to `local`, if it is on this
 /// machine and still open (`None` for a remote peer, when the peer's end is already closed
-/// or gone, or when the tables cannot be read). Blocking: reads `/proc`.
+/// or gone, or when neither the kernel nor the tables can be asked). Blocking.
 pub fn peer_socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    match sock_diag::owner_of(peer, local) {
+        Ok(owner) => owner,
+        Err(_) => owner_from_tables(peer, local),
+    }
+}
+
+/// The fallback: the owner as `/proc/net/tcp` and `tcp6` list it.
+fn owner_from_tables(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     tables_for(peer)
         .into_iter()
         .find_map(|table| find_owner_in_file(table, peer, local))
@@ -131,7 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_owner_of_a_real_loopback_connection_is_found() {
+    fn the_owner_of_a_real_loopback_connection_is_found_by_both_ways() {
         for host in ["127.0.0.1", "::1"] {
             let Ok(listener) = std::net::TcpListener::bind((host, 0)) else {
                 continue; // no IPv6 on this machine
@@ -139,26 +153,49 @@ mod tests {
             let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (accepted, remote) = listener.accept().unwrap();
             assert_eq!(remote, client.local_addr().unwrap());
-            let uid = peer_socket_uid(remote, accepted.local_addr().unwrap());
-            assert_eq!(uid, Some(own_uid()), "{host}");
+            let local = accepted.local_addr().unwrap();
+            assert_eq!(peer_socket_uid(remote, local), Some(own_uid()), "{host}");
+            assert_eq!(owner_from_tables(remote, local), Some(own_uid()), "{host}");
             // The node's own end of the connection is not mistaken for the peer's.
             let unrelated: SocketAddr = (remote.ip(), 1).into();
-            assert_eq!(
-                peer_socket_uid(unrelated, accepted.local_addr().unwrap()),
-                None
-            );
+            assert_eq!(peer_socket_uid(unrelated, local), None);
+            assert_eq!(owner_from_tables(unrelated, local), None);
         }
     }
 
-    /// This process's effective uid, from `/proc/self/status` (`Uid: real effective …`), so
-    /// the crate needs nothing beyond std even in its tests.
+    /// The failure the exact lookup exists for: while other connections open and close,
+    /// a live peer is found every time.
+    #[test]
+    fn a_live_peer_is_found_every_time_while_other_connections_come_and_go() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, remote) = listener.accept().unwrap();
+        let local = accepted.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let address = busy.local_addr().unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let held: Vec<_> = (0..50)
+                        .filter_map(|_| std::net::TcpStream::connect(address).ok())
+                        .collect();
+                    let accepted: Vec<_> = held.iter().filter_map(|_| busy.accept().ok()).collect();
+                    drop((held, accepted));
+                }
+            }
+        });
+        let missed = (0..500)
+            .filter(|_| peer_socket_uid(remote, local) != Some(own_uid()))
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert_eq!(missed, 0, "a live peer was missed {missed} times in 500");
+    }
+
     fn own_uid() -> u32 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status
-            .lines()
-            .find(|line| line.starts_with("Uid:"))
-            .unwrap();
-        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+        rustix::process::geteuid().as_raw()
     }
 
     #[test]

@@ -266,7 +266,7 @@ fn source_ip(index: u32) -> String {
 }
 
 /// Writes `events` events in time order through the store crate, in big batches, then
-/// seals them: the Core then opens a store at rest.
+/// seals them and builds their day summaries: the Core then opens a store at rest.
 async fn fill(data_dir: &Path, events: u64) -> anyhow::Result<()> {
     let store = ColumnarEventStore::open(ColumnarOptions {
         sync_each_batch: false,
@@ -294,6 +294,7 @@ async fn fill(data_dir: &Path, events: u64) -> anyhow::Result<()> {
         written += count;
     }
     store.seal_now().context("sealing the filled store")?;
+    store.summarize_due_days();
     Ok(())
 }
 

@@ -18,10 +18,11 @@
 //!
 //! Files: `log.rs` (the hot log), `hot.rs` (its columns in memory), `sealed.rs` (Parquet
 //! partitions), `filter.rs` (queries as column conditions), `stats.rs` (counts and
-//! partition summaries), `retention.rs` (dropping partitions), `recovery.rs` (opening the
+//! partition summaries), `day_summary.rs` (a day's partitions' counts merged),
+//! `retention.rs` (dropping partitions), `recovery.rs` (opening the
 //! directory), `sealer.rs` (the sealing thread); this file holds the writer and queries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use crate::model::{
 };
 use crate::store::EventStore;
 
+mod day_summary;
 mod filter;
 mod hot;
 mod log;
@@ -158,6 +160,10 @@ struct Shared {
     partitions: RwLock<PartitionSet>,
     /// Each node's highest stored `seq`, over every partition.
     node_sequences: Mutex<HashMap<u64, u64>>,
+    /// The day summaries whose partitions are all sealed and present.
+    day_summaries: RwLock<Vec<Arc<day_summary::DaySummary>>>,
+    /// Held while a day summary is built: one at a time, whoever builds it.
+    summarizing: Mutex<()>,
 }
 
 /// The store's state, owned by the blocking calls it runs.
@@ -182,6 +188,7 @@ impl ColumnarEventStore {
     /// starts sealing what is due.
     pub fn open(options: ColumnarOptions) -> Result<Self, ColumnarError> {
         let recovered = recovery::recover(&options.directory)?;
+        let day_summaries = day_summary::load(&options.directory, &recovered.sealed)?;
         let log_path = recovery::log_path(&options.directory, recovered.next_log_number);
         let log = LogWriter::create(&log_path)?;
         let hot = Arc::new(HotPartition::new(log_path, log.reader()?));
@@ -194,6 +201,8 @@ impl ColumnarEventStore {
                 hot: hot_partitions,
             }),
             node_sequences: Mutex::new(recovered.node_sequences),
+            day_summaries: RwLock::new(day_summaries),
+            summarizing: Mutex::new(()),
         });
         let (sealer_thread, sealer) = SealerThread::start(shared.clone())?;
         for (partition, sequences) in recovered
@@ -258,6 +267,18 @@ impl ColumnarEventStore {
         })
     }
 
+    /// Builds every day summary that is due now, on the caller's thread (the sealing
+    /// thread builds them when idle): for tools and benchmarks that want a store at rest.
+    /// Returns how many were built.
+    pub fn summarize_due_days(&self) -> usize {
+        let mut failed = std::collections::HashSet::new();
+        let mut built = 0;
+        while day_summary::summarize_next_day(&self.inner.shared, &mut failed) {
+            built += 1;
+        }
+        built
+    }
+
     /// Stores events that already have ids (moved from an earlier store); ids must
     /// ascend and be above every stored one. Durable on return, like any batch.
     pub fn insert_with_ids(&self, events: &[(u64, NewEvent)]) -> Result<(), ColumnarError> {
@@ -276,32 +297,50 @@ impl Inner {
         let snapshot = read(&self.shared.partitions).clone();
         let mut counts = stats::Counts::new();
         let only_time = filter.node_id.is_none() && filter.coded.is_empty();
+        let whole = |min_timestamp: i64, max_timestamp: i64| {
+            filter.since.is_none_or(|since| since <= min_timestamp)
+                && filter.until.is_none_or(|until| max_timestamp <= until)
+        };
+        let mut counted_days: HashSet<u64> = HashSet::new();
+        if only_time {
+            let present: HashSet<u64> = snapshot.sealed.iter().map(|part| part.first_id).collect();
+            let days = read(&self.shared.day_summaries).clone();
+            for day in days.iter().filter(|day| {
+                whole(day.min_timestamp, day.max_timestamp)
+                    && day.parts.iter().all(|part| present.contains(part))
+            }) {
+                if Instant::now() >= deadline {
+                    return Err(ColumnarError::TimeLimit { limit: time_limit });
+                }
+                match day_summary::merge_counts(day, &mut counts) {
+                    Ok(()) => counted_days.extend(day.parts.iter().copied()),
+                    Err(error) => {
+                        tracing::warn!(%error, "day summary unreadable; counting its partitions one by one");
+                    }
+                }
+                self.check_stats_memory(&counts)?;
+            }
+        }
         for sealed in &snapshot.sealed {
             if Instant::now() >= deadline {
                 return Err(ColumnarError::TimeLimit { limit: time_limit });
             }
-            if !filter.may_match_times(sealed.min_timestamp, sealed.max_timestamp) {
+            if counted_days.contains(&sealed.first_id)
+                || !filter.may_match_times(sealed.min_timestamp, sealed.max_timestamp)
+            {
                 continue;
             }
-            let whole = filter
-                .since
-                .is_none_or(|since| since <= sealed.min_timestamp)
-                && filter
-                    .until
-                    .is_none_or(|until| sealed.max_timestamp <= until);
             let summary = stats::summary_path(&self.shared.options.directory, sealed.first_id);
-            let from_summary = if whole && only_time && summary.exists() {
-                stats::read_summary(&summary)
+            let from_summary = only_time
+                && whole(sealed.min_timestamp, sealed.max_timestamp)
+                && summary.exists()
+                && stats::merge_summary_file(&summary, &mut counts)
                     .inspect_err(|error| {
                         tracing::warn!(%error, "partition summary unreadable; counting the partition's columns instead");
                     })
-                    .ok()
-            } else {
-                None
-            };
-            match from_summary {
-                Some(summary_counts) => counts.merge(summary_counts),
-                None => sealed.count(&filter, &mut counts, deadline, time_limit)?,
+                    .is_ok();
+            if !from_summary {
+                sealed.count(&filter, &mut counts, deadline, time_limit)?;
             }
             self.check_stats_memory(&counts)?;
         }
@@ -336,8 +375,8 @@ impl Inner {
             }
             self.sealer.wait_idle();
         }
-        let (sealed, hot_bytes) = self.disk_use();
-        let victims = retention::choose_victims(directory, &sealed, hot_bytes, rule);
+        let (sealed, other_bytes) = self.disk_use();
+        let victims = retention::choose_victims(directory, &sealed, other_bytes, rule);
         let mut dropped = DroppedEvents::default();
         if !victims.is_empty() {
             let earlier = retention::read_marks(directory)?;
@@ -354,6 +393,8 @@ impl Inner {
                     .collect(),
             };
             retention::write_marks(directory, &marks)?;
+            let victim_ids: HashSet<u64> = victims.iter().map(|part| part.first_id).collect();
+            day_summary::forget_partitions(&self.shared, &victim_ids)?;
             retention::count_dropped(directory, &victims, &mut dropped);
             write(&self.shared.partitions)
                 .sealed
@@ -369,8 +410,8 @@ impl Inner {
                 );
             }
         }
-        let (sealed, hot_bytes) = self.disk_use();
-        dropped.remaining_bytes = hot_bytes
+        let (sealed, other_bytes) = self.disk_use();
+        dropped.remaining_bytes = other_bytes
             + sealed
                 .iter()
                 .map(|part| retention::partition_disk_bytes(directory, part))
@@ -388,15 +429,18 @@ impl Inner {
         Ok(dropped)
     }
 
-    /// The sealed partitions, and the bytes the logs take.
+    /// The sealed partitions, and the bytes the logs and day summaries take.
     fn disk_use(&self) -> (Vec<Arc<SealedPartition>>, u64) {
         let set = read(&self.shared.partitions);
-        let hot_bytes = set
+        let hot_bytes: u64 = set
             .hot
             .iter()
             .map(|hot| std::fs::metadata(&hot.log_path).map_or(0, |metadata| metadata.len()))
             .sum();
-        (set.sealed.clone(), hot_bytes)
+        (
+            set.sealed.clone(),
+            hot_bytes + day_summary::disk_bytes(&self.shared),
+        )
     }
 
     /// Starts a new hot partition and hands the current one to the sealer.

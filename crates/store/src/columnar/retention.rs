@@ -84,16 +84,17 @@ pub(crate) fn partition_disk_bytes(directory: &Path, partition: &SealedPartition
     partition.bytes + summary
 }
 
-/// The sealed partitions `rule` drops, from `sealed` (oldest first); `hot_bytes` is what
-/// the logs take, which only time can free.
+/// The sealed partitions `rule` drops, from `sealed` (oldest first); `other_bytes` is what
+/// the logs and day summaries take, which dropping a partition does not free (a day
+/// summary goes with its partitions, so a cap may keep one partition less than it could).
 pub(crate) fn choose_victims(
     directory: &Path,
     sealed: &[Arc<SealedPartition>],
-    hot_bytes: u64,
+    other_bytes: u64,
     rule: &RetentionRule,
 ) -> Vec<Arc<SealedPartition>> {
     let cutoff = rule.arrived_through.map(|time| time.timestamp_micros());
-    let mut remaining = hot_bytes;
+    let mut remaining = other_bytes;
     let mut victims = Vec::new();
     let mut kept = Vec::new();
     for partition in sealed {

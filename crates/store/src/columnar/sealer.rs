@@ -1,16 +1,18 @@
 //! The sealing thread: turns full hot partitions into sealed Parquet partitions beside
-//! ingest, so the writer never waits for a seal.
+//! ingest, so the writer never waits for a seal; with nothing to seal, it builds the day
+//! summaries that are due.
 //!
 //! A partition being sealed stays in the partition set, queryable from memory, until its
 //! sealed file is open; the swap is one write lock of the set. A seal that fails (a full
 //! disk) is logged and retried later; its log keeps every event safe meanwhile.
 
-use std::collections::HashMap;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::columnar::day_summary::summarize_next_day;
 use crate::columnar::hot::HotPartition;
 use crate::columnar::log::sync_directory_of;
 use crate::columnar::sealed::{write_sealed_partition, SealedPartition};
@@ -124,18 +126,23 @@ fn run(shared: Arc<Shared>, jobs: Receiver<SealJob>, sender: SealerSender) {
         pending.changed.notify_all();
     };
     let mut failed: Vec<SealJob> = Vec::new();
+    let mut failed_days = HashSet::new();
     loop {
-        let job = if failed.is_empty() {
-            match jobs.recv() {
+        let job = match jobs.try_recv() {
+            Ok(job) => Some(job),
+            Err(TryRecvError::Disconnected) => return,
+            // Nothing to seal: a day summary is built, one day at a time, so a seal never
+            // waits behind more than one.
+            Err(TryRecvError::Empty) if summarize_next_day(&shared, &mut failed_days) => continue,
+            Err(TryRecvError::Empty) if failed.is_empty() => match jobs.recv() {
                 Ok(job) => Some(job),
                 Err(_) => return,
-            }
-        } else {
-            match jobs.recv_timeout(RETRY_AFTER) {
+            },
+            Err(TryRecvError::Empty) => match jobs.recv_timeout(RETRY_AFTER) {
                 Ok(job) => Some(job),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
-            }
+            },
         };
         match job {
             Some(job) => {

@@ -6,6 +6,7 @@
 //! summary, not of the events. Any other partition in the window is counted from its
 //! columns: the hot ones from memory, sealed ones from the statistics columns only.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -43,12 +44,18 @@ fn field_index(field: StatField) -> usize {
         .unwrap_or(0)
 }
 
+/// Value → events. Hashed with aHash, seeded at random per process: statistics hash
+/// millions of short texts per request, several times faster than with std's SipHash, and
+/// the random seed keeps attackers (who choose the passwords and commands counted) from
+/// crafting values that collide.
+pub(crate) type ValueCounts = HashMap<String, u64, ahash::RandomState>;
+
 /// The counts of a set of events.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Counts {
     pub total: u64,
     /// Per field of [`StatField::ALL`]: value → events.
-    pub values: Vec<HashMap<String, u64>>,
+    pub values: Vec<ValueCounts>,
     /// Minute (seconds since the epoch / 60) of the event's own time → events.
     pub minutes: HashMap<i64, u64>,
     /// (node, pot) → (events, newest own timestamp in micros).
@@ -84,7 +91,7 @@ const CODED_FIELDS: [StatField; 6] = [
 impl Counts {
     pub fn new() -> Counts {
         Counts {
-            values: vec![HashMap::new(); StatField::ALL.len()],
+            values: vec![ValueCounts::default(); StatField::ALL.len()],
             ..Counts::default()
         }
     }
@@ -96,6 +103,19 @@ impl Counts {
             None => {
                 self.memory_bytes += value.len() + ENTRY_OVERHEAD_BYTES;
                 map.insert(value.to_owned(), count);
+            }
+        }
+    }
+
+    /// As [`Counts::add_value`], keeping the given text when the value is new (merging
+    /// counts copies no text already counted).
+    fn add_owned_value(&mut self, field_index: usize, value: String, count: u64) {
+        let map = &mut self.values[field_index];
+        match map.get_mut(value.as_str()) {
+            Some(total) => *total += count,
+            None => {
+                self.memory_bytes += value.len() + ENTRY_OVERHEAD_BYTES;
+                map.insert(value, count);
             }
         }
     }
@@ -128,19 +148,49 @@ impl Counts {
 
     pub fn merge(&mut self, other: Counts) {
         self.total += other.total;
-        for (field, values) in StatField::ALL.into_iter().zip(other.values) {
+        for (index, values) in other.values.into_iter().enumerate() {
             for (value, count) in values {
-                self.add_value(field, &value, count);
+                self.add_owned_value(index, value, count);
             }
         }
         for (minute, count) in other.minutes {
             *self.minutes.entry(minute).or_default() += count;
         }
         for (pot, (events, newest)) in other.pots {
-            let mine = self.pots.entry(pot).or_insert((0, i64::MIN));
-            mine.0 += events;
-            mine.1 = mine.1.max(newest);
+            self.add_pot(pot, events, newest);
         }
+    }
+
+    /// Adds a summary as decoded from its file: a value already counted costs one lookup,
+    /// only a new one is copied out of the file's text.
+    pub fn merge_summary(&mut self, summary: SummaryIn<'_>) {
+        self.total += summary.total;
+        for (index, values) in summary.values.into_iter().enumerate() {
+            let Some(map) = self.values.get_mut(index) else {
+                continue;
+            };
+            for (Text(value), count) in values {
+                match map.get_mut(value.as_ref()) {
+                    Some(total) => *total += count,
+                    None => {
+                        self.memory_bytes += value.len() + ENTRY_OVERHEAD_BYTES;
+                        map.insert(value.into_owned(), count);
+                    }
+                }
+            }
+        }
+        for (minute, count) in summary.minutes {
+            *self.minutes.entry(minute).or_default() += count;
+        }
+        for (node, Text(pot), events, newest) in summary.pots {
+            self.add_pot((node, pot.into_owned()), events, newest);
+        }
+    }
+
+    fn add_pot(&mut self, pot: (u64, String), events: u64, newest: i64) {
+        let mine = self.pots.entry(pot).or_insert((0, i64::MIN));
+        mine.0 += events;
+        mine.1 = mine.1.max(newest);
     }
 
     /// The answer to `query` from these counts.
@@ -304,13 +354,54 @@ pub(crate) fn count_batch(columns: &[ArrayRef], filter: &EventFilter, counts: &m
     }
 }
 
-/// A summary as written to disk.
-#[derive(Serialize, Deserialize)]
-struct SummaryFile {
+/// A summary as written to disk (zstd-compressed JSON), borrowing from the counts.
+#[derive(Serialize)]
+struct SummaryOut<'counts> {
     total: u64,
-    values: Vec<Vec<(String, u64)>>,
+    /// Per field of [`StatField::ALL`]: (value, events).
+    values: Vec<Vec<(&'counts str, u64)>>,
     minutes: Vec<(i64, u64)>,
-    pots: Vec<(u64, String, u64, i64)>,
+    pots: Vec<(u64, &'counts str, u64, i64)>,
+}
+
+/// A summary as read, borrowing its texts from the decompressed file where it can.
+#[derive(Deserialize)]
+pub(crate) struct SummaryIn<'file> {
+    total: u64,
+    #[serde(borrow)]
+    values: Vec<Vec<(Text<'file>, u64)>>,
+    minutes: Vec<(i64, u64)>,
+    #[serde(borrow)]
+    pots: Vec<(u64, Text<'file>, u64, i64)>,
+}
+
+/// A text of a summary: borrowed from the file's JSON unless it had escapes to undo.
+/// (serde borrows a `Cow` only as a struct's direct field, never inside tuples.)
+pub(crate) struct Text<'file>(Cow<'file, str>);
+
+impl<'de: 'file, 'file> Deserialize<'de> for Text<'file> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
 }
 
 /// The summary file of the partition whose first event has `first_id`.
@@ -318,32 +409,36 @@ pub(crate) fn summary_path(directory: &Path, first_id: u64) -> PathBuf {
     directory.join(format!("part-{first_id:020}.summary.zst"))
 }
 
-/// Writes the counts of a whole partition, durably, before the partition file itself.
-pub(crate) fn write_summary(path: &Path, counts: &Counts) -> Result<(), ColumnarError> {
-    let file = SummaryFile {
+/// `counts` as a summary file's bytes.
+pub(crate) fn encode_summary(path: &Path, counts: &Counts) -> Result<Vec<u8>, ColumnarError> {
+    let file = SummaryOut {
         total: counts.total,
         values: counts
             .values
             .iter()
-            .map(|values| values.iter().map(|(v, c)| (v.clone(), *c)).collect())
+            .map(|values| values.iter().map(|(v, c)| (v.as_str(), *c)).collect())
             .collect(),
         minutes: counts.minutes.iter().map(|(m, c)| (*m, *c)).collect(),
         pots: counts
             .pots
             .iter()
-            .map(|((node, pot), (events, newest))| (*node, pot.clone(), *events, *newest))
+            .map(|((node, pot), (events, newest))| (*node, pot.as_str(), *events, *newest))
             .collect(),
     };
     let json = serde_json::to_vec(&file).map_err(|error| ColumnarError::Corrupt {
         path: path.to_path_buf(),
         what: error.to_string(),
     })?;
-    let compressed = zstd::encode_all(json.as_slice(), 3)
-        .map_err(|source| ColumnarError::io("compressing summary", path, source))?;
+    zstd::encode_all(json.as_slice(), 3)
+        .map_err(|source| ColumnarError::io("compressing summary", path, source))
+}
+
+/// Writes `bytes` to `path` durably: a temporary file, synced, renamed into place.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ColumnarError> {
     let temporary = path.with_extension("zst.tmp");
     File::create(&temporary)
         .and_then(|mut out| {
-            out.write_all(&compressed)?;
+            out.write_all(bytes)?;
             out.sync_all()
         })
         .map_err(|source| ColumnarError::io("writing summary", &temporary, source))?;
@@ -352,39 +447,38 @@ pub(crate) fn write_summary(path: &Path, counts: &Counts) -> Result<(), Columnar
     sync_directory_of(path)
 }
 
-/// Reads a partition's summary.
-pub(crate) fn read_summary(path: &Path) -> Result<Counts, ColumnarError> {
+/// Writes the counts of a whole partition, durably, before the partition file itself.
+pub(crate) fn write_summary(path: &Path, counts: &Counts) -> Result<(), ColumnarError> {
+    write_durably(path, &encode_summary(path, counts)?)
+}
+
+/// Adds a partition's summary to `counts`; on error `counts` is unchanged.
+pub(crate) fn merge_summary_file(path: &Path, counts: &mut Counts) -> Result<(), ColumnarError> {
     let mut compressed = Vec::new();
     File::open(path)
         .and_then(|mut file| file.read_to_end(&mut compressed))
         .map_err(|source| ColumnarError::io("reading summary", path, source))?;
+    merge_encoded_summary(path, &compressed, counts)
+}
+
+/// Adds a summary from its file's bytes to `counts`; on error `counts` is unchanged.
+pub(crate) fn merge_encoded_summary(
+    path: &Path,
+    compressed: &[u8],
+    counts: &mut Counts,
+) -> Result<(), ColumnarError> {
     let damaged = |what: String| ColumnarError::Corrupt {
         path: path.to_path_buf(),
         what,
     };
-    let json =
-        zstd::decode_all(compressed.as_slice()).map_err(|error| damaged(error.to_string()))?;
-    let file: SummaryFile =
+    let json = zstd::decode_all(compressed).map_err(|error| damaged(error.to_string()))?;
+    let summary: SummaryIn<'_> =
         serde_json::from_slice(&json).map_err(|error| damaged(error.to_string()))?;
-    if file.values.len() != StatField::ALL.len() {
-        return Err(damaged(format!("{} fields", file.values.len())));
+    if summary.values.len() != StatField::ALL.len() {
+        return Err(damaged(format!("{} fields", summary.values.len())));
     }
-    Ok(Counts {
-        total: file.total,
-        values: file
-            .values
-            .into_iter()
-            .map(|values| values.into_iter().collect())
-            .collect(),
-        minutes: file.minutes.into_iter().collect(),
-        pots: file
-            .pots
-            .into_iter()
-            .map(|(node, pot, events, newest)| ((node, pot), (events, newest)))
-            .collect(),
-        // Counted as the summary is merged into a request's counts.
-        memory_bytes: 0,
-    })
+    counts.merge_summary(summary);
+    Ok(())
 }
 
 /// The counts of a whole hot partition, for its summary.

@@ -258,29 +258,41 @@ async fn statistics_are_exact_in_every_layout_and_after_reopening() {
 
 #[tokio::test]
 async fn statistics_past_their_memory_limit_stop_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ColumnarEventStore::open(ColumnarOptions {
-        stats_max_bytes: 1_500,
-        ..ColumnarOptions::new(ColumnarOptions::directory_in(dir.path()))
-    })
-    .unwrap();
-    store.insert_events(Arc::from(events())).await.unwrap();
-    let error = store.event_stats(queries()[0].clone()).await.unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("more distinct values than 1500 bytes"),
-        "{error}"
-    );
-    let narrow = StatsQuery {
-        pot_id: Some("web".into()),
-        event_type: Some("command".into()),
-        ..queries()[0].clone()
-    };
-    assert!(
-        store.event_stats(narrow).await.is_ok(),
-        "a narrower window fits"
-    );
+    // In memory, and sealed (counted from summaries on two threads sharing the charge).
+    for sealed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ColumnarEventStore::open(ColumnarOptions {
+            stats_max_bytes: 1_500,
+            partition_max_events: 7,
+            ..ColumnarOptions::new(ColumnarOptions::directory_in(dir.path()))
+        })
+        .unwrap();
+        for chunk in events().chunks(5) {
+            store
+                .insert_events(Arc::from(chunk.to_vec()))
+                .await
+                .unwrap();
+        }
+        if sealed {
+            store.seal_now().unwrap();
+        }
+        let error = store.event_stats(queries()[0].clone()).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("more distinct values than 1500 bytes"),
+            "sealed {sealed}: {error}"
+        );
+        let narrow = StatsQuery {
+            pot_id: Some("web".into()),
+            event_type: Some("command".into()),
+            ..queries()[0].clone()
+        };
+        assert!(
+            store.event_stats(narrow).await.is_ok(),
+            "sealed {sealed}: a narrower window fits"
+        );
+    }
 }
 
 #[tokio::test]

@@ -171,4 +171,21 @@ impl EventFilter {
         !(self.since.is_some_and(|since| max < since)
             || self.until.is_some_and(|until| min > until))
     }
+
+    /// Whether every event timestamp in `min..=max` (micros) is inside the window.
+    pub fn holds_times(&self, min: i64, max: i64) -> bool {
+        self.since.is_none_or(|since| since <= min) && self.until.is_none_or(|until| max <= until)
+    }
+
+    /// Whether the filter is a time window and nothing else (what summaries answer).
+    pub fn only_time(&self) -> bool {
+        self.id_above.is_none()
+            && self.id_below.is_none()
+            && self.node_id.is_none()
+            && self.coded.is_empty()
+            && self.plain.is_empty()
+            && self.src_port.is_none()
+            && self.dst_port.is_none()
+            && self.asn.is_none()
+    }
 }

@@ -18,7 +18,8 @@
 //!
 //! Files: `log.rs` (the hot log), `hot.rs` (its columns in memory), `sealed.rs` (Parquet
 //! partitions), `filter.rs` (queries as column conditions), `stats.rs` (counts and
-//! partition summaries), `day_summary.rs` (a day's partitions' counts merged),
+//! partition summaries), `stats_request.rs` (a statistics request on two threads),
+//! `day_summary.rs` (a day's partitions' counts merged),
 //! `retention.rs` (dropping partitions), `recovery.rs` (opening the
 //! directory), `sealer.rs` (the sealing thread); this file holds the writer and queries.
 
@@ -46,6 +47,7 @@ mod retention;
 mod sealed;
 mod sealer;
 mod stats;
+mod stats_request;
 
 use filter::EventFilter;
 use hot::{arrival_hour, HotPartition};
@@ -71,6 +73,8 @@ pub enum ColumnarError {
     TimeLimit { limit: Duration },
     #[error("the statistics of this window hold more distinct values than {limit_bytes} bytes of memory allow")]
     StatsTooLarge { limit_bytes: usize },
+    #[error("{what}")]
+    StatsThread { what: String },
     #[error("event id {id} is not above the newest stored id {newest}")]
     IdNotAscending { id: u64, newest: u64 },
 }
@@ -271,7 +275,7 @@ impl ColumnarEventStore {
     /// thread builds them when idle): for tools and benchmarks that want a store at rest.
     /// Returns how many were built.
     pub fn summarize_due_days(&self) -> usize {
-        let mut failed = std::collections::HashSet::new();
+        let mut failed = HashSet::new();
         let mut built = 0;
         while day_summary::summarize_next_day(&self.inner.shared, &mut failed) {
             built += 1;
@@ -291,74 +295,7 @@ impl ColumnarEventStore {
 
 impl Inner {
     fn stats(&self, query: &StatsQuery) -> Result<EventStats, ColumnarError> {
-        let time_limit = self.shared.options.query_time_limit;
-        let deadline = Instant::now() + time_limit;
-        let filter = stats::stats_filter(query);
-        let snapshot = read(&self.shared.partitions).clone();
-        let mut counts = stats::Counts::new();
-        let only_time = filter.node_id.is_none() && filter.coded.is_empty();
-        let whole = |min_timestamp: i64, max_timestamp: i64| {
-            filter.since.is_none_or(|since| since <= min_timestamp)
-                && filter.until.is_none_or(|until| max_timestamp <= until)
-        };
-        let mut counted_days: HashSet<u64> = HashSet::new();
-        if only_time {
-            let present: HashSet<u64> = snapshot.sealed.iter().map(|part| part.first_id).collect();
-            let days = read(&self.shared.day_summaries).clone();
-            for day in days.iter().filter(|day| {
-                whole(day.min_timestamp, day.max_timestamp)
-                    && day.parts.iter().all(|part| present.contains(part))
-            }) {
-                if Instant::now() >= deadline {
-                    return Err(ColumnarError::TimeLimit { limit: time_limit });
-                }
-                match day_summary::merge_counts(day, &mut counts) {
-                    Ok(()) => counted_days.extend(day.parts.iter().copied()),
-                    Err(error) => {
-                        tracing::warn!(%error, "day summary unreadable; counting its partitions one by one");
-                    }
-                }
-                self.check_stats_memory(&counts)?;
-            }
-        }
-        for sealed in &snapshot.sealed {
-            if Instant::now() >= deadline {
-                return Err(ColumnarError::TimeLimit { limit: time_limit });
-            }
-            if counted_days.contains(&sealed.first_id)
-                || !filter.may_match_times(sealed.min_timestamp, sealed.max_timestamp)
-            {
-                continue;
-            }
-            let summary = stats::summary_path(&self.shared.options.directory, sealed.first_id);
-            let from_summary = only_time
-                && whole(sealed.min_timestamp, sealed.max_timestamp)
-                && summary.exists()
-                && stats::merge_summary_file(&summary, &mut counts)
-                    .inspect_err(|error| {
-                        tracing::warn!(%error, "partition summary unreadable; counting the partition's columns instead");
-                    })
-                    .is_ok();
-            if !from_summary {
-                sealed.count(&filter, &mut counts, deadline, time_limit)?;
-            }
-            self.check_stats_memory(&counts)?;
-        }
-        for hot in &snapshot.hot {
-            let columns = read(&hot.columns);
-            counts.merge(stats::count_hot(&columns, &filter));
-            self.check_stats_memory(&counts)?;
-        }
-        Ok(counts.into_stats(query))
-    }
-
-    /// Stops a statistics request whose distinct values outgrow `stats_max_bytes`.
-    fn check_stats_memory(&self, counts: &stats::Counts) -> Result<(), ColumnarError> {
-        let limit_bytes = self.shared.options.stats_max_bytes;
-        if counts.memory_bytes > limit_bytes {
-            return Err(ColumnarError::StatsTooLarge { limit_bytes });
-        }
-        Ok(())
+        stats_request::count_window(&self.shared, query)
     }
 
     /// Drops the partitions `rule` selects (see `retention.rs`).

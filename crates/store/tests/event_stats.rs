@@ -258,7 +258,7 @@ async fn statistics_are_exact_in_every_layout_and_after_reopening() {
 
 #[tokio::test]
 async fn statistics_past_their_memory_limit_stop_with_a_clear_error() {
-    // In memory, and sealed (counted from summaries on two threads sharing the charge).
+    // In memory, and sealed (counted from partition summaries).
     for sealed in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let store = ColumnarEventStore::open(ColumnarOptions {

@@ -12,7 +12,8 @@
 //! - Built by the sealing thread when it has nothing to seal, one day at a time, from the
 //!   partitions' own summaries; a day with a summary missing or damaged is left without.
 //! - Retention removes a day summary naming a dropped partition before that partition's
-//!   files; at start, one naming a partition that is gone is removed.
+//!   files, holding the lock a build holds; at start, one naming a partition that is gone is
+//!   removed.
 //!
 //! File: one JSON header line (`{"parts":[…],"min_timestamp":…,"max_timestamp":…}`), then
 //! the counts as a partition summary holds them (zstd-compressed JSON).
@@ -223,7 +224,8 @@ pub(crate) fn summarize_next_day(shared: &Shared, failed: &mut HashSet<i64>) -> 
                 seconds = started.elapsed().as_secs_f64(),
                 "summarized a day of events"
             );
-            // Retention may have dropped one of them meanwhile: then the summary goes too.
+            // Retention waits for this lock, so they are all still here; checked anyway,
+            // as a summary naming a missing partition would never be used.
             let present: HashSet<u64> = read(&shared.partitions)
                 .sealed
                 .iter()

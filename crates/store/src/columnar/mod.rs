@@ -18,10 +18,10 @@
 //!
 //! Files: `log.rs` (the hot log), `hot.rs` (its columns in memory), `sealed.rs` (Parquet
 //! partitions), `filter.rs` (queries as column conditions), `stats.rs` (counts and
-//! partition summaries), `stats_request.rs` (a statistics request on two threads),
-//! `day_summary.rs` (a day's partitions' counts merged),
-//! `retention.rs` (dropping partitions), `recovery.rs` (opening the
-//! directory), `sealer.rs` (the sealing thread); this file holds the writer and queries.
+//! partition summaries), `day_summary.rs` (a finished day's partition summaries merged),
+//! `stats_request.rs` (what answers a statistics request), `retention.rs` (dropping
+//! partitions), `recovery.rs` (opening the directory), `sealer.rs` (the sealing thread);
+//! this file holds the writer and queries.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -73,8 +73,6 @@ pub enum ColumnarError {
     TimeLimit { limit: Duration },
     #[error("the statistics of this window hold more distinct values than {limit_bytes} bytes of memory allow")]
     StatsTooLarge { limit_bytes: usize },
-    #[error("{what}")]
-    StatsThread { what: String },
     #[error("event id {id} is not above the newest stored id {newest}")]
     IdNotAscending { id: u64, newest: u64 },
 }
@@ -330,12 +328,15 @@ impl Inner {
                     .collect(),
             };
             retention::write_marks(directory, &marks)?;
+            // No day summary is built meanwhile: one naming a victim would outlive it.
+            let summarizing = lock(&self.shared.summarizing);
             let victim_ids: HashSet<u64> = victims.iter().map(|part| part.first_id).collect();
             day_summary::forget_partitions(&self.shared, &victim_ids)?;
             retention::count_dropped(directory, &victims, &mut dropped);
             write(&self.shared.partitions)
                 .sealed
                 .retain(|part| !victims.iter().any(|victim| Arc::ptr_eq(victim, part)));
+            drop(summarizing);
             for victim in &victims {
                 retention::remove_partition_files(directory, victim)?;
                 tracing::info!(

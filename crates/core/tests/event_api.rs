@@ -1,5 +1,6 @@
-//! The events API over a real event store: statistics of what a node sent, retention
-//! dropping partitions for space while ingest goes on, and an admin purge up to now.
+//! The events API over a real event store: statistics of what a node sent, the fields each
+//! event carries, retention dropping partitions for space while ingest goes on, and an
+//! admin purge up to now.
 
 mod support;
 
@@ -65,6 +66,13 @@ async fn statistics_count_what_nodes_sent() {
     );
     let (_, other_day) = get(&core, "/api/v1/stats?since=2024-01-16T00:00:00Z").await;
     assert_eq!(other_day["total"], 0);
+    // Each event carries the fields taken at ingest; those it lacks are left out (a
+    // documentation address has no country).
+    let (_, first) = get(&core, "/api/v1/events?order=asc&limit=1").await;
+    assert_eq!(
+        first["events"][0]["fields"],
+        json!({"src_ip": "203.0.113.7", "username": "root", "password": "pw0"})
+    );
     core.stop().await;
 }
 

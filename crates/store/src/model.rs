@@ -254,6 +254,8 @@ pub struct StoredEvent {
     pub timestamp: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub data_json: String,
+    /// The well-known fields taken at ingest and the GeoIP enrichment, as stored.
+    pub fields: EventFields,
 }
 
 /// Position after the last event of a page: the arrival id of its last event. Pages of

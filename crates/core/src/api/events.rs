@@ -60,6 +60,59 @@ struct EventView {
     timestamp: String,
     received_at: String,
     data: Box<RawValue>,
+    fields: FieldsView,
+}
+
+/// The well-known fields taken from `data` at ingest, and the GeoIP enrichment of the
+/// source address; a field the event does not have is left out.
+#[derive(Serialize)]
+struct FieldsView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    city: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asn: Option<u32>,
+}
+
+impl From<EventFields> for FieldsView {
+    fn from(fields: EventFields) -> Self {
+        FieldsView {
+            src_ip: fields.src_ip,
+            src_port: fields.src_port,
+            dst_port: fields.dst_port,
+            username: fields.username,
+            password: fields.password,
+            command: fields.command,
+            session: fields.session,
+            url: fields.url,
+            file_hash: fields.file_hash,
+            protocol: fields.protocol,
+            country: fields.country,
+            city: fields.city,
+            asn: fields.asn,
+        }
+    }
 }
 
 impl TryFrom<StoredEvent> for EventView {
@@ -81,6 +134,7 @@ impl TryFrom<StoredEvent> for EventView {
             timestamp: format_timestamp(event.timestamp),
             received_at: format_timestamp(event.received_at),
             data,
+            fields: event.fields.into(),
         })
     }
 }

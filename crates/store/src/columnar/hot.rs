@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::columnar::filter::{CodedColumn, EventFilter, PlainColumn};
 use crate::columnar::log::{read_payload, PayloadPosition};
 use crate::columnar::ColumnarError;
-use crate::model::{NewEvent, StoredEvent};
+use crate::model::{EventFields, NewEvent, StoredEvent};
 
 /// A row without a value in a coded column.
 pub(crate) const ABSENT: u32 = u32::MAX;
@@ -117,6 +117,35 @@ impl HotColumns {
         self.dictionaries[column as usize]
             .value(self.coded[column as usize][row])
             .unwrap_or_default()
+    }
+
+    /// The well-known fields of row `row`, as stored.
+    fn fields(&self, row: usize) -> EventFields {
+        let coded = |column: CodedColumn| {
+            self.dictionaries[column as usize]
+                .value(self.coded[column as usize][row])
+                .map(str::to_owned)
+        };
+        let plain = |column: PlainColumn| {
+            self.plain[column as usize][row]
+                .as_deref()
+                .map(str::to_owned)
+        };
+        EventFields {
+            src_ip: coded(CodedColumn::SrcIp),
+            src_port: self.src_ports[row],
+            dst_port: self.dst_ports[row],
+            username: coded(CodedColumn::Username),
+            password: coded(CodedColumn::Password),
+            command: plain(PlainColumn::Command),
+            session: plain(PlainColumn::Session),
+            url: plain(PlainColumn::Url),
+            file_hash: plain(PlainColumn::FileHash),
+            protocol: coded(CodedColumn::Protocol),
+            country: coded(CodedColumn::Country),
+            city: coded(CodedColumn::City),
+            asn: self.asns[row],
+        }
     }
 
     /// Whether row `row` passes `filter`, given the filter's values as this partition's
@@ -258,6 +287,7 @@ impl HotPartition {
                     timestamp: micros_to_time(columns.timestamps[row]),
                     received_at: micros_to_time(columns.received_at[row]),
                     data_json,
+                    fields: columns.fields(row),
                 })
             })
             .collect()

@@ -36,7 +36,7 @@ use crate::columnar::hot::{micros_to_time, HotColumns, ABSENT};
 use crate::columnar::log::sync_directory_of;
 use crate::columnar::stats::{count_batch, Counts, COUNTED_COLUMNS};
 use crate::columnar::ColumnarError;
-use crate::model::StoredEvent;
+use crate::model::{EventFields, StoredEvent};
 
 /// Rows per row group: the unit statistics and bloom filters skip.
 pub(crate) const ROW_GROUP_ROWS: usize = 65_536;
@@ -689,6 +689,19 @@ impl SealedPartition {
             CodedColumn::PotType.name(),
             CodedColumn::EventType.name(),
             DATA,
+            CodedColumn::SrcIp.name(),
+            CodedColumn::Username.name(),
+            CodedColumn::Password.name(),
+            CodedColumn::Protocol.name(),
+            CodedColumn::Country.name(),
+            CodedColumn::City.name(),
+            PlainColumn::Command.name(),
+            PlainColumn::Session.name(),
+            PlainColumn::Url.name(),
+            PlainColumn::FileHash.name(),
+            SRC_PORT,
+            DST_PORT,
+            ASN,
         ];
         let mut events = Vec::with_capacity(rows.len());
         for batch in self.read(group, &names, Some(rows))? {
@@ -711,7 +724,41 @@ impl SealedPartition {
             let event_types = column(CodedColumn::EventType.name())?;
             let data = column(DATA)?;
             let data = data.as_string::<i32>();
+            let texts = [
+                column(CodedColumn::SrcIp.name())?,
+                column(CodedColumn::Username.name())?,
+                column(CodedColumn::Password.name())?,
+                column(CodedColumn::Protocol.name())?,
+                column(CodedColumn::Country.name())?,
+                column(CodedColumn::City.name())?,
+                column(PlainColumn::Command.name())?,
+                column(PlainColumn::Session.name())?,
+                column(PlainColumn::Url.name())?,
+                column(PlainColumn::FileHash.name())?,
+            ];
+            let src_ports = column(SRC_PORT)?;
+            let src_ports = src_ports.as_primitive::<UInt16Type>();
+            let dst_ports = column(DST_PORT)?;
+            let dst_ports = dst_ports.as_primitive::<UInt16Type>();
+            let asns = column(ASN)?;
+            let asns = asns.as_primitive::<UInt32Type>();
             for row in 0..batch.num_rows() {
+                let text = |index: usize| optional_text_at(&texts[index], row);
+                let fields = EventFields {
+                    src_ip: text(0),
+                    src_port: src_ports.is_valid(row).then(|| src_ports.value(row)),
+                    dst_port: dst_ports.is_valid(row).then(|| dst_ports.value(row)),
+                    username: text(1),
+                    password: text(2),
+                    command: text(6),
+                    session: text(7),
+                    url: text(8),
+                    file_hash: text(9),
+                    protocol: text(3),
+                    country: text(4),
+                    city: text(5),
+                    asn: asns.is_valid(row).then(|| asns.value(row)),
+                };
                 events.push(StoredEvent {
                     id: ids.value(row) as i64,
                     node_id: nodes.value(row),
@@ -721,6 +768,7 @@ impl SealedPartition {
                     timestamp: micros_to_time(times.value(row)),
                     received_at: micros_to_time(arrivals.value(row)),
                     data_json: data.value(row).to_owned(),
+                    fields,
                 });
             }
         }
@@ -743,6 +791,11 @@ fn text_at(array: &ArrayRef, row: usize) -> String {
     } else {
         text.value(row).to_owned()
     }
+}
+
+/// The text of row `row` of a dictionary or string array, `None` when absent.
+fn optional_text_at(array: &ArrayRef, row: usize) -> Option<String> {
+    (!array.is_null(row)).then(|| text_at(array, row))
 }
 
 /// Clears `keep` of every row whose text is not `value`.

@@ -157,19 +157,20 @@ async fn mutual_tls_admits_only_nodes_with_a_client_certificate_and_the_api_spea
     );
     let core_ca = dir.path().join("core-data/tls/ca.pem");
     let admin_file = dir.path().join("core-data/admin-token");
-    let admin = eventually(Duration::from_secs(15), "the admin token", || {
-        let file = admin_file.clone();
-        async move {
-            std::fs::read_to_string(file)
-                .ok()
-                .map(|text| text.trim().to_owned())
-        }
-    })
-    .await;
+    // The Core writes its admin token and its CA at start, in either order: wait for both.
+    let (admin, core_ca_pem) =
+        eventually(Duration::from_secs(15), "the admin token and CA", || {
+            let (token_file, ca_file) = (admin_file.clone(), core_ca.clone());
+            async move {
+                let admin = std::fs::read_to_string(token_file).ok()?.trim().to_owned();
+                let ca = std::fs::read(ca_file).ok()?;
+                reqwest::Certificate::from_pem(&ca).ok()?;
+                Some((admin, ca))
+            }
+        })
+        .await;
     let https = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&core_ca).unwrap()).unwrap(),
-        )
+        .add_root_certificate(reqwest::Certificate::from_pem(&core_ca_pem).unwrap())
         .default_headers(
             [(
                 reqwest::header::AUTHORIZATION,

@@ -26,6 +26,16 @@ fn open(dir: &std::path::Path, partition_max_events: usize) -> ColumnarEventStor
     .unwrap()
 }
 
+/// Stores `events` five to a batch, so that small partitions rotate between batches.
+async fn insert_in_batches_of_five(store: &ColumnarEventStore, events: &[NewEvent]) {
+    for chunk in events.chunks(5) {
+        store
+            .insert_events(Arc::from(chunk.to_vec()))
+            .await
+            .unwrap();
+    }
+}
+
 fn pick(options: &[&'static str], k: u64) -> &'static str {
     options[(k % options.len() as u64) as usize]
 }
@@ -212,12 +222,7 @@ async fn statistics_are_exact_in_every_layout_and_after_reopening() {
     for partition_max_events in [1_000_000, 7] {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), partition_max_events);
-        for chunk in events.chunks(5) {
-            store
-                .insert_events(Arc::from(chunk.to_vec()))
-                .await
-                .unwrap();
-        }
+        insert_in_batches_of_five(&store, &events).await;
         assert_stats_match(
             &store,
             &events,
@@ -267,12 +272,7 @@ async fn statistics_past_their_memory_limit_stop_with_a_clear_error() {
             ..ColumnarOptions::new(ColumnarOptions::directory_in(dir.path()))
         })
         .unwrap();
-        for chunk in events().chunks(5) {
-            store
-                .insert_events(Arc::from(chunk.to_vec()))
-                .await
-                .unwrap();
-        }
+        insert_in_batches_of_five(&store, &events()).await;
         if sealed {
             store.seal_now().unwrap();
         }
@@ -300,12 +300,7 @@ async fn a_missing_or_damaged_summary_is_counted_from_the_columns() {
     let events = events();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 10);
-    for chunk in events.chunks(5) {
-        store
-            .insert_events(Arc::from(chunk.to_vec()))
-            .await
-            .unwrap();
-    }
+    insert_in_batches_of_five(&store, &events).await;
     store.seal_now().unwrap();
     drop(store);
     let directory = ColumnarOptions::directory_in(dir.path());
@@ -365,12 +360,7 @@ async fn days_that_are_over_are_summarized_and_answer_exactly_until_retention_dr
     let events = events_over_three_days();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 7);
-    for chunk in events.chunks(5) {
-        store
-            .insert_events(Arc::from(chunk.to_vec()))
-            .await
-            .unwrap();
-    }
+    insert_in_batches_of_five(&store, &events).await;
     store.seal_now().unwrap();
     // Two days are over; the third is the newest and may get more arrivals.
     wait_for_day_summaries(dir.path(), 2);

@@ -97,25 +97,18 @@ impl Counts {
     }
 
     fn add_value(&mut self, field: StatField, value: &str, count: u64) {
-        let map = &mut self.values[field_index(field)];
-        match map.get_mut(value) {
-            Some(total) => *total += count,
-            None => {
-                self.memory_bytes += value.len() + ENTRY_OVERHEAD_BYTES;
-                map.insert(value.to_owned(), count);
-            }
-        }
+        self.add_text(field_index(field), Cow::Borrowed(value), count);
     }
 
-    /// As [`Counts::add_value`], keeping the given text when the value is new (merging
-    /// counts copies no text already counted).
-    fn add_owned_value(&mut self, field_index: usize, value: String, count: u64) {
+    /// Adds `count` events with `value` to the field at `field_index` of
+    /// [`StatField::ALL`]; the text is copied (if borrowed) only when the value is new.
+    fn add_text(&mut self, field_index: usize, value: Cow<'_, str>, count: u64) {
         let map = &mut self.values[field_index];
-        match map.get_mut(value.as_str()) {
+        match map.get_mut(value.as_ref()) {
             Some(total) => *total += count,
             None => {
                 self.memory_bytes += value.len() + ENTRY_OVERHEAD_BYTES;
-                map.insert(value, count);
+                map.insert(value.into_owned(), count);
             }
         }
     }
@@ -150,7 +143,7 @@ impl Counts {
         self.total += other.total;
         for (index, values) in other.values.into_iter().enumerate() {
             for (value, count) in values {
-                self.add_owned_value(index, value, count);
+                self.add_text(index, Cow::Owned(value), count);
             }
         }
         for (minute, count) in other.minutes {
@@ -165,18 +158,10 @@ impl Counts {
     /// only a new one is copied out of the file's text.
     pub fn merge_summary(&mut self, summary: SummaryIn<'_>) {
         self.total += summary.total;
+        // `merge_encoded_summary` checked that it has every field.
         for (index, values) in summary.values.into_iter().enumerate() {
-            let Some(map) = self.values.get_mut(index) else {
-                continue;
-            };
             for (Text(value), count) in values {
-                match map.get_mut(value.as_ref()) {
-                    Some(total) => *total += count,
-                    None => {
-                        self.memory_bytes += value.len() + ENTRY_OVERHEAD_BYTES;
-                        map.insert(value.into_owned(), count);
-                    }
-                }
+                self.add_text(index, value, count);
             }
         }
         for (minute, count) in summary.minutes {

@@ -16,7 +16,7 @@
 //! - Ids of dropped partitions stay used: `dropped.json` keeps the next id past them and
 //!   every node's highest `seq`, written before any file of theirs is removed.
 //!
-//! Files: `log.rs` (the hot log), `hot.rs` (its columns in memory), `sealed.rs` (Parquet
+//! Files: `log.rs` (the hot log), `arrays.rs` (values out of Arrow arrays), `hot.rs` (its columns in memory), `sealed.rs` (Parquet
 //! partitions), `filter.rs` (queries as column conditions), `stats.rs` (counts and
 //! partition summaries), `day_summary.rs` (a finished day's partition summaries merged),
 //! `stats_request.rs` (what answers a statistics request), `retention.rs` (dropping
@@ -38,6 +38,7 @@ use crate::model::{
 };
 use crate::store::EventStore;
 
+mod arrays;
 mod day_summary;
 mod filter;
 mod hot;

@@ -31,6 +31,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use crate::columnar::arrays::{keep_equal_number, keep_equal_text, text_of};
 use crate::columnar::filter::{CodedColumn, EventFilter, PlainColumn};
 use crate::columnar::hot::{micros_to_time, HotColumns, ABSENT};
 use crate::columnar::log::sync_directory_of;
@@ -743,7 +744,7 @@ impl SealedPartition {
             let asns = column(ASN)?;
             let asns = asns.as_primitive::<UInt32Type>();
             for row in 0..batch.num_rows() {
-                let text = |index: usize| optional_text_at(&texts[index], row);
+                let text = |index: usize| text_of(&texts[index], row).map(str::to_owned);
                 let fields = EventFields {
                     src_ip: text(0),
                     src_port: src_ports.is_valid(row).then(|| src_ports.value(row)),
@@ -762,9 +763,9 @@ impl SealedPartition {
                 events.push(StoredEvent {
                     id: ids.value(row) as i64,
                     node_id: nodes.value(row),
-                    pot_id: text_at(&pots, row),
-                    pot_type: text_at(&types, row),
-                    event_type: text_at(&event_types, row),
+                    pot_id: text_of(&pots, row).unwrap_or_default().to_owned(),
+                    pot_type: text_of(&types, row).unwrap_or_default().to_owned(),
+                    event_type: text_of(&event_types, row).unwrap_or_default().to_owned(),
                     timestamp: micros_to_time(times.value(row)),
                     received_at: micros_to_time(arrivals.value(row)),
                     data_json: data.value(row).to_owned(),
@@ -773,64 +774,5 @@ impl SealedPartition {
             }
         }
         Ok(events)
-    }
-}
-
-/// The text of row `row` of a dictionary or string array ("" when absent).
-fn text_at(array: &ArrayRef, row: usize) -> String {
-    if let Some(coded) = array.as_dictionary_opt::<Int32Type>() {
-        if coded.is_null(row) {
-            return String::new();
-        }
-        let key = coded.keys().value(row) as usize;
-        return coded.values().as_string::<i32>().value(key).to_owned();
-    }
-    let text = array.as_string::<i32>();
-    if text.is_null(row) {
-        String::new()
-    } else {
-        text.value(row).to_owned()
-    }
-}
-
-/// The text of row `row` of a dictionary or string array, `None` when absent.
-fn optional_text_at(array: &ArrayRef, row: usize) -> Option<String> {
-    (!array.is_null(row)).then(|| text_at(array, row))
-}
-
-/// Clears `keep` of every row whose text is not `value`.
-fn keep_equal_text(array: &ArrayRef, value: &str, keep: &mut [bool]) {
-    if let Some(coded) = array.as_dictionary_opt::<Int32Type>() {
-        let values = coded.values().as_string::<i32>();
-        let matching_keys: Vec<i32> = (0..values.len())
-            .filter(|&key| values.is_valid(key) && values.value(key) == value)
-            .map(|key| key as i32)
-            .collect();
-        let keys = coded.keys();
-        for (row, keep) in keep.iter_mut().enumerate() {
-            *keep &= keys.is_valid(row) && matching_keys.contains(&keys.value(row));
-        }
-        return;
-    }
-    let texts = array.as_string::<i32>();
-    for (row, keep) in keep.iter_mut().enumerate() {
-        *keep &= texts.is_valid(row) && texts.value(row) == value;
-    }
-}
-
-/// Clears `keep` of every row whose number is not `wanted` (when a number is wanted).
-fn keep_equal_number<T: arrow_array::ArrowPrimitiveType>(
-    array: Option<ArrayRef>,
-    wanted: Option<T::Native>,
-    keep: &mut [bool],
-) where
-    T::Native: PartialEq,
-{
-    let (Some(array), Some(wanted)) = (array, wanted) else {
-        return;
-    };
-    let numbers = array.as_primitive::<T>();
-    for (row, keep) in keep.iter_mut().enumerate() {
-        *keep &= numbers.is_valid(row) && numbers.value(row) == wanted;
     }
 }

@@ -13,11 +13,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, TimestampMicrosecondType, UInt32Type, UInt64Type};
+use arrow_array::types::{TimestampMicrosecondType, UInt32Type, UInt64Type};
 use arrow_array::{Array, ArrayRef};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::columnar::arrays::text_of;
 use crate::columnar::filter::{CodedColumn, EventFilter, PlainColumn};
 use crate::columnar::hot::{micros_to_time, HotColumns, ABSENT};
 use crate::columnar::log::sync_directory_of;
@@ -283,17 +284,6 @@ pub(crate) const COUNTED_COLUMNS: [&str; 10] = [
     "command",
     "asn",
 ];
-
-fn text_of(array: &ArrayRef, row: usize) -> Option<&str> {
-    if array.is_null(row) {
-        return None;
-    }
-    if let Some(coded) = array.as_dictionary_opt::<Int32Type>() {
-        let key = coded.keys().value(row) as usize;
-        return Some(coded.values().as_string::<i32>().value(key));
-    }
-    Some(array.as_string::<i32>().value(row))
-}
 
 /// Counts the rows of one batch of [`COUNTED_COLUMNS`] that match `filter`.
 pub(crate) fn count_batch(columns: &[ArrayRef], filter: &EventFilter, counts: &mut Counts) {

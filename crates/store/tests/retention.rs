@@ -94,9 +94,11 @@ async fn partitions_that_arrived_before_the_cutoff_are_dropped_whole() {
     assert_eq!(
         (
             files(dir.path(), ".parquet"),
-            files(dir.path(), ".summary.zst")
+            files(dir.path(), ".summary.zst"),
+            files(dir.path(), ".postings")
         ),
-        (2, 2)
+        (2, 2, 2),
+        "a dropped partition's summary and postings go with it"
     );
     let again = store
         .drop_events(RetentionRule {

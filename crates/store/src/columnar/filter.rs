@@ -177,6 +177,11 @@ impl EventFilter {
         self.since.is_none_or(|since| since <= min) && self.until.is_none_or(|until| max <= until)
     }
 
+    /// Whether the filter has no condition at all: every event matches.
+    pub fn is_everything(&self) -> bool {
+        self.only_time() && self.since.is_none() && self.until.is_none()
+    }
+
     /// Whether the filter is a time window and nothing else (what summaries answer).
     pub fn only_time(&self) -> bool {
         self.id_above.is_none()

@@ -16,8 +16,10 @@
 //! - Ids of dropped partitions stay used: `dropped.json` keeps the next id past them and
 //!   every node's highest `seq`, written before any file of theirs is removed.
 //!
-//! Files: `log.rs` (the hot log), `arrays.rs` (values out of Arrow arrays), `hot.rs` (its columns in memory), `sealed.rs` (Parquet
-//! partitions), `filter.rs` (queries as column conditions), `stats.rs` (counts and
+//! Files: `log.rs` (the hot log), `arrays.rs` (values out of Arrow arrays), `hot.rs` (its
+//! columns in memory), `partition_writer.rs` and `sealed.rs` (writing and reading Parquet
+//! partitions), `postings.rs` (each partition's rows per address and credential),
+//! `filter.rs` (queries as column conditions), `stats.rs` (counts and
 //! partition summaries), `day_summary.rs` (a finished day's partition summaries merged),
 //! `stats_request.rs` (what answers a statistics request), `retention.rs` (dropping
 //! partitions), `recovery.rs` (opening the directory), `sealer.rs` (the sealing thread);
@@ -43,6 +45,8 @@ mod day_summary;
 mod filter;
 mod hot;
 mod log;
+mod partition_writer;
+mod postings;
 mod recovery;
 mod retention;
 mod sealed;

@@ -56,7 +56,8 @@ pub(crate) fn recover(directory: &Path) -> Result<Recovered, ColumnarError> {
         .map_err(|source| ColumnarError::io("listing event directory", directory, source))?;
     let mut partition_files = Vec::new();
     let mut logs = Vec::new();
-    let mut summaries = Vec::new();
+    // Summaries and postings: each belongs to the partition file of its first id.
+    let mut companions = Vec::new();
     for entry in entries {
         let entry = entry
             .map_err(|source| ColumnarError::io("listing event directory", directory, source))?;
@@ -70,13 +71,15 @@ pub(crate) fn recover(directory: &Path) -> Result<Recovered, ColumnarError> {
             partition_files.push((first_id, path));
         } else if let Some(number) = number_in(&name, "hot-", ".log") {
             logs.push((number, path));
-        } else if let Some(first_id) = number_in(&name, "part-", ".summary.zst") {
-            summaries.push((first_id, path));
+        } else if let Some(first_id) = number_in(&name, "part-", ".summary.zst")
+            .or_else(|| number_in(&name, "part-", ".postings"))
+        {
+            companions.push((first_id, path));
         }
     }
-    // A summary is written before its partition file: one without it is a seal that
-    // stopped half-way (its log is still here).
-    for (first_id, path) in summaries {
+    // A summary and postings are written before their partition file: one without it is
+    // a seal that stopped half-way (its log is still here).
+    for (first_id, path) in companions {
         if !partition_files.iter().any(|(id, _)| *id == first_id) {
             std::fs::remove_file(&path)
                 .map_err(|source| ColumnarError::io("removing", &path, source))?;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::columnar::log::sync_directory_of;
+use crate::columnar::postings::postings_path;
 use crate::columnar::sealed::SealedPartition;
 use crate::columnar::stats::summary_path;
 use crate::columnar::ColumnarError;
@@ -77,11 +78,16 @@ pub(crate) fn write_marks(directory: &Path, marks: &DroppedMarks) -> Result<(), 
     sync_directory_of(&path)
 }
 
-/// The bytes a sealed partition takes: its file and its summary.
+/// The bytes a sealed partition takes: its file, its summary and its postings.
 pub(crate) fn partition_disk_bytes(directory: &Path, partition: &SealedPartition) -> u64 {
-    let summary = std::fs::metadata(summary_path(directory, partition.first_id))
-        .map_or(0, |metadata| metadata.len());
-    partition.bytes + summary
+    let companions: u64 = [
+        summary_path(directory, partition.first_id),
+        postings_path(directory, partition.first_id),
+    ]
+    .iter()
+    .map(|path| std::fs::metadata(path).map_or(0, |metadata| metadata.len()))
+    .sum();
+    partition.bytes + companions
 }
 
 /// The sealed partitions `rule` drops, from `sealed` (oldest first); `other_bytes` is what
@@ -117,8 +123,8 @@ pub(crate) fn choose_victims(
     victims
 }
 
-/// Unlinks a dropped partition's files: the partition file first, so a crash between the
-/// two leaves an orphan summary, which opening removes.
+/// Unlinks a dropped partition's files: the partition file first, so a crash midway
+/// leaves an orphan summary or postings, which opening removes.
 pub(crate) fn remove_partition_files(
     directory: &Path,
     partition: &SealedPartition,
@@ -126,16 +132,20 @@ pub(crate) fn remove_partition_files(
     std::fs::remove_file(&partition.path).map_err(|source| {
         ColumnarError::io("removing dropped partition", &partition.path, source)
     })?;
-    let summary = summary_path(directory, partition.first_id);
-    match std::fs::remove_file(&summary) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(ColumnarError::io(
-                "removing dropped summary",
-                &summary,
-                source,
-            ))
+    for companion in [
+        summary_path(directory, partition.first_id),
+        postings_path(directory, partition.first_id),
+    ] {
+        match std::fs::remove_file(&companion) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ColumnarError::io(
+                    "removing a dropped partition's companion file",
+                    &companion,
+                    source,
+                ))
+            }
         }
     }
     sync_directory_of(&partition.path)

@@ -1,40 +1,34 @@
 //! Sealed partitions: a hot partition written once as a Parquet file, then only read.
 //!
-//! One file per partition, `part-<first id>.parquet`: zstd, the coded columns dictionary
-//! encoded, ids and times delta encoded, row groups of [`ROW_GROUP_ROWS`] rows with min/max
-//! statistics per row group and page, and bloom filters on the columns people search for
-//! rare values of (address, credentials, country, session). A query skips a row group
-//! whose statistics or bloom filter rule its value out, and reads only the columns it
-//! filters on, then only the rows of its page. Researchers can open the files with DuckDB
-//! or pandas as they are.
+//! One file per partition, `part-<first id>.parquet` (written by `partition_writer.rs`):
+//! zstd, the coded columns dictionary encoded, ids and times delta encoded, row groups of
+//! [`ROW_GROUP_ROWS`] rows with min/max statistics per row group and page, and bloom
+//! filters on the columns people search for rare values of (address, credentials, country,
+//! session). A query skips a row group whose statistics or bloom filter rule its value
+//! out; a value of a posted column (`postings.rs`) is then looked up in the partition's
+//! postings, which name its rows; any other condition reads only the columns it filters
+//! on, then only the rows of its page. Researchers can open the files with DuckDB or
+//! pandas as they are.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
-use arrow_array::{
-    Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, UInt16Array, UInt32Array, UInt64Array,
-};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_array::types::{TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
-use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::arrow::ProjectionMask;
 use parquet::bloom_filter::Sbbf;
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 
 use crate::columnar::arrays::{keep_equal_number, keep_equal_text, text_of};
 use crate::columnar::filter::{CodedColumn, EventFilter, PlainColumn};
-use crate::columnar::hot::{micros_to_time, HotColumns, ABSENT};
-use crate::columnar::log::sync_directory_of;
+use crate::columnar::hot::micros_to_time;
+use crate::columnar::postings::{postings_path, PostingsFile, POSTED_COLUMNS};
 use crate::columnar::stats::{count_batch, Counts, COUNTED_COLUMNS};
 use crate::columnar::ColumnarError;
 use crate::model::{EventFields, StoredEvent};
@@ -42,239 +36,30 @@ use crate::model::{EventFields, StoredEvent};
 /// Rows per row group: the unit statistics and bloom filters skip.
 pub(crate) const ROW_GROUP_ROWS: usize = 65_536;
 /// Key of the file metadata entry holding each node's highest stored `seq`.
-const NODE_SEQUENCES_KEY: &str = "honeybee.node_sequences";
+pub(crate) const NODE_SEQUENCES_KEY: &str = "honeybee.node_sequences";
 /// Key of the file metadata entry naming the layout's version.
-const FORMAT_KEY: &str = "honeybee.format";
-const FORMAT: &str = "1";
+pub(crate) const FORMAT_KEY: &str = "honeybee.format";
+pub(crate) const FORMAT: &str = "1";
 
-const ID: &str = "id";
-const TIMESTAMP: &str = "timestamp";
-const RECEIVED_AT: &str = "received_at";
-const NODE_ID: &str = "node_id";
-const SEQ: &str = "seq";
-const SRC_PORT: &str = "src_port";
-const DST_PORT: &str = "dst_port";
-const ASN: &str = "asn";
-const DATA: &str = "data";
+pub(crate) const ID: &str = "id";
+pub(crate) const TIMESTAMP: &str = "timestamp";
+pub(crate) const RECEIVED_AT: &str = "received_at";
+pub(crate) const NODE_ID: &str = "node_id";
+pub(crate) const SEQ: &str = "seq";
+pub(crate) const SRC_PORT: &str = "src_port";
+pub(crate) const DST_PORT: &str = "dst_port";
+pub(crate) const ASN: &str = "asn";
+pub(crate) const DATA: &str = "data";
 
 /// Columns with bloom filters: exact searches for values that may occur once.
-const BLOOM_COLUMNS: [&str; 5] = ["src_ip", "username", "password", "country", "session"];
+pub(crate) const BLOOM_COLUMNS: [&str; 5] =
+    ["src_ip", "username", "password", "country", "session"];
 
-/// The layout of a sealed partition.
-pub(crate) fn schema() -> SchemaRef {
-    let coded = |name: &str, nullable: bool| {
-        Field::new(
-            name,
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            nullable,
-        )
-    };
-    let time = |name: &str| {
-        Field::new(
-            name,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        )
-    };
-    let mut fields = vec![
-        Field::new(ID, DataType::UInt64, false),
-        time(TIMESTAMP),
-        time(RECEIVED_AT),
-        Field::new(NODE_ID, DataType::UInt64, false),
-        Field::new(SEQ, DataType::UInt64, true),
-        coded(CodedColumn::PotId.name(), false),
-        coded(CodedColumn::PotType.name(), false),
-        coded(CodedColumn::EventType.name(), false),
-    ];
-    for column in &CodedColumn::ALL[3..] {
-        fields.push(coded(column.name(), true));
-    }
-    for column in PlainColumn::ALL {
-        fields.push(Field::new(column.name(), DataType::Utf8, true));
-    }
-    fields.push(Field::new(SRC_PORT, DataType::UInt16, true));
-    fields.push(Field::new(DST_PORT, DataType::UInt16, true));
-    fields.push(Field::new(ASN, DataType::UInt32, true));
-    fields.push(Field::new(DATA, DataType::Utf8, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// The file name of the partition whose first event has `first_id`.
-pub(crate) fn partition_file_name(first_id: u64) -> String {
-    format!("part-{first_id:020}.parquet")
-}
-
-fn parquet_error(path: &Path, error: impl std::fmt::Display) -> ColumnarError {
+pub(crate) fn parquet_error(path: &Path, error: impl std::fmt::Display) -> ColumnarError {
     ColumnarError::Parquet {
         path: path.to_path_buf(),
         message: error.to_string(),
     }
-}
-
-/// Writes the hot partition's events as a sealed partition file in `directory` and
-/// makes it durable (written under a temporary name, synced, renamed, directory synced):
-/// once this returns, the file is the partition and its log may go.
-pub(crate) fn write_sealed_partition(
-    directory: &Path,
-    columns: &HotColumns,
-    log: &File,
-    log_path: &Path,
-    node_sequences: &HashMap<u64, u64>,
-) -> Result<PathBuf, ColumnarError> {
-    let first_id = *columns.ids.first().ok_or_else(|| ColumnarError::Corrupt {
-        path: log_path.to_path_buf(),
-        what: "sealing an empty partition".into(),
-    })?;
-    let path = directory.join(partition_file_name(first_id));
-    let temporary = path.with_extension("parquet.tmp");
-    let failed = |error: &dyn std::fmt::Display| parquet_error(&temporary, error);
-
-    let mut sequences: Vec<(u64, u64)> = node_sequences.iter().map(|(n, s)| (*n, *s)).collect();
-    sequences.sort_unstable();
-    let sequences_text = sequences
-        .iter()
-        .map(|(node, seq)| format!("{node}:{seq}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let zstd = ZstdLevel::try_new(3).map_err(|e| failed(&e))?;
-    let mut properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(zstd))
-        .set_max_row_group_size(ROW_GROUP_ROWS)
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(FORMAT_KEY.to_owned(), FORMAT.to_owned()),
-            KeyValue::new(NODE_SEQUENCES_KEY.to_owned(), sequences_text),
-        ]));
-    for column in [
-        ID,
-        TIMESTAMP,
-        RECEIVED_AT,
-        DATA,
-        "command",
-        "session",
-        "url",
-        "file_hash",
-    ] {
-        properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
-    }
-    for column in [ID, TIMESTAMP, RECEIVED_AT] {
-        properties =
-            properties.set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
-    }
-    for column in BLOOM_COLUMNS {
-        let distinct = match CodedColumn::ALL.iter().find(|coded| coded.name() == column) {
-            Some(coded) => columns.dictionaries[*coded as usize].values.len(),
-            None => columns.len(),
-        };
-        properties = properties
-            .set_column_bloom_filter_enabled(ColumnPath::from(column), true)
-            .set_column_bloom_filter_ndv(
-                ColumnPath::from(column),
-                (distinct as u64).clamp(1, ROW_GROUP_ROWS as u64),
-            )
-            .set_column_bloom_filter_fpp(ColumnPath::from(column), 0.01);
-    }
-    let dictionaries: Vec<Arc<StringArray>> = columns
-        .dictionaries
-        .iter()
-        .map(|dictionary| {
-            Arc::new(
-                dictionary
-                    .values
-                    .iter()
-                    .map(|value| Some(&**value))
-                    .collect::<StringArray>(),
-            )
-        })
-        .collect();
-    let file = File::create(&temporary)
-        .map_err(|source| ColumnarError::io("creating partition", &temporary, source))?;
-    let mut writer =
-        ArrowWriter::try_new(file, schema(), Some(properties.build())).map_err(|e| failed(&e))?;
-    let mut start = 0;
-    while start < columns.len() {
-        let end = (start + ROW_GROUP_ROWS).min(columns.len());
-        let batch = row_group_batch(columns, &dictionaries, start..end, log, log_path)?;
-        writer.write(&batch).map_err(|e| failed(&e))?;
-        writer.flush().map_err(|e| failed(&e))?;
-        start = end;
-    }
-    let file = writer.into_inner().map_err(|e| failed(&e))?;
-    file.sync_all()
-        .map_err(|source| ColumnarError::io("syncing partition", &temporary, source))?;
-    std::fs::rename(&temporary, &path)
-        .map_err(|source| ColumnarError::io("naming partition", &path, source))?;
-    sync_directory_of(&path)?;
-    Ok(path)
-}
-
-/// The record batch of rows `rows` of the hot columns, payloads read from the log in one
-/// read of the span they occupy.
-fn row_group_batch(
-    columns: &HotColumns,
-    dictionaries: &[Arc<StringArray>],
-    rows: std::ops::Range<usize>,
-    log: &File,
-    log_path: &Path,
-) -> Result<RecordBatch, ColumnarError> {
-    use std::os::unix::fs::FileExt;
-    let payloads = &columns.payloads[rows.clone()];
-    let span_start = payloads.first().map_or(0, |p| p.offset);
-    let span_end = payloads
-        .last()
-        .map_or(0, |p| p.offset + u64::from(p.length));
-    let mut span = vec![0u8; (span_end - span_start) as usize];
-    log.read_exact_at(&mut span, span_start)
-        .map_err(|source| ColumnarError::io("reading log", log_path, source))?;
-    let mut data = Vec::with_capacity(payloads.len());
-    for payload in payloads {
-        let at = (payload.offset - span_start) as usize;
-        let text = std::str::from_utf8(&span[at..at + payload.length as usize]).map_err(|_| {
-            ColumnarError::Corrupt {
-                path: log_path.to_path_buf(),
-                what: format!("payload at offset {} is not UTF-8", payload.offset),
-            }
-        })?;
-        data.push(text);
-    }
-    let time = |values: &[i64]| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(values.to_vec()).with_timezone("UTC"))
-    };
-    let mut arrays: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(columns.ids[rows.clone()].to_vec())),
-        time(&columns.timestamps[rows.clone()]),
-        time(&columns.received_at[rows.clone()]),
-        Arc::new(UInt64Array::from(columns.node_ids[rows.clone()].to_vec())),
-        Arc::new(UInt64Array::from(columns.seqs[rows.clone()].to_vec())),
-    ];
-    for column in CodedColumn::ALL {
-        let keys: Int32Array = columns.coded[column as usize][rows.clone()]
-            .iter()
-            .map(|&code| (code != ABSENT).then_some(code as i32))
-            .collect();
-        let array =
-            DictionaryArray::<Int32Type>::try_new(keys, dictionaries[column as usize].clone())
-                .map_err(|e| parquet_error(log_path, e))?;
-        arrays.push(Arc::new(array));
-    }
-    for column in PlainColumn::ALL {
-        arrays.push(Arc::new(
-            columns.plain[column as usize][rows.clone()]
-                .iter()
-                .map(|value| value.as_deref())
-                .collect::<StringArray>(),
-        ));
-    }
-    arrays.push(Arc::new(UInt16Array::from(
-        columns.src_ports[rows.clone()].to_vec(),
-    )));
-    arrays.push(Arc::new(UInt16Array::from(
-        columns.dst_ports[rows.clone()].to_vec(),
-    )));
-    arrays.push(Arc::new(UInt32Array::from(
-        columns.asns[rows.clone()].to_vec(),
-    )));
-    arrays.push(Arc::new(StringArray::from(data)));
-    RecordBatch::try_new(schema(), arrays).map_err(|e| parquet_error(log_path, e))
 }
 
 /// A sealed partition, open for reading.
@@ -294,6 +79,14 @@ pub(crate) struct SealedPartition {
     pub node_sequences: HashMap<u64, u64>,
     /// Per row group: bloom filter of each column that has one.
     blooms: Vec<HashMap<&'static str, Sbbf>>,
+    /// The first row of each row group, then the partition's row count.
+    group_starts: Vec<usize>,
+    /// The rows of each value of the posted columns; `None` for a partition sealed
+    /// without them (or whose file was found damaged at open).
+    postings: Option<PostingsFile>,
+    /// Set once a lookup found the postings damaged: the partition is scanned from then
+    /// on, and the damage is logged once.
+    postings_damaged: AtomicBool,
 }
 
 impl std::fmt::Debug for SealedPartition {
@@ -404,6 +197,23 @@ impl SealedPartition {
             }
             blooms.push(filters);
         }
+        let mut group_starts = Vec::with_capacity(groups + 1);
+        group_starts.push(0);
+        for group in 0..groups {
+            let rows = parquet.row_group(group).num_rows() as usize;
+            group_starts.push(group_starts[group] + rows);
+        }
+        let postings_file = path
+            .parent()
+            .map(|directory| postings_path(directory, first_id));
+        let postings = match postings_file.as_deref().map(PostingsFile::open) {
+            Some(Ok(postings)) => postings,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "a partition's postings are damaged; searches scan it instead");
+                None
+            }
+            None => None,
+        };
         Ok(SealedPartition {
             path: path.to_path_buf(),
             file,
@@ -417,6 +227,9 @@ impl SealedPartition {
             bytes,
             node_sequences,
             blooms,
+            group_starts,
+            postings,
+            postings_damaged: AtomicBool::new(false),
         })
     }
 
@@ -554,28 +367,64 @@ impl SealedPartition {
         deadline: Instant,
         time_limit: std::time::Duration,
     ) -> Result<Vec<StoredEvent>, ColumnarError> {
-        let mut events = Vec::new();
-        let groups = self.metadata.metadata().num_row_groups();
-        let order: Box<dyn Iterator<Item = usize>> = if newest_first {
-            Box::new((0..groups).rev())
+        let mut groups = Vec::new();
+        for group in 0..self.metadata.metadata().num_row_groups() {
+            if self.group_may_match(group, filter)? {
+                groups.push(group);
+            }
+        }
+        if newest_first {
+            groups.reverse();
+        }
+        // Statistics and bloom filters (in memory) first: the postings are read only for
+        // a partition that may hold the value.
+        let candidates = if groups.is_empty() {
+            None
         } else {
-            Box::new(0..groups)
+            self.posted_candidates(filter)
         };
-        for group in order {
+        if candidates.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        // What the postings do not answer is checked on the candidate rows' columns.
+        let unposted = EventFilter {
+            coded: filter
+                .coded
+                .iter()
+                .filter(|(column, _)| !POSTED_COLUMNS.contains(column))
+                .cloned()
+                .collect(),
+            ..filter.clone()
+        };
+        let mut events = Vec::new();
+        for group in groups {
             if Instant::now() >= deadline {
                 return Err(ColumnarError::TimeLimit { limit: time_limit });
             }
-            if !self.group_may_match(group, filter)? {
-                continue;
-            }
-            let rows = self.matching_rows(group, filter)?;
+            let rows = match &candidates {
+                Some(candidates) => {
+                    let (start, end) = (self.group_starts[group], self.group_starts[group + 1]);
+                    let from = candidates.partition_point(|&row| (row as usize) < start);
+                    let to = candidates.partition_point(|&row| (row as usize) < end);
+                    let in_group: Vec<usize> = candidates[from..to]
+                        .iter()
+                        .map(|&row| row as usize - start)
+                        .collect();
+                    if in_group.is_empty() || unposted.is_everything() {
+                        in_group
+                    } else {
+                        self.matching_rows(group, &unposted, Some(&in_group))?
+                    }
+                }
+                None => self.matching_rows(group, filter, None)?,
+            };
             let take = rows.len().min(wanted - events.len());
             let chosen: Vec<usize> = if newest_first {
                 rows[rows.len() - take..].to_vec()
             } else {
                 rows[..take].to_vec()
             };
-            let mut found = self.events_of_rows(group, &chosen)?;
+            let mut found = self.events_of_rows(group, &chosen, filter)?;
             if newest_first {
                 found.reverse();
             }
@@ -587,11 +436,32 @@ impl SealedPartition {
         Ok(events)
     }
 
-    /// The rows of row group `group` matching `filter`, ascending.
+    /// The rows (ascending, from the partition's first) that the postings give for the
+    /// filter's conditions on posted columns; `None` when there are no such conditions,
+    /// no postings, or the postings are damaged (then the partition is scanned).
+    fn posted_candidates(&self, filter: &EventFilter) -> Option<Vec<u32>> {
+        let postings = self.postings.as_ref()?;
+        if self.postings_damaged.load(Ordering::Relaxed) {
+            return None;
+        }
+        match postings.candidate_rows(filter) {
+            Ok(candidates) => candidates,
+            Err(error) => {
+                if !self.postings_damaged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "a partition's postings are damaged; searches scan it instead");
+                }
+                None
+            }
+        }
+    }
+
+    /// The rows of row group `group` matching `filter`, ascending: among `among` (rows of
+    /// the group, ascending) when given, else among all.
     fn matching_rows(
         &self,
         group: usize,
         filter: &EventFilter,
+        among: Option<&[usize]>,
     ) -> Result<Vec<usize>, ColumnarError> {
         let mut names = vec![ID];
         if filter.since.is_some() || filter.until.is_some() {
@@ -617,7 +487,7 @@ impl SealedPartition {
         }
         let mut rows = Vec::new();
         let mut offset = 0;
-        for batch in self.read(group, &names, None)? {
+        for batch in self.read(group, &names, among)? {
             let count = batch.num_rows();
             let mut keep = vec![true; count];
             let column = |name: &str| batch.column_by_name(name).cloned();
@@ -665,45 +535,59 @@ impl SealedPartition {
                 keep.iter()
                     .enumerate()
                     .filter(|(_, keep)| **keep)
-                    .map(|(row, _)| offset + row),
+                    .map(|(row, _)| among.map_or(offset + row, |among| among[offset + row])),
             );
             offset += count;
         }
         Ok(rows)
     }
 
-    /// The events of the given rows (ascending) of row group `group`, ascending.
+    /// The events of the given rows (ascending) of row group `group`, ascending. A text
+    /// column `filter` fixes to one value is not read: every matching row holds that value.
     fn events_of_rows(
         &self,
         group: usize,
         rows: &[usize],
+        filter: &EventFilter,
     ) -> Result<Vec<StoredEvent>, ColumnarError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let names = [
+        let fixed = |name: &str| -> Option<&str> {
+            filter
+                .coded
+                .iter()
+                .map(|(column, value)| (column.name(), value))
+                .chain(
+                    filter
+                        .plain
+                        .iter()
+                        .map(|(column, value)| (column.name(), value)),
+                )
+                .find(|(column, _)| *column == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let text_columns: Vec<&str> = CodedColumn::ALL
+            .iter()
+            .map(|column| column.name())
+            .chain(PlainColumn::ALL.iter().map(|column| column.name()))
+            .collect();
+        let mut names = vec![
             ID,
             TIMESTAMP,
             RECEIVED_AT,
             NODE_ID,
-            CodedColumn::PotId.name(),
-            CodedColumn::PotType.name(),
-            CodedColumn::EventType.name(),
             DATA,
-            CodedColumn::SrcIp.name(),
-            CodedColumn::Username.name(),
-            CodedColumn::Password.name(),
-            CodedColumn::Protocol.name(),
-            CodedColumn::Country.name(),
-            CodedColumn::City.name(),
-            PlainColumn::Command.name(),
-            PlainColumn::Session.name(),
-            PlainColumn::Url.name(),
-            PlainColumn::FileHash.name(),
             SRC_PORT,
             DST_PORT,
             ASN,
         ];
+        names.extend(
+            text_columns
+                .iter()
+                .copied()
+                .filter(|name| fixed(name).is_none()),
+        );
         let mut events = Vec::with_capacity(rows.len());
         for batch in self.read(group, &names, Some(rows))? {
             let column = |name: &str| {
@@ -720,23 +604,16 @@ impl SealedPartition {
             let arrivals = arrivals.as_primitive::<TimestampMicrosecondType>();
             let nodes = column(NODE_ID)?;
             let nodes = nodes.as_primitive::<UInt64Type>();
-            let pots = column(CodedColumn::PotId.name())?;
-            let types = column(CodedColumn::PotType.name())?;
-            let event_types = column(CodedColumn::EventType.name())?;
             let data = column(DATA)?;
             let data = data.as_string::<i32>();
-            let texts = [
-                column(CodedColumn::SrcIp.name())?,
-                column(CodedColumn::Username.name())?,
-                column(CodedColumn::Password.name())?,
-                column(CodedColumn::Protocol.name())?,
-                column(CodedColumn::Country.name())?,
-                column(CodedColumn::City.name())?,
-                column(PlainColumn::Command.name())?,
-                column(PlainColumn::Session.name())?,
-                column(PlainColumn::Url.name())?,
-                column(PlainColumn::FileHash.name())?,
-            ];
+            // Per text column: the value the filter fixes, or the array read.
+            let mut texts = Vec::with_capacity(text_columns.len());
+            for name in &text_columns {
+                texts.push(match fixed(name) {
+                    Some(value) => Err(value),
+                    None => Ok(column(name)?),
+                });
+            }
             let src_ports = column(SRC_PORT)?;
             let src_ports = src_ports.as_primitive::<UInt16Type>();
             let dst_ports = column(DST_PORT)?;
@@ -744,28 +621,34 @@ impl SealedPartition {
             let asns = column(ASN)?;
             let asns = asns.as_primitive::<UInt32Type>();
             for row in 0..batch.num_rows() {
-                let text = |index: usize| text_of(&texts[index], row).map(str::to_owned);
+                let text = |name: &str| -> Option<String> {
+                    let index = text_columns.iter().position(|column| *column == name)?;
+                    match &texts[index] {
+                        Err(value) => Some((*value).to_owned()),
+                        Ok(array) => text_of(array, row).map(str::to_owned),
+                    }
+                };
                 let fields = EventFields {
-                    src_ip: text(0),
+                    src_ip: text(CodedColumn::SrcIp.name()),
                     src_port: src_ports.is_valid(row).then(|| src_ports.value(row)),
                     dst_port: dst_ports.is_valid(row).then(|| dst_ports.value(row)),
-                    username: text(1),
-                    password: text(2),
-                    command: text(6),
-                    session: text(7),
-                    url: text(8),
-                    file_hash: text(9),
-                    protocol: text(3),
-                    country: text(4),
-                    city: text(5),
+                    username: text(CodedColumn::Username.name()),
+                    password: text(CodedColumn::Password.name()),
+                    command: text(PlainColumn::Command.name()),
+                    session: text(PlainColumn::Session.name()),
+                    url: text(PlainColumn::Url.name()),
+                    file_hash: text(PlainColumn::FileHash.name()),
+                    protocol: text(CodedColumn::Protocol.name()),
+                    country: text(CodedColumn::Country.name()),
+                    city: text(CodedColumn::City.name()),
                     asn: asns.is_valid(row).then(|| asns.value(row)),
                 };
                 events.push(StoredEvent {
                     id: ids.value(row) as i64,
                     node_id: nodes.value(row),
-                    pot_id: text_of(&pots, row).unwrap_or_default().to_owned(),
-                    pot_type: text_of(&types, row).unwrap_or_default().to_owned(),
-                    event_type: text_of(&event_types, row).unwrap_or_default().to_owned(),
+                    pot_id: text(CodedColumn::PotId.name()).unwrap_or_default(),
+                    pot_type: text(CodedColumn::PotType.name()).unwrap_or_default(),
+                    event_type: text(CodedColumn::EventType.name()).unwrap_or_default(),
                     timestamp: micros_to_time(times.value(row)),
                     received_at: micros_to_time(arrivals.value(row)),
                     data_json: data.value(row).to_owned(),

@@ -15,7 +15,9 @@ use std::time::Duration;
 use crate::columnar::day_summary::summarize_next_day;
 use crate::columnar::hot::HotPartition;
 use crate::columnar::log::sync_directory_of;
-use crate::columnar::sealed::{write_sealed_partition, SealedPartition};
+use crate::columnar::partition_writer::write_sealed_partition;
+use crate::columnar::postings::{postings_path, write_postings};
+use crate::columnar::sealed::SealedPartition;
 use crate::columnar::stats::{count_whole, summary_path, write_summary};
 use crate::columnar::{lock, read, write, ColumnarError, Shared};
 
@@ -173,8 +175,15 @@ fn seal(shared: &Shared, job: SealJob) -> Result<(), SealJob> {
         } else {
             let first_id = columns.ids[0];
             let summary = summary_path(&shared.options.directory, first_id);
-            // The summary first: once the partition file is in place, its summary is too.
+            // The summary and postings first: once the partition file is in place, they
+            // are too.
             write_summary(&summary, &count_whole(&columns))
+                .and_then(|()| {
+                    write_postings(
+                        &postings_path(&shared.options.directory, first_id),
+                        &columns,
+                    )
+                })
                 .and_then(|()| {
                     write_sealed_partition(
                         &shared.options.directory,

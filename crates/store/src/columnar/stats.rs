@@ -410,15 +410,17 @@ pub(crate) fn encode_summary(path: &Path, counts: &Counts) -> Result<Vec<u8>, Co
 
 /// Writes `bytes` to `path` durably: a temporary file, synced, renamed into place.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ColumnarError> {
-    let temporary = path.with_extension("zst.tmp");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     File::create(&temporary)
         .and_then(|mut out| {
             out.write_all(bytes)?;
             out.sync_all()
         })
-        .map_err(|source| ColumnarError::io("writing summary", &temporary, source))?;
+        .map_err(|source| ColumnarError::io("writing", &temporary, source))?;
     std::fs::rename(&temporary, path)
-        .map_err(|source| ColumnarError::io("naming summary", path, source))?;
+        .map_err(|source| ColumnarError::io("naming", path, source))?;
     sync_directory_of(path)
 }
 

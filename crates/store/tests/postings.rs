@@ -57,8 +57,8 @@ fn known(n: u64) -> Known {
         node_id: 1 + mixed % 4,
         seconds: n as i64,
         src_ip,
-        username: (mixed % 11 != 0).then(|| usernames[(mixed % 5) as usize].to_owned()),
-        password: (mixed % 3 != 0).then(|| format!("pw{}", (mixed / 7) % 150)),
+        username: (!mixed.is_multiple_of(11)).then(|| usernames[(mixed % 5) as usize].to_owned()),
+        password: (!mixed.is_multiple_of(3)).then(|| format!("pw{}", (mixed / 7) % 150)),
     }
 }
 

@@ -102,11 +102,10 @@ pub(crate) fn write_sealed_partition(
         .join(",");
     // Reading one event reads one page of each column, so the page layout is chosen for
     // that (docs/storage.md, "Postings and row fetch"): pages of about 64 KiB; zstd only
-    // where its entropy coding pays (payloads, commands, URLs, addresses), because every
-    // zstd page read sets up a decoder, which costs tens of microseconds on a VM; LZ4
-    // (no set-up) for short tokens; nothing for numbers and dictionary codes; and no
-    // dictionary where values hardly repeat within a partition (addresses, passwords:
-    // their dictionary page would be most of the column, read whole for one row).
+    // where its entropy coding pays (payloads, commands, URLs, addresses) or on what a
+    // row read does not need (`seq`), because every zstd page read sets up a decoder,
+    // which costs tens of microseconds on a VM; LZ4 (no set-up) for short tokens; nothing
+    // for other numbers and dictionary codes.
     let zstd = ZstdLevel::try_new(3).map_err(|e| failed(&e))?;
     let mut properties = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
@@ -116,7 +115,7 @@ pub(crate) fn write_sealed_partition(
             KeyValue::new(FORMAT_KEY.to_owned(), FORMAT.to_owned()),
             KeyValue::new(NODE_SEQUENCES_KEY.to_owned(), sequences_text),
         ]));
-    for column in [DATA, "command", "url", "src_ip"] {
+    for column in [DATA, "command", "url", "src_ip", SEQ] {
         properties =
             properties.set_column_compression(ColumnPath::from(column), Compression::ZSTD(zstd));
     }
@@ -128,15 +127,23 @@ pub(crate) fn write_sealed_partition(
         ID,
         TIMESTAMP,
         RECEIVED_AT,
+        SEQ,
         DATA,
         "command",
         "session",
         "url",
         "file_hash",
-        "src_ip",
-        "password",
     ] {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    // Addresses and passwords keep a dictionary only where values repeat in the partition
+    // (a botnet's few thousand addresses over an hour); nearly unique ones are stored plain.
+    for column in [CodedColumn::SrcIp, CodedColumn::Password] {
+        let distinct = columns.dictionaries[column as usize].values.len();
+        if distinct * 2 > columns.len() {
+            properties =
+                properties.set_column_dictionary_enabled(ColumnPath::from(column.name()), false);
+        }
     }
     for column in [ID, TIMESTAMP, RECEIVED_AT] {
         properties =

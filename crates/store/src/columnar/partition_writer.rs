@@ -1,5 +1,6 @@
 //! Writing a sealed partition: the hot partition's columns and the payloads in its log,
-//! written once as a Parquet file (see `sealed.rs` for the layout and how it is read).
+//! written once as a Parquet file whose pages are laid out for reading single rows
+//! (`write_sealed_partition` says how and why); `sealed.rs` reads it.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,10 +1,9 @@
 //! Sealed partitions: a hot partition written once as a Parquet file, then only read.
 //!
-//! One file per partition, `part-<first id>.parquet` (written by `partition_writer.rs`):
-//! zstd, the coded columns dictionary encoded, ids and times delta encoded, row groups of
-//! [`ROW_GROUP_ROWS`] rows with min/max statistics per row group and page, and bloom
-//! filters on the columns people search for rare values of (address, credentials, country,
-//! session). A query skips a row group whose statistics or bloom filter rule its value
+//! One file per partition, `part-<first id>.parquet` (written by `partition_writer.rs`,
+//! which explains its page layout): row groups of [`ROW_GROUP_ROWS`] rows with min/max
+//! statistics per row group and page, and bloom filters on the columns people search for
+//! rare values of (address, credentials, country, session). A query skips a row group whose statistics or bloom filter rule its value
 //! out; a value of a posted column (`postings.rs`) is then looked up in the partition's
 //! postings, which name its rows; any other condition reads only the columns it filters
 //! on, then only the rows of its page. Researchers can open the files with DuckDB or

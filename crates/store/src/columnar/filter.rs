@@ -177,6 +177,18 @@ impl EventFilter {
         self.since.is_none_or(|since| since <= min) && self.until.is_none_or(|until| max <= until)
     }
 
+    /// Every equality on a text column, coded or plain, as (column name, value).
+    pub fn text_conditions(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.coded
+            .iter()
+            .map(|(column, value)| (column.name(), value.as_str()))
+            .chain(
+                self.plain
+                    .iter()
+                    .map(|(column, value)| (column.name(), value.as_str())),
+            )
+    }
+
     /// Whether the filter has no condition at all: every event matches.
     pub fn is_everything(&self) -> bool {
         self.only_time() && self.since.is_none() && self.until.is_none()

@@ -81,6 +81,12 @@ fn take_bytes<'a>(bytes: &'a [u8], at: &mut usize, length: u64) -> Option<&'a [u
     Some(taken)
 }
 
+/// Reads a varint length at `*at` and that many bytes after it, moving past both.
+fn take_prefixed<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let length = take_varint(bytes, at)?;
+    take_bytes(bytes, at, length)
+}
+
 fn push_checksum(buffer: &mut Vec<u8>, from: usize) {
     let checksum = crc32fast::hash(&buffer[from..]);
     buffer.extend_from_slice(&checksum.to_le_bytes());
@@ -280,9 +286,8 @@ impl PostingsFile {
         let mut at = 0;
         let mut chosen = None;
         while at < fence_bytes.len() {
-            let parsed = take_varint(&fence_bytes, &mut at)
-                .and_then(|length| take_bytes(&fence_bytes, &mut at, length))
-                .zip(take_bytes(&fence_bytes, &mut at, 12));
+            let parsed =
+                take_prefixed(&fence_bytes, &mut at).zip(take_bytes(&fence_bytes, &mut at, 12));
             let Some((first, place)) = parsed else {
                 return Err(self.damaged("postings fence entry".into()));
             };
@@ -302,9 +307,7 @@ impl PostingsFile {
         let mut entry: Vec<u8> = Vec::new();
         while at < block.len() {
             let shared = take_varint(&block, &mut at).ok_or_else(damaged)?;
-            let rest = take_varint(&block, &mut at)
-                .and_then(|length| take_bytes(&block, &mut at, length))
-                .ok_or_else(damaged)?;
+            let rest = take_prefixed(&block, &mut at).ok_or_else(damaged)?;
             let shared = usize::try_from(shared)
                 .ok()
                 .filter(|shared| *shared <= entry.len())
@@ -313,9 +316,7 @@ impl PostingsFile {
             entry.extend_from_slice(rest);
             let count = take_varint(&block, &mut at).ok_or_else(damaged)?;
             let encoded = if count > 1 {
-                take_varint(&block, &mut at)
-                    .and_then(|length| take_bytes(&block, &mut at, length))
-                    .ok_or_else(damaged)?
+                take_prefixed(&block, &mut at).ok_or_else(damaged)?
             } else {
                 let start = at;
                 take_varint(&block, &mut at).ok_or_else(damaged)?;

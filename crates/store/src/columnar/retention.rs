@@ -78,15 +78,20 @@ pub(crate) fn write_marks(directory: &Path, marks: &DroppedMarks) -> Result<(), 
     sync_directory_of(&path)
 }
 
+/// The files that belong to a sealed partition besides its Parquet file.
+fn companion_paths(directory: &Path, first_id: u64) -> [PathBuf; 2] {
+    [
+        summary_path(directory, first_id),
+        postings_path(directory, first_id),
+    ]
+}
+
 /// The bytes a sealed partition takes: its file, its summary and its postings.
 pub(crate) fn partition_disk_bytes(directory: &Path, partition: &SealedPartition) -> u64 {
-    let companions: u64 = [
-        summary_path(directory, partition.first_id),
-        postings_path(directory, partition.first_id),
-    ]
-    .iter()
-    .map(|path| std::fs::metadata(path).map_or(0, |metadata| metadata.len()))
-    .sum();
+    let companions: u64 = companion_paths(directory, partition.first_id)
+        .iter()
+        .map(|path| std::fs::metadata(path).map_or(0, |metadata| metadata.len()))
+        .sum();
     partition.bytes + companions
 }
 
@@ -132,10 +137,7 @@ pub(crate) fn remove_partition_files(
     std::fs::remove_file(&partition.path).map_err(|source| {
         ColumnarError::io("removing dropped partition", &partition.path, source)
     })?;
-    for companion in [
-        summary_path(directory, partition.first_id),
-        postings_path(directory, partition.first_id),
-    ] {
+    for companion in companion_paths(directory, partition.first_id) {
         match std::fs::remove_file(&companion) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}

@@ -294,17 +294,7 @@ impl SealedPartition {
                 }
             }
         }
-        let texts = filter
-            .coded
-            .iter()
-            .map(|(column, value)| (column.name(), value))
-            .chain(
-                filter
-                    .plain
-                    .iter()
-                    .map(|(column, value)| (column.name(), value)),
-            );
-        for (name, value) in texts {
+        for (name, value) in filter.text_conditions() {
             let chunk = row_group.column(self.leaf(name)?);
             if let Some(statistics) = chunk.statistics() {
                 if statistics.null_count_opt() == Some(chunk.num_values() as u64) {
@@ -321,7 +311,7 @@ impl SealedPartition {
                 }
             }
             if let Some(bloom) = self.blooms[group].get(name) {
-                if !bloom.check(&value.as_str()) {
+                if !bloom.check(&value) {
                     return Ok(false);
                 }
             }
@@ -385,23 +375,26 @@ impl SealedPartition {
         if candidates.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
-        // What the postings do not answer is checked on the candidate rows' columns.
-        let unposted = EventFilter {
-            coded: filter
-                .coded
-                .iter()
-                .filter(|(column, _)| !POSTED_COLUMNS.contains(column))
-                .cloned()
-                .collect(),
-            ..filter.clone()
-        };
+        // With candidates, what the postings do not answer is checked on their columns.
+        let candidates = candidates.map(|rows| {
+            let unposted = EventFilter {
+                coded: filter
+                    .coded
+                    .iter()
+                    .filter(|(column, _)| !POSTED_COLUMNS.contains(column))
+                    .cloned()
+                    .collect(),
+                ..filter.clone()
+            };
+            (rows, unposted)
+        });
         let mut events = Vec::new();
         for group in groups {
             if Instant::now() >= deadline {
                 return Err(ColumnarError::TimeLimit { limit: time_limit });
             }
             let rows = match &candidates {
-                Some(candidates) => {
+                Some((candidates, unposted)) => {
                     let (start, end) = (self.group_starts[group], self.group_starts[group + 1]);
                     let from = candidates.partition_point(|&row| (row as usize) < start);
                     let to = candidates.partition_point(|&row| (row as usize) < end);
@@ -412,7 +405,7 @@ impl SealedPartition {
                     if in_group.is_empty() || unposted.is_everything() {
                         in_group
                     } else {
-                        self.matching_rows(group, &unposted, Some(&in_group))?
+                        self.matching_rows(group, unposted, Some(&in_group))?
                     }
                 }
                 None => self.matching_rows(group, filter, None)?,
@@ -512,17 +505,7 @@ impl SealedPartition {
                     *keep &= nodes.value(row) == node;
                 }
             }
-            for (name, value) in filter
-                .coded
-                .iter()
-                .map(|(column, value)| (column.name(), value))
-                .chain(
-                    filter
-                        .plain
-                        .iter()
-                        .map(|(column, value)| (column.name(), value)),
-                )
-            {
+            for (name, value) in filter.text_conditions() {
                 if let Some(array) = column(name) {
                     keep_equal_text(&array, value, &mut keep);
                 }
@@ -554,18 +537,11 @@ impl SealedPartition {
         }
         let fixed = |name: &str| -> Option<&str> {
             filter
-                .coded
-                .iter()
-                .map(|(column, value)| (column.name(), value))
-                .chain(
-                    filter
-                        .plain
-                        .iter()
-                        .map(|(column, value)| (column.name(), value)),
-                )
+                .text_conditions()
                 .find(|(column, _)| *column == name)
-                .map(|(_, value)| value.as_str())
+                .map(|(_, value)| value)
         };
+        // The coded columns, then the plain ones: `texts` below is indexed the same way.
         let text_columns: Vec<&str> = CodedColumn::ALL
             .iter()
             .map(|column| column.name())
@@ -620,34 +596,35 @@ impl SealedPartition {
             let asns = column(ASN)?;
             let asns = asns.as_primitive::<UInt32Type>();
             for row in 0..batch.num_rows() {
-                let text = |name: &str| -> Option<String> {
-                    let index = text_columns.iter().position(|column| *column == name)?;
+                let text = |index: usize| -> Option<String> {
                     match &texts[index] {
                         Err(value) => Some((*value).to_owned()),
                         Ok(array) => text_of(array, row).map(str::to_owned),
                     }
                 };
+                let coded = |column: CodedColumn| text(column as usize);
+                let plain = |column: PlainColumn| text(CodedColumn::COUNT + column as usize);
                 let fields = EventFields {
-                    src_ip: text(CodedColumn::SrcIp.name()),
+                    src_ip: coded(CodedColumn::SrcIp),
                     src_port: src_ports.is_valid(row).then(|| src_ports.value(row)),
                     dst_port: dst_ports.is_valid(row).then(|| dst_ports.value(row)),
-                    username: text(CodedColumn::Username.name()),
-                    password: text(CodedColumn::Password.name()),
-                    command: text(PlainColumn::Command.name()),
-                    session: text(PlainColumn::Session.name()),
-                    url: text(PlainColumn::Url.name()),
-                    file_hash: text(PlainColumn::FileHash.name()),
-                    protocol: text(CodedColumn::Protocol.name()),
-                    country: text(CodedColumn::Country.name()),
-                    city: text(CodedColumn::City.name()),
+                    username: coded(CodedColumn::Username),
+                    password: coded(CodedColumn::Password),
+                    command: plain(PlainColumn::Command),
+                    session: plain(PlainColumn::Session),
+                    url: plain(PlainColumn::Url),
+                    file_hash: plain(PlainColumn::FileHash),
+                    protocol: coded(CodedColumn::Protocol),
+                    country: coded(CodedColumn::Country),
+                    city: coded(CodedColumn::City),
                     asn: asns.is_valid(row).then(|| asns.value(row)),
                 };
                 events.push(StoredEvent {
                     id: ids.value(row) as i64,
                     node_id: nodes.value(row),
-                    pot_id: text(CodedColumn::PotId.name()).unwrap_or_default(),
-                    pot_type: text(CodedColumn::PotType.name()).unwrap_or_default(),
-                    event_type: text(CodedColumn::EventType.name()).unwrap_or_default(),
+                    pot_id: coded(CodedColumn::PotId).unwrap_or_default(),
+                    pot_type: coded(CodedColumn::PotType).unwrap_or_default(),
+                    event_type: coded(CodedColumn::EventType).unwrap_or_default(),
                     timestamp: micros_to_time(times.value(row)),
                     received_at: micros_to_time(arrivals.value(row)),
                     data_json: data.value(row).to_owned(),
